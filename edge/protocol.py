@@ -1,0 +1,141 @@
+"""The wire protocol between edge devices and the ingest API, defined once.
+
+Both sides import these models: the device to build an upload, the server to validate it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+API_PREFIX = "/v1"
+CAPTURES_PATH = f"{API_PREFIX}/captures"
+HEARTBEAT_PATH = f"{API_PREFIX}/heartbeat"
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png")
+
+# Device and camera names end up in storage keys and file names: one conservative
+# alphabet, no leading dot, so that no name can climb out of a folder.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+# Boxes may touch the frame edge; a detector's float maths may overshoot it by a hair.
+BOX_TOLERANCE_PX = 1.0
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="Letters, digits, '_', '.', '-'; 1-64 chars; no leading dot.")]
+Trigger = Literal["uncertainty", "flicker", "operator", "random"]
+"""Why a frame was uploaded: a detection in the uncertainty band, a track that flickered
+or changed class, a person flagged it as wrong, or the unbiased random sample."""
+
+
+def is_safe_name(name: str) -> bool:
+    """True when `name` can be used as a single path component without escaping."""
+    return bool(_NAME_RE.fullmatch(name)) and ".." not in name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Detection(_Strict):
+    """One box the on-device model predicted, in pixels of the uploaded frame."""
+
+    xyxy: tuple[float, float, float, float]
+    confidence: float = Field(ge=0.0, le=1.0)
+    class_id: int = Field(ge=0, le=10_000)
+    class_name: str | None = Field(default=None, max_length=128)
+
+    @field_validator("xyxy")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = v
+        if not (x1 < x2 and y1 < y2):
+            raise ValueError(f"box {v} must have x1 < x2 and y1 < y2")
+        return v
+
+
+class SourceRef(_Strict):
+    """Where the frame came from: a file name, or a stream with frame index and time."""
+
+    uri: str = Field(min_length=1, max_length=1024)
+    frame_index: int | None = Field(default=None, ge=0)
+    timestamp_s: float | None = Field(default=None, ge=0.0)
+
+
+class CaptureMeta(_Strict):
+    """The JSON part `meta` of `POST /v1/captures`."""
+
+    schema_version: Literal[1] = 1
+    device: Name
+    camera: Name
+    captured_at: AwareDatetime
+    frame_width: int = Field(gt=0, le=65_535)
+    frame_height: int = Field(gt=0, le=65_535)
+    model_version: str = Field(min_length=1, max_length=128)
+    detections: list[Detection] = Field(default_factory=list, max_length=2_000)
+    triggers: list[Trigger] = Field(min_length=1, max_length=8)
+    source: SourceRef
+    note: str | None = Field(default=None, max_length=2_000)
+
+    @field_validator("device", "camera")
+    @classmethod
+    def _no_dot_dot(cls, v: str) -> str:
+        if not is_safe_name(v):
+            raise ValueError(f"name {v!r} is not allowed")
+        return v
+
+    @model_validator(mode="after")
+    def _boxes_inside_frame(self) -> CaptureMeta:
+        w, h, tol = self.frame_width, self.frame_height, BOX_TOLERANCE_PX
+        for i, d in enumerate(self.detections):
+            x1, y1, x2, y2 = d.xyxy
+            if x1 < -tol or y1 < -tol or x2 > w + tol or y2 > h + tol:
+                raise ValueError(f"detections[{i}] box {d.xyxy} lies outside the {w}x{h} frame")
+        return self
+
+
+class Heartbeat(_Strict):
+    """The JSON body of `POST /v1/heartbeat`: how a device is doing."""
+
+    schema_version: Literal[1] = 1
+    device: Name
+    sent_at: AwareDatetime
+    model_version: str = Field(min_length=1, max_length=128)
+    fps: float = Field(ge=0.0)
+    inference_ms_p50: float = Field(ge=0.0)
+    inference_ms_p99: float = Field(ge=0.0)
+    queue_depth: int = Field(ge=0)
+    dropped_frames: int = Field(default=0, ge=0)
+    uptime_s: float = Field(default=0.0, ge=0.0)
+
+
+class CaptureAccepted(BaseModel):
+    """Answer to an upload: 201 when new, 200 with the same id when already stored."""
+
+    id: str
+    sha256: str
+    duplicate: bool
+
+
+class HeartbeatAccepted(BaseModel):
+    id: str
+
+
+class Problem(BaseModel):
+    """Every 4xx answer: a machine-readable reason and a sentence for a person."""
+
+    reason: str
+    detail: str | list | dict
+
+
+def capture_id_for(sha256: str) -> str:
+    """Uploads are idempotent on the image's content: the capture id is its sha256."""
+    return sha256
+
+
+def utc_now() -> datetime:
+    from datetime import timezone
+
+    return datetime.now(timezone.utc)

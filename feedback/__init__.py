@@ -1,0 +1,1 @@
+"""Turning captures into a better model: ingest API, review, synthesis, training, gate."""

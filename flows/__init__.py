@@ -1,0 +1,1 @@
+"""Prefect flows and the `edgeloop` command line: thin orchestration of feedback and store."""

@@ -1,0 +1,1 @@
+"""The system of record: blob store, DuckDB catalog, inbox, device registry."""
