@@ -9,7 +9,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from edge.protocol import CAPTURES_PATH, HEARTBEAT_PATH, CaptureAccepted, CaptureMeta, Heartbeat, utc_now
+from edge.protocol import API_PREFIX, CAPTURES_PATH, HEARTBEAT_PATH, CaptureAccepted, CaptureMeta, Heartbeat, utc_now
 
 
 class UploadRejected(Exception):
@@ -69,6 +69,10 @@ class IngestClient:
         }
         response = self._send("POST", CAPTURES_PATH, files=files)
         return CaptureAccepted.model_validate_json(response.content)
+
+    def whoami(self) -> str:
+        """The device name the token belongs to."""
+        return str(self._send("GET", f"{API_PREFIX}/whoami").json()["device"])
 
     def heartbeat(self, heartbeat: Heartbeat) -> None:
         self._send(

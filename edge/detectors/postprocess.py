@@ -1,0 +1,135 @@
+"""Decodes an ultralytics detection head into `sv.Detections` in frame pixels.
+
+Confidence filter, class-aware NMS and box mapping follow ultralytics' predict, step by step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import supervision as sv
+
+from edge.detectors.preprocess import Letterbox
+
+MAX_DET = 300  # ultralytics' predict default
+MAX_NMS = 30_000  # ultralytics keeps at most this many candidates before NMS
+# Ultralytics makes NMS class-aware by shifting each class's boxes by class_id * 7680 px,
+# so boxes of different classes never overlap. We do the same so that IoU is computed on
+# the same float32 numbers and borderline suppressions agree.
+MAX_WH = 7680.0
+
+
+def empty_detections() -> sv.Detections:
+    """No boxes, with the same fields as a non-empty result (so callers need no special case)."""
+    return sv.Detections(
+        xyxy=np.empty((0, 4), dtype=np.float32),
+        confidence=np.empty(0, dtype=np.float32),
+        class_id=np.empty(0, dtype=np.int64),
+        data={"class_name": np.empty(0, dtype=str)},
+    )
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS, torchvision's algorithm: indices kept, highest score first.
+
+    A box is dropped when its IoU with a kept, higher-scored box is strictly above the
+    threshold. Each step compares one kept box with all the rest at once; the loop runs
+    once per kept box, which on a camera frame is tens, not thousands.
+    """
+    boxes = boxes.astype(np.float32, copy=False)
+    order = np.argsort(-scores, kind="stable")  # torchvision sorts stably, descending
+    x1, y1, x2, y2 = (boxes[order, i] for i in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    alive = np.ones(len(order), dtype=bool)
+    keep: list[int] = []
+    for i in range(len(order)):
+        if not alive[i]:
+            continue
+        keep.append(i)
+        rest = np.flatnonzero(alive[i + 1 :]) + i + 1
+        if rest.size == 0:
+            break
+        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
+        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
+        inter = w * h
+        iou = inter / (areas[i] + areas[rest] - inter)
+        # Compare in float64, as torchvision compares its float IoU with a double threshold.
+        alive[rest[iou.astype(np.float64) > iou_threshold]] = False
+    return order[np.asarray(keep, dtype=np.int64)]
+
+
+def _detections(
+    xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray, box: Letterbox, names: dict[int, str]
+) -> sv.Detections:
+    if len(conf) == 0:
+        return empty_detections()
+    class_id = cls.astype(np.int64)
+    class_name = np.array([names.get(int(c), str(c)) for c in class_id], dtype=str)
+    return sv.Detections(
+        xyxy=box.to_frame(xyxy),
+        confidence=conf.astype(np.float32, copy=False),
+        class_id=class_id,
+        data={"class_name": class_name},
+    )
+
+
+def decode(
+    output: np.ndarray,
+    box: Letterbox,
+    names: dict[int, str],
+    *,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_det: int = MAX_DET,
+    agnostic: bool = False,
+) -> sv.Detections:
+    """One image's raw head output → detections in frame pixels.
+
+    `output` is (1, 4 + nc [+ extra], anchors): cx, cy, w, h in input pixels, then class
+    scores already passed through a sigmoid. Channels past 4 + len(names) (mask
+    coefficients of a segmentation head) are ignored. Each box keeps only its best class,
+    as ultralytics does with multi_label=False.
+    """
+    pred = np.asarray(output[0] if output.ndim == 3 else output, dtype=np.float32)
+    nc = len(names) or pred.shape[0] - 4
+    scores = pred[4 : 4 + nc]
+    best = scores.max(axis=0)
+    cand = np.flatnonzero(best > conf)  # strictly above, as ultralytics
+    if cand.size == 0:
+        return empty_detections()
+    score = best[cand]
+    cls = scores[:, cand].argmax(axis=0)
+    if cand.size > MAX_NMS:
+        top = np.argsort(-score)[:MAX_NMS]
+        cand, score, cls = cand[top], score[top], cls[top]
+    cxcy, half_wh = pred[0:2, cand].T, pred[2:4, cand].T / np.float32(2)
+    xyxy = np.concatenate([cxcy - half_wh, cxcy + half_wh], axis=1)
+    offset = 0.0 if agnostic else cls.astype(np.float32)[:, None] * np.float32(MAX_WH)
+    keep = nms(xyxy + offset, score, iou)[:max_det]
+    return _detections(xyxy[keep], score[keep], cls[keep], box, names)
+
+
+def decode_end2end(
+    output: np.ndarray, box: Letterbox, names: dict[int, str], *, conf: float = 0.25, max_det: int = MAX_DET
+) -> sv.Detections:
+    """Heads exported with NMS inside (YOLO26, YOLOv10, `nms=True`): (1, N, 6) rows of
+    x1, y1, x2, y2, score, class in input pixels; only the confidence filter remains."""
+    rows = np.asarray(output[0] if output.ndim == 3 else output, dtype=np.float32)
+    rows = rows[rows[:, 4] > conf][:max_det]
+    return _detections(rows[:, :4], rows[:, 4], rows[:, 5], box, names)
+
+
+def postprocess(
+    output: np.ndarray,
+    box: Letterbox,
+    names: dict[int, str],
+    *,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_det: int = MAX_DET,
+    end2end: bool = False,
+) -> sv.Detections:
+    """Either head → detections; a (1, N, 6) output is end-to-end whatever the metadata says,
+    the same test ultralytics applies."""
+    if end2end or output.shape[-1] == 6:
+        return decode_end2end(output, box, names, conf=conf, max_det=max_det)
+    return decode(output, box, names, conf=conf, iou=iou, max_det=max_det)

@@ -1,0 +1,212 @@
+"""The ingest API devices upload hard examples to: validate, store the blob, drop an inbox record.
+
+Stateless by design (DESIGN decision 1): no DuckDB here, so replicas scale behind a balancer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from edge.protocol import (
+    API_PREFIX,
+    CAPTURES_PATH,
+    HEARTBEAT_PATH,
+    CaptureAccepted,
+    CaptureMeta,
+    Heartbeat,
+    HeartbeatAccepted,
+    Problem,
+    capture_id_for,
+    utc_now,
+)
+from feedback.ingest.auth import authenticate
+from feedback.ingest.images import check_image
+from feedback.ingest.metrics import IngestMetrics
+from feedback.ingest.middleware import LimitAndMeasure
+from feedback.ingest.problems import Rejected
+from store.blobs import sha256_hex
+from store.devices import RegistryReader
+from store.inbox import CaptureRecord, HeartbeatRecord
+from store.settings import Settings, Workspace
+
+_META_LIMIT = 256 * 1024  # a meta part with 2,000 detections is about 200 KB
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing, malformed or unknown device token"},
+    403: {"model": Problem, "description": "Revoked token, or meta names another device"},
+    413: {"model": Problem, "description": "Body over the configured limit (checked while streaming)"},
+    415: {"model": Problem, "description": "Not multipart/form-data, or the image is not JPEG/PNG"},
+    422: {"model": Problem, "description": "Meta fails the schema, boxes outside the frame, bad names, "
+          "image does not decode or has too many pixels"},
+}
+
+_CAPTURE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["meta", "image"],
+                    "properties": {
+                        "meta": {"$ref": "#/components/schemas/CaptureMeta"},
+                        "image": {"type": "string", "format": "binary", "description": "image/jpeg or image/png"},
+                    },
+                },
+                "encoding": {"meta": {"contentType": "application/json"}, "image": {"contentType": "image/jpeg, image/png"}},
+            }
+        },
+    }
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the ASGI app; everything it needs comes from `settings` (env, edgeloop.toml)."""
+    settings = settings or Settings()
+    workspace = Workspace(settings)
+    registry = RegistryReader(workspace.objects, ttl_s=settings.registry_ttl_s)
+    metrics = IngestMetrics()
+
+    app = FastAPI(
+        title="edgeloop ingest",
+        version="1",
+        description="Edge devices upload hard examples (frames the model got wrong or was unsure about) "
+        "and heartbeats. Authenticate with `Authorization: Bearer <device token>` "
+        "(see `edgeloop devices add`).",
+    )
+    app.add_middleware(LimitAndMeasure, max_body_bytes=settings.max_upload_bytes, metrics=metrics)
+
+    # The bodies are parsed by hand (to authenticate before reading them), so FastAPI
+    # would not list their schemas on its own.
+    _openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = _openapi()
+            for model in (CaptureMeta, Heartbeat):
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schema["components"]["schemas"].update(body.pop("$defs", {}))
+                schema["components"]["schemas"][model.__name__] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.exception_handler(Rejected)
+    async def _rejected(request: Request, exc: Rejected) -> JSONResponse:
+        metrics.rejections.labels(exc.reason).inc()
+        return JSONResponse({"reason": exc.reason, "detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+    @app.post(
+        CAPTURES_PATH,
+        status_code=201,
+        response_model=CaptureAccepted,
+        responses={200: {"model": CaptureAccepted, "description": "Already stored: same id"}, **_PROBLEMS},
+        openapi_extra=_CAPTURE_BODY,
+        summary="Upload one hard example (multipart: meta JSON + image)",
+    )
+    async def upload_capture(request: Request) -> JSONResponse:
+        # Authenticate before reading a byte of the body.
+        device = authenticate(request.headers.get("authorization"), registry)
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
+            raise Rejected(415, "unsupported_media_type", "send multipart/form-data with parts 'meta' and 'image'")
+        try:
+            form = await request.form(max_files=2, max_fields=2, max_part_size=_META_LIMIT)
+        except HTTPException as exc:  # Starlette's verdict on a malformed or oversized multipart body
+            raise Rejected(422, "bad_parts", exc.detail) from exc
+        try:
+            if set(form.keys()) != {"meta", "image"}:
+                raise Rejected(422, "bad_parts", f"expected exactly the parts 'meta' and 'image', got {sorted(form.keys())}")
+            meta_part, image_part = form["meta"], form["image"]
+            if not isinstance(image_part, UploadFile):
+                raise Rejected(422, "bad_parts", "'image' must be a file part")
+            meta_json = await meta_part.read() if isinstance(meta_part, UploadFile) else meta_part.encode()
+            image = await image_part.read()
+            media_type = (image_part.content_type or "").split(";")[0].strip().lower()
+        finally:
+            await form.close()  # removes the spooled temp files
+        accepted, created = await run_in_threadpool(_store_capture, device, meta_json, image, media_type)
+        metrics.captures.labels("duplicate" if not created else "new").inc()
+        return JSONResponse(accepted.model_dump(), status_code=201 if created else 200)
+
+    def _store_capture(device: str, meta_json: bytes, image: bytes, media_type: str) -> tuple[CaptureAccepted, bool]:
+        # Runs in a worker thread: decoding and hashing release the GIL, the event loop stays free.
+        try:
+            meta = CaptureMeta.model_validate_json(meta_json)
+        except ValidationError as exc:
+            raise Rejected(422, "invalid_meta", _errors(exc.errors())) from exc
+        if meta.device != device:
+            raise Rejected(403, "device_mismatch", f"meta names device {meta.device!r} but the token is {device!r}'s")
+        width, height = check_image(image, media_type, settings.max_image_pixels)
+        if (width, height) != (meta.frame_width, meta.frame_height):
+            raise Rejected(
+                422,
+                "frame_size_mismatch",
+                f"image is {width}x{height} but meta says {meta.frame_width}x{meta.frame_height}",
+            )
+        sha = sha256_hex(image)
+        capture_id = capture_id_for(sha)
+        if workspace.inbox.has_capture(capture_id):
+            return CaptureAccepted(id=capture_id, sha256=sha, duplicate=True), False
+        # Blob first, record second: a crash in between leaves an orphan blob, never a dangling record.
+        workspace.blobs.put(image)
+        record = CaptureRecord(
+            id=capture_id, sha256=sha, received_at=utc_now(), media_type=media_type, bytes=len(image), meta=meta
+        )
+        created = workspace.inbox.add_capture(record)
+        return CaptureAccepted(id=capture_id, sha256=sha, duplicate=not created), created
+
+    @app.post(
+        HEARTBEAT_PATH,
+        status_code=201,
+        response_model=HeartbeatAccepted,
+        responses=_PROBLEMS,
+        openapi_extra=_json_body("Heartbeat"),
+        summary="Report device health (fps, latency, queue depth, model version)",
+    )
+    async def heartbeat(request: Request) -> HeartbeatAccepted:
+        device = authenticate(request.headers.get("authorization"), registry)
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise Rejected(415, "unsupported_media_type", "send the heartbeat as application/json")
+        try:
+            body = Heartbeat.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise Rejected(422, "invalid_heartbeat", _errors(exc.errors())) from exc
+        if body.device != device:
+            raise Rejected(403, "device_mismatch", f"heartbeat names device {body.device!r} but the token is {device!r}'s")
+        record = HeartbeatRecord(id=uuid.uuid4().hex, received_at=utc_now(), heartbeat=body)
+        await run_in_threadpool(workspace.inbox.add_heartbeat, record)
+        return HeartbeatAccepted(id=record.id)
+
+    @app.get(f"{API_PREFIX}/whoami", responses=_PROBLEMS, summary="The device a token belongs to")
+    async def whoami(request: Request) -> dict[str, str]:
+        return {"device": authenticate(request.headers.get("authorization"), registry)}
+
+    @app.get("/healthz", summary="Liveness: the process answers and the store is reachable")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "storage": workspace.objects.url}
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _json_body(model_name: str) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{model_name}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _errors(errors: Any) -> list[dict[str, Any]]:
+    """Pydantic errors without the parts that are not JSON (exceptions in ctx) or are noise (urls)."""
+    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]

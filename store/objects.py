@@ -1,0 +1,144 @@
+"""Bytes under string keys, on a local folder or any fsspec store (gs://, s3://, memory://).
+
+Writes are atomic, so a reader never sees half an object and a crash never leaves one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+# Temp files live beside their target (so os.replace stays on one filesystem) under this
+# prefix; keys may not use it, so list() can skip temp files without ambiguity.
+TMP_PREFIX = ".tmp-"
+_KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+def validate_key(key: str) -> str:
+    """Return `key` if it is a relative '/'-separated path that cannot escape the root."""
+    parts = key.split("/")
+    if not _KEY_CHARS.fullmatch(key) or any(p in ("", ".", "..") or p.startswith(TMP_PREFIX) for p in parts):
+        raise ValueError(f"invalid object key {key!r}: use relative 'a/b/c' paths of [A-Za-z0-9._-]")
+    return key
+
+
+class ObjectStore:
+    """A flat key space under one root URL; `fsync=False` trades durability for speed everywhere."""
+
+    def __init__(self, url: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self.url = str(url)
+        self.fsync = fsync
+        self.fs, root = fsspec.core.url_to_fs(self.url)
+        self._root = root.rstrip("/")
+        # The local case skips fsspec so that writes can be fsynced, linked and renamed.
+        self._local = Path(root) if isinstance(self.fs, LocalFileSystem) else None
+
+    def local_path(self, key: str) -> Path | None:
+        return self._local / validate_key(key) if self._local else None
+
+    def put(self, key: str, data: bytes, *, fsync: bool = True) -> None:
+        path = self.local_path(key)
+        if path is None:
+            self.fs.pipe_file(self._remote(key), data)  # one object PUT is atomic
+            return
+        tmp = self._write_temp(path, data, fsync)
+        os.replace(tmp, path)
+        if fsync and self.fsync:
+            _fsync_dir(path.parent)  # makes the rename itself durable
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create `key` unless it exists; True if this call created it."""
+        path = self.local_path(key)
+        if path is None:
+            # Object stores have no portable create-if-absent; a rare race ends in an
+            # overwrite, which callers make harmless by writing idempotent content.
+            if self.fs.exists(self._remote(key)):
+                return False
+            self.put(key, data)
+            return True
+        tmp = self._write_temp(path, data, fsync=True)
+        try:
+            os.link(tmp, path)  # fails if the target exists: exactly one writer wins
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        if self.fsync:
+            _fsync_dir(path.parent)
+        return True
+
+    def get(self, key: str) -> bytes:
+        path = self.local_path(key)
+        try:
+            return path.read_bytes() if path else self.fs.cat_file(self._remote(key))
+        except (FileNotFoundError, IsADirectoryError):
+            raise KeyError(f"no object {key!r} in {self.url}") from None
+
+    def exists(self, key: str) -> bool:
+        path = self.local_path(key)
+        return path.is_file() if path else self.fs.isfile(self._remote(key))
+
+    def delete(self, key: str) -> None:
+        """Remove `key`; a missing key is not an error, so cleanups can be repeated."""
+        path = self.local_path(key)
+        if path:
+            path.unlink(missing_ok=True)
+        elif self.fs.exists(self._remote(key)):
+            self.fs.rm_file(self._remote(key))
+
+    def move(self, src: str, dst: str) -> None:
+        """Rename `src` to `dst`, replacing `dst`; KeyError if `src` is gone."""
+        src_path, dst_path = self.local_path(src), self.local_path(dst)
+        try:
+            if src_path and dst_path:
+                dst_path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src_path, dst_path)
+            else:
+                self.fs.copy(self._remote(src), self._remote(dst))
+                self.fs.rm_file(self._remote(src))
+        except FileNotFoundError:
+            raise KeyError(f"no object {src!r} in {self.url}") from None
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Sorted keys of all objects under the folder `prefix` ('' for everything)."""
+        prefix = validate_key(prefix.rstrip("/")) if prefix.strip("/") else ""
+        if self._local:
+            top = self._local / prefix
+            found = [Path(d, f) for d, _, files in os.walk(top) for f in files]
+            keys = [p.relative_to(self._local).as_posix() for p in found]
+        else:
+            base = self._remote(prefix) if prefix else self._root
+            found = self.fs.find(base) if self.fs.exists(base) else []
+            keys = [p[len(self._root) :].lstrip("/") for p in found]
+        return sorted(k for k in keys if not any(p.startswith(TMP_PREFIX) for p in k.split("/")))
+
+    def _remote(self, key: str) -> str:
+        key = validate_key(key)
+        return f"{self._root}/{key}" if self._root else key
+
+    def _write_temp(self, path: Path, data: bytes, fsync: bool) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                if fsync and self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return tmp
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

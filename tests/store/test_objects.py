@@ -1,0 +1,115 @@
+"""ObjectStore on a real local folder and on fsspec's in-memory filesystem."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+import pytest
+
+from store.objects import ObjectStore
+
+
+def _all_files(root) -> list[str]:
+    return sorted(f for _, _, files in os.walk(root) for f in files)
+
+
+def test_put_get_list_leave_no_temp_files(tmp_path):
+    store = ObjectStore(tmp_path, fsync=True)
+    store.put("a/b/one.json", b"1")
+    store.put("a/two.json", b"2")
+    store.put("a/two.json", b"2 again")  # replaces in place
+    store.put("top", b"3", fsync=False)
+
+    assert store.get("a/b/one.json") == b"1"
+    assert store.get("a/two.json") == b"2 again"
+    assert store.list() == ["a/b/one.json", "a/two.json", "top"]
+    assert store.list("a/b") == ["a/b/one.json"]
+    assert _all_files(tmp_path) == ["one.json", "top", "two.json"]
+
+
+def test_missing_key_raises_keyerror_naming_it(tmp_path):
+    store = ObjectStore(tmp_path)
+    with pytest.raises(KeyError, match="nope/x"):
+        store.get("nope/x")
+    assert not store.exists("nope/x")
+    store.put("nope/x", b"")
+    assert store.exists("nope/x") and not store.exists("nope")  # folders are not objects
+
+
+@pytest.mark.parametrize("key", ["../x", "/abs", "a//b", "a/./b", "a/../b", "", "a/", "a b", "a\\b", "é", ".tmp-x"])
+def test_invalid_keys_are_rejected(tmp_path, key):
+    store = ObjectStore(tmp_path / "root")
+    for call in (lambda: store.put(key, b"x"), lambda: store.get(key), lambda: store.exists(key)):
+        with pytest.raises(ValueError, match="invalid object key"):
+            call()
+    assert _all_files(tmp_path) == []  # nothing written, in the root or above it
+
+
+def test_put_if_absent_has_exactly_one_winner_among_threads(tmp_path):
+    store = ObjectStore(tmp_path)
+    start = threading.Barrier(16)
+    wins: list[bytes] = []
+
+    def writer(n: int) -> None:
+        data = f"writer {n}".encode()
+        start.wait()
+        if store.put_if_absent("race/key", data):
+            wins.append(data)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(wins) == 1
+    assert store.get("race/key") == wins[0]
+    assert _all_files(tmp_path) == ["key"]
+
+
+def test_stray_temp_files_from_a_crash_are_not_listed(tmp_path):
+    store = ObjectStore(tmp_path)
+    store.put("inbox/a.json", b"{}")
+    (tmp_path / "inbox" / ".tmp-abc123").write_bytes(b"half a rec")
+    assert store.list("inbox") == ["inbox/a.json"]
+
+
+def test_list_treats_prefix_as_a_folder(tmp_path):
+    store = ObjectStore(tmp_path)
+    store.put("a/x", b"")
+    store.put("ab/y", b"")
+    assert store.list("a") == store.list("a/") == ["a/x"]
+    assert store.list("missing") == []
+
+
+def test_move_and_delete(tmp_path):
+    store = ObjectStore(f"file://{tmp_path}")
+    assert store.local_path("k") == tmp_path / "k"
+    store.put("pending/k", b"v")
+    store.move("pending/k", "done/sub/k")
+    assert store.list() == ["done/sub/k"]
+    with pytest.raises(KeyError, match="pending/k"):
+        store.move("pending/k", "done/k")
+    store.delete("done/sub/k")
+    store.delete("done/sub/k")  # deleting twice is fine
+    assert store.list() == []
+
+
+def test_memory_backend_behaves_like_local():
+    store = ObjectStore(f"memory://test-{uuid.uuid4().hex}/root")
+    assert store.local_path("k") is None
+    store.put("a/k", b"v")
+    assert store.put_if_absent("a/k", b"other") is False
+    assert store.put_if_absent("a/j", b"new") is True
+    assert store.get("a/k") == b"v" and store.exists("a/j")
+    store.move("a/k", "b/k")
+    assert store.list() == ["a/j", "b/k"]
+    assert store.list("b") == ["b/k"]
+    with pytest.raises(KeyError):
+        store.get("a/k")
+    with pytest.raises(KeyError):
+        store.move("a/k", "c/k")
+    store.delete("b/k")
+    assert store.list() == ["a/j"]
