@@ -144,7 +144,9 @@ def _insert(
         "captures": [_capture_row(r, now) for r in captures.values()],
         "detections": [row for r in captures.values() for row in _detection_rows(r)],
         # A device may list a reason twice; the key (capture_id, reason) may not.
-        "triggers": [{"capture_id": r.id, "reason": t} for r in captures.values() for t in dict.fromkeys(r.meta.triggers)],
+        "triggers": [
+            {"capture_id": r.id, "reason": t} for r in captures.values() for t in dict.fromkeys(r.meta.triggers)
+        ],
         "heartbeats": [_heartbeat_row(r) for r in heartbeats.values()],
     }
     added = dict.fromkeys(tables, 0)

@@ -1,4 +1,4 @@
-"""Where the workspace lives and its limits: `edgeloop.toml` in the current folder, then `EDGELOOP_*` env vars.
+"""Where the workspace lives and its limits, from `edgeloop.toml` and `EDGELOOP_*` env vars.
 
 `Workspace` turns those settings into the stores everything else uses.
 """

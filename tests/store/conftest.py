@@ -104,7 +104,7 @@ def run_together() -> Callable[[str, list[list[str]]], list[str]]:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
-        for p, (_, err) in zip(procs, results):
+        for p, (_, err) in zip(procs, results, strict=True):
             assert p.returncode == 0, err
         return [out for out, _ in results]
 

@@ -10,10 +10,12 @@ import pytest
 
 from store.inbox import LoadReport, load_inbox
 
+TABLES = ("captures", "detections", "triggers", "heartbeats")
+
 
 def _counts(catalog) -> dict[str, int]:
     with catalog.connect() as con:
-        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("captures", "detections", "triggers", "heartbeats")}
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
 
 
 def test_add_capture_refuses_duplicates_pending_or_loaded(catalog, inbox, make_capture):

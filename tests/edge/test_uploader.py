@@ -1,0 +1,292 @@
+"""Tests for the uploader against a real HTTP server on loopback that speaks the ingest contract.
+
+The server can fail on purpose (503/429 with Retry-After, lost answers, outages) to check delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from edge.client import IngestClient
+from edge.protocol import CAPTURES_PATH, HEARTBEAT_PATH, CaptureMeta, Heartbeat, SourceRef, utc_now
+from edge.spool import Spool
+from edge.uploader import Uploader
+
+TOKEN = "test-token"
+DROPPED = 0  # the status recorded for a request the server stored but never answered
+
+
+class FakeIngest:
+    """Stands in for the ingest API: `POST /v1/captures` (multipart `meta` + `image`,
+    idempotent on the image sha256) and `POST /v1/heartbeat`.
+
+    `script` forces the next capture answers: "503" or "429" (with Retry-After: 1), or
+    "drop" (store the capture, then hang up without answering). `stop()` / `start()`
+    take it off the air and back on the same port.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stored: dict[str, CaptureMeta] = {}
+        self.attempts: list[tuple[float, str, int]] = []  # (monotonic time, sha256, status)
+        self.heartbeats: list[Heartbeat] = []
+        self.script: list[str] = []
+        self.port = 0
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)  # SO_REUSEADDR: same port again
+        server.ingest = self  # type: ignore[attr-defined]
+        self.port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._server = server
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()  # from now on: connection refused
+            self._server = None
+
+    def statuses(self, sha: str) -> list[int]:
+        with self.lock:
+            return [status for _, s, status in self.attempts if s == sha]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.0: one request per connection, so stopping the server really cuts devices off.
+    protocol_version = "HTTP/1.0"
+    server: ThreadingHTTPServer
+
+    def log_message(self, format: str, *args: object) -> None:  # keep pytest output quiet
+        pass
+
+    def do_POST(self) -> None:
+        ingest: FakeIngest = self.server.ingest  # type: ignore[attr-defined]
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            self._answer(401, {"reason": "unauthorized", "detail": "bad token"})
+        elif self.path == HEARTBEAT_PATH:
+            heartbeat = Heartbeat.model_validate_json(body)
+            with ingest.lock:
+                ingest.heartbeats.append(heartbeat)
+            self._answer(201, {"id": f"hb-{len(ingest.heartbeats)}"})
+        elif self.path == CAPTURES_PATH:
+            self._capture(ingest, body)
+        else:
+            self._answer(404, {"reason": "not_found", "detail": self.path})
+
+    def _capture(self, ingest: FakeIngest, body: bytes) -> None:
+        parts = _multipart(self.headers["Content-Type"], body)
+        sha = hashlib.sha256(parts["image"]).hexdigest()
+        with ingest.lock:
+            forced = ingest.script.pop(0) if ingest.script else None
+        if forced in ("503", "429"):
+            self._record(ingest, sha, int(forced))
+            self._answer(int(forced), {"reason": "busy", "detail": "later"}, {"Retry-After": "1"})
+            return
+        try:
+            meta = CaptureMeta.model_validate_json(parts["meta"])
+        except ValidationError as exc:
+            self._record(ingest, sha, 422)
+            self._answer(422, {"reason": "invalid_meta", "detail": json.loads(exc.json())})
+            return
+        with ingest.lock:
+            duplicate = sha in ingest.stored
+            ingest.stored.setdefault(sha, meta)
+        if forced == "drop":  # stored, but the answer is lost: the connection just closes
+            self._record(ingest, sha, DROPPED)
+            return
+        status = 200 if duplicate else 201
+        self._record(ingest, sha, status)
+        self._answer(status, {"id": sha, "sha256": sha, "duplicate": duplicate})
+
+    def _record(self, ingest: FakeIngest, sha: str, status: int) -> None:
+        with ingest.lock:
+            ingest.attempts.append((time.monotonic(), sha, status))
+
+    def _answer(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The parts of a multipart/form-data body by name (enough for what httpx sends)."""
+    boundary = content_type.split("boundary=", 1)[1].strip('"').encode()
+    parts = {}
+    for chunk in body.split(b"--" + boundary)[1:-1]:
+        head, _, data = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head)
+        assert name is not None
+        parts[name.group(1).decode()] = data.removesuffix(b"\r\n")
+    return parts
+
+
+def _meta(i: int) -> bytes:
+    return (
+        CaptureMeta(
+            device="jetson-1",
+            camera="gate",
+            captured_at=utc_now(),
+            frame_width=640,
+            frame_height=480,
+            model_version="yolo-v1",
+            triggers=["uncertainty"],
+            source=SourceRef(uri="rtsp://camera/1", frame_index=i),
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+def _put(spool: Spool, i: int) -> str:
+    """Put capture `i` and return its image sha256."""
+    image = os.urandom(3000)
+    spool.put(_meta(i), image, "image/jpeg")
+    return hashlib.sha256(image).hexdigest()
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def ingest() -> Iterator[FakeIngest]:
+    server = FakeIngest()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    with Spool(tmp_path / "spool") as s:
+        yield s
+
+
+@pytest.fixture
+def make_uploader(spool: Spool, ingest: FakeIngest) -> Iterator[Callable[..., Uploader]]:
+    started: list[Uploader] = []
+
+    def make(**kwargs: object) -> Uploader:
+        kwargs = {"backoff_base_s": 0.05, "backoff_max_s": 0.3, **kwargs}
+        uploader = Uploader(spool, lambda: IngestClient(ingest.url, TOKEN, timeout_s=5), **kwargs)  # type: ignore[arg-type]
+        uploader.start()
+        started.append(uploader)
+        return uploader
+
+    yield make
+    for uploader in started:
+        assert uploader.stop(timeout=5)
+
+
+def test_outage_grows_the_spool_then_drains_it_exactly_once(spool: Spool, ingest: FakeIngest, make_uploader) -> None:
+    uploader = make_uploader()
+    shas = [_put(spool, i) for i in range(5)]
+    assert uploader.flush(10)
+
+    ingest.stop()
+    shas += [_put(spool, i) for i in range(5, 25)]  # the frame loop carries on regardless
+    assert _wait_until(lambda: uploader.retries >= 3)
+    assert spool.depth() == 20 and "ConnectError" in (uploader.last_error or "")
+
+    ingest.start()  # same port
+    shas += [_put(spool, i) for i in range(25, 30)]
+    assert uploader.flush(15)
+
+    assert set(ingest.stored) == set(shas) and len(shas) == 30
+    created = Counter(sha for _, sha, status in ingest.attempts if status == 201)
+    assert all(created[sha] == 1 for sha in shas)
+    assert (uploader.uploaded, uploader.duplicates, uploader.rejected) == (30, 0, 0)
+    assert spool.depth() == 0 and list((spool.root / "ready").iterdir()) == []
+
+
+def test_a_lost_answer_is_retried_and_counted_as_duplicate(spool: Spool, ingest: FakeIngest, make_uploader) -> None:
+    ingest.script = ["drop"]
+    uploader = make_uploader()
+    sha = _put(spool, 0)
+    assert uploader.flush(10)
+    assert list(ingest.stored) == [sha]
+    assert ingest.statuses(sha) == [DROPPED, 200]
+    assert (uploader.uploaded, uploader.duplicates, uploader.retries) == (1, 1, 1)
+
+
+def test_a_permanent_rejection_sets_the_entry_aside_with_its_reason(
+    spool: Spool, ingest: FakeIngest, make_uploader
+) -> None:
+    uploader = make_uploader()
+    bad_id = spool.put(b'{"device": "../etc"}', b"not really a jpeg", "image/jpeg")
+    good = _put(spool, 1)
+    assert uploader.flush(10)
+
+    assert list(ingest.stored) == [good]
+    assert (uploader.rejected, uploader.uploaded, uploader.retries) == (1, 1, 0)
+    reason = json.loads((spool.root / "rejected" / f"{bad_id}.reason.json").read_text())
+    assert (reason["status"], reason["reason"]) == (422, "invalid_meta")
+    assert [p.name for p in (spool.root / "rejected").glob("*.entry")] == [f"{bad_id}_p0.entry"]
+
+
+@pytest.mark.parametrize("status", ["503", "429"])
+def test_retry_after_is_honoured(spool: Spool, ingest: FakeIngest, make_uploader, status: str) -> None:
+    ingest.script = [status]
+    uploader = make_uploader(backoff_base_s=0.01, backoff_max_s=5)  # its own backoff alone would retry at once
+    sha = _put(spool, 0)
+    assert uploader.flush(10)
+    (t_busy, _, first), (t_ok, _, second) = [a for a in ingest.attempts if a[1] == sha]
+    assert (first, second) == (int(status), 201)
+    assert t_ok - t_busy >= 0.9  # Retry-After: 1, with a margin for clock granularity
+
+
+def test_heartbeats_are_sent_every_interval(spool: Spool, ingest: FakeIngest, make_uploader) -> None:
+    def heartbeat() -> Heartbeat:
+        return Heartbeat(
+            device="jetson-1",
+            sent_at=utc_now(),
+            model_version="yolo-v1",
+            fps=25.0,
+            inference_ms_p50=12.0,
+            inference_ms_p99=30.0,
+            queue_depth=spool.depth(),
+        )
+
+    uploader = make_uploader(heartbeat=heartbeat, heartbeat_interval_s=0.1)
+    assert _wait_until(lambda: len(ingest.heartbeats) >= 3, timeout=5)
+    assert ingest.heartbeats[0].device == "jetson-1" and uploader.heartbeats_sent >= 3
+
+
+def test_stop_is_prompt_even_while_backing_off(spool: Spool, ingest: FakeIngest, make_uploader) -> None:
+    ingest.stop()
+    uploader = make_uploader(backoff_base_s=30, backoff_max_s=60)
+    _put(spool, 0)
+    assert _wait_until(lambda: uploader.retries >= 1)
+    started = time.monotonic()
+    assert uploader.stop(timeout=5)
+    assert time.monotonic() - started < 2
+    assert spool.depth() == 1  # still there for the next run
+    assert not uploader.flush(0.1)
