@@ -1,0 +1,308 @@
+"""Hard-example mining on the device: decides which frames are worth uploading, and why.
+
+Triggers (uncertainty, flicker, operator, random) propose frames; an hourly budget and a perceptual-hash dedup thin them.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import supervision as sv
+
+from edge.protocol import Trigger
+
+# A person asking beats everything; the model's own doubts beat the blind sample.
+PRIORITY: dict[Trigger, int] = {"operator": 3, "flicker": 2, "uncertainty": 2, "random": 1}
+TRIGGERS: tuple[Trigger, ...] = ("operator", "flicker", "uncertainty", "random")
+
+# dHash bits compare neighbouring cells; on flat images (night, a wall) those are equal up to
+# sensor noise, so a plain ">" would hash the same scene differently every frame. A cell must
+# be brighter by this many grey levels to set its bit.
+_DHASH_DEAD_BAND = 2.0
+_MAX_REASON_ITEMS = 5
+
+
+@dataclass
+class TriggerConfig:
+    """What makes a frame a hard example, and how many of them the device may send."""
+
+    uncertainty_band: tuple[float, float] = (0.25, 0.6)
+    """A detection with `low <= confidence < high` is one the model is unsure about."""
+    flicker_min_hits: int = 3
+    """A track must have been seen (with a confirmed id) on this many frames to count..."""
+    flicker_max_age: int = 5
+    """...and flickers when it vanishes having lived at most this many frames; a track also
+    flickers when its class changes between frames."""
+    random_rate: float = 0.01
+    """Share of frames sampled regardless of the model, for an unbiased view of the stream."""
+    budget_per_hour: float = 120.0
+    """Uploads per hour (token bucket refilling continuously). Operator flags are exempt."""
+    budget_burst: int = 5
+    """Bucket size: how many uploads may go out back to back after a quiet spell."""
+    dedup_hamming: int = 6
+    """A frame whose 64-bit dHash is within this Hamming distance of a recent upload is a duplicate."""
+    dedup_memory: int = 256
+    """How many recent uploads are remembered for dedup; 0 turns dedup off."""
+    uncertainty_enabled: bool = True
+    flicker_enabled: bool = True
+    operator_enabled: bool = True
+    random_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        low, high = self.uncertainty_band
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError(f"uncertainty_band {self.uncertainty_band} must satisfy 0 <= low < high <= 1")
+        if not 0.0 <= self.random_rate <= 1.0:
+            raise ValueError(f"random_rate {self.random_rate} must lie in [0, 1]")
+        if self.flicker_min_hits < 1 or self.flicker_max_age < self.flicker_min_hits:
+            raise ValueError("flicker needs 1 <= flicker_min_hits <= flicker_max_age")
+        if self.budget_per_hour < 0 or self.budget_burst < 1:
+            raise ValueError("budget_per_hour must be >= 0 and budget_burst >= 1")
+        if not 0 <= self.dedup_hamming <= 64 or self.dedup_memory < 0:
+            raise ValueError("dedup_hamming must lie in [0, 64] and dedup_memory be >= 0")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Upload this frame: which triggers fired, how urgent it is, and why (for the logs).
+
+    `frame_bgr`, `detections` and `frame_index` are those of the frame to upload, which for a
+    vanished track is the frame before the one just observed (see `HardExampleMiner`).
+    """
+
+    triggers: list[Trigger]
+    priority: int
+    reasons: list[str]
+    frame_index: int
+    frame_bgr: np.ndarray = field(repr=False)
+    detections: sv.Detections = field(repr=False)
+    note: str | None = None
+    """What the operator wrote when flagging, if anything."""
+
+
+def dhash(frame: np.ndarray) -> int:
+    """64-bit difference hash: similar images give hashes a small Hamming distance apart."""
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+    # INTER_AREA averages whole cells, which is what makes the hash indifferent to pixel noise.
+    cells = cv2.resize(gray.astype(np.float32), (9, 8), interpolation=cv2.INTER_AREA)
+    bits = (cells[:, 1:] > cells[:, :-1] + _DHASH_DEAD_BAND).ravel()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+class _TokenBucket:
+    """Allows `capacity` events at once, refilled at `rate_per_s`; time comes from `clock`."""
+
+    def __init__(self, rate_per_s: float, capacity: float, clock: Callable[[], float]) -> None:
+        self._rate, self._capacity, self._clock = rate_per_s, capacity, clock
+        self._tokens = capacity  # a fresh device may send its first few at once
+        self._stamp = clock()
+
+    def tokens(self) -> float:
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        return self._tokens
+
+    def take(self) -> bool:
+        if self.tokens() < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+@dataclass
+class _Track:
+    first_seen: int
+    hits: int
+    class_id: int
+    class_label: str
+    reported: bool = False  # one flicker per track: an oscillating class must not fire every frame
+
+
+@dataclass(frozen=True)
+class _Frame:
+    index: int
+    image: np.ndarray
+    detections: sv.Detections
+
+
+class HardExampleMiner:
+    """Looks at every tracked frame and returns a `Decision` when one should be uploaded.
+
+    Which frame a flicker uploads: a class change is seen on the current frame, which shows
+    the object with its new class, so that frame goes. A vanish is only known on the first
+    frame *without* the track; the frame worth reviewing is the one before, which still
+    carries the short-lived box (a false positive, or an object the model is about to lose).
+    Tracks are dropped on their first absent frame, so that frame is always the previous
+    `observe` call's and one remembered frame suffices (kept by reference: callers must not
+    overwrite a frame in place after passing it here).
+
+    One call returns at most one Decision. When the previous frame's flicker and the current
+    frame's triggers come together, the higher priority wins; on a tie the flicker does,
+    because an unsure detection will usually still be unsure on the next frame, while a
+    vanished track is gone. The loser is counted as `superseded`.
+
+    Operator flags bypass the budget and the dedup (a person asked); the rest are subject
+    to both. Duplicates are checked first, so they never spend budget.
+    """
+
+    def __init__(self, config: TriggerConfig | None = None, clock: Callable[[], float] = time.monotonic, seed: int = 0) -> None:
+        self.config = config or TriggerConfig()
+        cfg = self.config
+        self._rng = random.Random(seed)
+        capacity = float(cfg.budget_burst) if cfg.budget_per_hour > 0 else 0.0
+        self._bucket = _TokenBucket(cfg.budget_per_hour / 3600.0, capacity, clock)
+        self._recent_hashes: deque[int] = deque(maxlen=cfg.dedup_memory)
+        self._tracks: dict[int, _Track] = {}
+        self._previous: _Frame | None = None
+        self._lock = threading.Lock()  # guards the flag (set from the operator endpoint) and the counters
+        self._flagged = False
+        self._flag_note: str | None = None
+        self._fired: dict[Trigger, int] = dict.fromkeys(TRIGGERS, 0)
+        self._counts = {"uploaded": 0, "suppressed_by_budget": 0, "suppressed_as_duplicate": 0, "superseded": 0}
+
+    def flag(self, note: str | None = None) -> None:
+        """An operator says the current frame is wrong: the next observed frame is uploaded."""
+        with self._lock:
+            self._flagged = True
+            if note:
+                self._flag_note = note
+
+    def observe(self, frame_bgr: np.ndarray, detections: sv.Detections, frame_index: int) -> Decision | None:
+        """Runs every trigger on one tracked frame; returns what to upload, if anything."""
+        cfg = self.config
+        # Drawn on every frame, enabled or not, so the sample depends only on seed and frame count.
+        lucky = self._rng.random() < cfg.random_rate
+        with self._lock:
+            flagged, note = self._flagged, self._flag_note
+            self._flagged, self._flag_note = False, None
+
+        now: list[tuple[Trigger, str]] = []
+        if flagged and cfg.operator_enabled:
+            now.append(("operator", f"operator flagged frame {frame_index}" + (f": {note}" if note else "")))
+        changed, vanished = self._follow_tracks(detections, frame_index)
+        if cfg.flicker_enabled and changed:
+            now.append(("flicker", "class changed: " + "; ".join(changed[:_MAX_REASON_ITEMS])))
+        if cfg.uncertainty_enabled and (unsure := self._unsure(detections)):
+            low, high = cfg.uncertainty_band
+            items = ", ".join(unsure[:_MAX_REASON_ITEMS])
+            now.append(("uncertainty", f"{len(unsure)} detection(s) in [{low}, {high}): {items}"))
+        if lucky and cfg.random_enabled:
+            now.append(("random", f"random sample at rate {cfg.random_rate}"))
+
+        current = _Frame(frame_index, frame_bgr, detections)
+        previous, self._previous = self._previous, current
+        before: list[tuple[Trigger, str]] = []
+        if cfg.flicker_enabled and vanished and previous is not None:
+            before.append(("flicker", "track vanished young: " + "; ".join(vanished[:_MAX_REASON_ITEMS])))
+
+        with self._lock:
+            for trigger, _ in now + before:
+                self._fired[trigger] += 1
+        candidates = []
+        if before and previous is not None:
+            candidates.append(_decide(before, previous, None))
+        if now:
+            candidates.append(_decide(now, current, note if flagged and cfg.operator_enabled else None))
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda d: d.priority)  # max keeps the first on a tie: the flicker
+        if len(candidates) > 1:
+            self._count("superseded")
+        return self._admit(best)
+
+    def stats(self) -> dict[str, object]:
+        """Counters since start: triggers fired, uploads admitted, and why others were not."""
+        with self._lock:
+            return {"fired": dict(self._fired), **self._counts}
+
+    def _admit(self, decision: Decision) -> Decision | None:
+        """Applies dedup and budget (both skipped for operator flags); remembers what goes out."""
+        cfg = self.config
+        frame_hash = dhash(decision.frame_bgr) if cfg.dedup_memory else None
+        if "operator" not in decision.triggers:
+            if frame_hash is not None and any(hamming(frame_hash, h) <= cfg.dedup_hamming for h in self._recent_hashes):
+                self._count("suppressed_as_duplicate")
+                return None
+            if not self._bucket.take():
+                self._count("suppressed_by_budget")
+                return None
+        if frame_hash is not None:
+            self._recent_hashes.append(frame_hash)
+        self._count("uploaded")
+        return decision
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self._counts[key] += 1
+
+    def _unsure(self, detections: sv.Detections) -> list[str]:
+        if detections.confidence is None or len(detections) == 0:
+            return []
+        low, high = self.config.uncertainty_band
+        conf = detections.confidence
+        return [f"{_label(detections, i)} {conf[i]:.2f}" for i in np.flatnonzero((conf >= low) & (conf < high))]
+
+    def _follow_tracks(self, detections: sv.Detections, frame_index: int) -> tuple[list[str], list[str]]:
+        """Updates the live tracks; returns reasons for class changes now and young vanished tracks."""
+        cfg = self.config
+        changed: list[str] = []
+        seen: set[int] = set()
+        ids = detections.tracker_id if detections.tracker_id is not None else np.full(len(detections), -1)
+        classes = detections.class_id if detections.class_id is not None else np.zeros(len(detections), dtype=int)
+        for i, tid in enumerate(ids.tolist()):
+            if tid < 0 or tid in seen:  # -1: not a confirmed track yet
+                continue
+            seen.add(tid)
+            cls, label = int(classes[i]), _label(detections, i)
+            track = self._tracks.get(tid)
+            if track is None:
+                self._tracks[tid] = _Track(first_seen=frame_index, hits=1, class_id=cls, class_label=label)
+                continue
+            track.hits += 1
+            if cls != track.class_id:
+                if not track.reported:
+                    changed.append(f"track {tid} {track.class_label} -> {label}")
+                    track.reported = True
+                track.class_id, track.class_label = cls, label
+        vanished: list[str] = []
+        for tid in [t for t in self._tracks if t not in seen]:
+            # Dropped on the first absent frame: this keeps memory to the live tracks, and a
+            # track that returns later starts afresh (a second short life is flicker too).
+            track = self._tracks.pop(tid)
+            last_seen = self._previous.index if self._previous is not None else track.first_seen
+            lifetime = last_seen - track.first_seen + 1
+            if not track.reported and track.hits >= cfg.flicker_min_hits and lifetime <= cfg.flicker_max_age:
+                vanished.append(f"track {tid} {track.class_label} lived {lifetime} frames")
+        return changed, vanished
+
+
+def _decide(fired: list[tuple[Trigger, str]], frame: _Frame, note: str | None) -> Decision:
+    triggers = [t for t in TRIGGERS if any(t == f for f, _ in fired)]  # TRIGGERS is in priority order
+    return Decision(
+        triggers=triggers,
+        priority=max(PRIORITY[t] for t in triggers),
+        reasons=[f"{t}: {why}" for t, why in fired],
+        frame_index=frame.index,
+        frame_bgr=frame.image,
+        detections=frame.detections,
+        note=note,
+    )
+
+
+def _label(detections: sv.Detections, i: int) -> str:
+    names = detections.data.get("class_name")
+    if names is not None:
+        return str(names[i])
+    return f"class {int(detections.class_id[i])}" if detections.class_id is not None else "object"
