@@ -1,0 +1,1 @@
+"""Getting labelled images into the catalog and datasets out of it."""
