@@ -1,0 +1,1 @@
+"""Retraining a challenger and deciding whether it replaces the champion."""

@@ -1,0 +1,56 @@
+"""Gate verdicts: clear win, win overall with a regressing class, tie, loss, first model."""
+
+from __future__ import annotations
+
+from feedback.training.gate import decide
+
+
+def result(map50_95: float, **per_class_map50: float | None) -> dict:
+    return {"map50_95": map50_95, "per_class": {k: {"map50": v} for k, v in per_class_map50.items()}}
+
+
+CHAMPION = result(0.300, helmet=0.70, no_helmet=0.20, vest=0.60)
+
+
+def test_clear_win_is_promoted() -> None:
+    d = decide(result(0.330, helmet=0.72, no_helmet=0.45, vest=0.61), CHAMPION)
+    assert d.promoted and "pass" in d.reasons[0]
+
+
+def test_win_overall_but_one_class_regresses_is_refused() -> None:
+    d = decide(result(0.340, helmet=0.64, no_helmet=0.60, vest=0.61), CHAMPION)
+    assert not d.promoted
+    assert "helmet AP@0.5 0.6400 vs 0.7000" in d.reasons[1]
+
+
+def test_a_drop_within_tolerance_is_allowed() -> None:
+    assert decide(result(0.310, helmet=0.685, no_helmet=0.30, vest=0.60), CHAMPION).promoted
+
+
+def test_tie_is_not_enough() -> None:
+    d = decide(result(0.302, helmet=0.70, no_helmet=0.20, vest=0.60), CHAMPION)
+    assert not d.promoted and "fail" in d.reasons[0]
+
+
+def test_exactly_the_margin_passes() -> None:
+    assert decide(result(0.305, helmet=0.70, no_helmet=0.20, vest=0.60), CHAMPION).promoted
+
+
+def test_loss_is_refused() -> None:
+    assert not decide(result(0.250, helmet=0.71, no_helmet=0.25, vest=0.61), CHAMPION).promoted
+
+
+def test_classes_without_holdout_instances_cannot_regress() -> None:
+    champion = result(0.300, helmet=0.70, no_helmet=None)
+    assert decide(result(0.320, helmet=0.70, no_helmet=None), champion).promoted
+
+
+def test_first_model_is_promoted() -> None:
+    d = decide(result(0.1, helmet=0.2), None)
+    assert d.promoted and "first model" in d.reasons[0]
+
+
+def test_margin_and_tolerance_are_configurable() -> None:
+    challenger = result(0.303, helmet=0.65, no_helmet=0.20, vest=0.60)
+    assert not decide(challenger, CHAMPION).promoted
+    assert decide(challenger, CHAMPION, margin=0.001, tolerance=0.06).promoted
