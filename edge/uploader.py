@@ -17,13 +17,17 @@ from edge.spool import Spool, SpoolEntry
 
 log = logging.getLogger(__name__)
 
+# 403 reasons the ingest API gives about the token rather than the capture.
+_CREDENTIAL_REASONS = frozenset({"revoked_token"})
+
 
 class Uploader:
     """Sends spooled captures with `IngestClient.upload_capture` on a daemon thread.
 
     An entry leaves the spool only when the server has it (201 new, or 200 duplicate:
     uploads are idempotent on the image sha256, so retrying after a lost answer is safe)
-    or refused it for good (then it moves to `rejected/` with the reason).
+    or refused it for good (then it moves to `rejected/` with the reason). A refused
+    token (401, revoked) is not the capture's fault: entries stay and are retried slowly.
 
     Counters (read them any time): `uploaded` (delivered, duplicates included),
     `duplicates`, `rejected`, `retries` (transient failures), `heartbeats_sent`,
@@ -152,6 +156,13 @@ class Uploader:
         try:
             accepted = self._get_client().upload_capture(entry.meta_json, entry.image, entry.media_type)
         except UploadRejected as exc:
+            if exc.status == 401 or exc.reason in _CREDENTIAL_REASONS:
+                # The device's token was refused, not this capture: rejecting would empty
+                # the whole spool into rejected/. Keep everything, retry slowly with a fresh
+                # client (the factory may pick up a rotated token).
+                self._drop_client()
+                self._back_off(entry, exc, self._backoff_max_s)
+                return False
             self._spool.reject(
                 entry.id,
                 {"status": exc.status, "reason": exc.reason, "detail": exc.detail, "attempts": entry.attempts + 1},

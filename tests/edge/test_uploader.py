@@ -252,6 +252,20 @@ def test_a_permanent_rejection_sets_the_entry_aside_with_its_reason(
     assert [p.name for p in (spool.root / "rejected").glob("*.entry")] == [f"{bad_id}_p0.entry"]
 
 
+def test_a_refused_token_keeps_the_entries_until_the_token_is_fixed(spool: Spool, ingest: FakeIngest) -> None:
+    token = ["revoked"]  # read by the client factory, as a device re-reads its config
+    uploader = Uploader(spool, lambda: IngestClient(ingest.url, token[0]), backoff_base_s=0.05, backoff_max_s=0.3)
+    uploader.start()
+    sha = _put(spool, 0)
+    assert _wait_until(lambda: uploader.retries >= 2)
+    assert spool.depth() == 1 and uploader.rejected == 0 and "unauthorized" in (uploader.last_error or "")
+
+    token[0] = TOKEN
+    assert uploader.flush(10)
+    assert list(ingest.stored) == [sha] and uploader.rejected == 0
+    assert uploader.stop(timeout=5)
+
+
 @pytest.mark.parametrize("status", ["503", "429"])
 def test_retry_after_is_honoured(spool: Spool, ingest: FakeIngest, make_uploader, status: str) -> None:
     ingest.script = [status]
