@@ -39,7 +39,10 @@ class OperatorEndpoint:
         self._server.daemon_threads = True
         self.host, self.port = self._server.server_address[:2]
         self.url = f"http://{self.host}:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="operator-endpoint", daemon=True)
+        # A short poll keeps close() quick; it costs ten wake-ups a second.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="operator-endpoint", daemon=True
+        )
         self._thread.start()
 
     def __enter__(self) -> OperatorEndpoint:
@@ -61,13 +64,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         if urlsplit(self.path).path != "/flag":
-            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            self._not_found()
             return
         try:
             length = int(self.headers.get("content-length") or 0)
         except ValueError:
             length = -1
         if length < 0:
+            self.close_connection = True  # without a length the body's end is unknown
             self._reply(HTTPStatus.BAD_REQUEST, {"error": "bad content-length"})
             return
         if length > MAX_BODY_BYTES:
@@ -92,11 +96,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if urlsplit(self.path).path != "/status":
-            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            self._not_found()
             return
-        self._reply(HTTPStatus.OK, self.status())
+        try:
+            snapshot = self.status()
+        except Exception:  # a broken stats source must not take the endpoint down
+            log.exception("operator endpoint: status() failed")
+            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "status unavailable"})
+            return
+        self._reply(HTTPStatus.OK, snapshot)
 
     def _not_found(self) -> None:
+        # Any body is left unread, and would be taken for the next request: hang up after this.
+        self.close_connection = True
         self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
     do_PUT = do_DELETE = do_PATCH = _not_found

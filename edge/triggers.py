@@ -27,6 +27,7 @@ TRIGGERS: tuple[Trigger, ...] = ("operator", "flicker", "uncertainty", "random")
 # be brighter by this many grey levels to set its bit.
 _DHASH_DEAD_BAND = 2.0
 _MAX_REASON_ITEMS = 5
+_MAX_NOTE_CHARS = 2_000  # what CaptureMeta.note accepts; the note travels with the upload
 
 
 @dataclass
@@ -177,7 +178,7 @@ class HardExampleMiner:
         with self._lock:
             self._flagged = True
             if note:
-                self._flag_note = note
+                self._flag_note = note[:_MAX_NOTE_CHARS]
 
     def observe(self, frame_bgr: np.ndarray, detections: sv.Detections, frame_index: int) -> Decision | None:
         """Runs every trigger on one tracked frame; returns what to upload, if anything."""
