@@ -1,0 +1,109 @@
+"""Training a challenger with ultralytics on a frozen dataset version, recorded in the registry.
+
+Fine-tunes from the champion when there is one, else starts from a model yaml (random weights).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.protocol import utc_now
+from store.datasets import build_dataset, materialise
+from store.labels import catalog_classes
+from store.models import champion, get_model, record_training_run, register_model
+from store.settings import Workspace
+
+# Augmentation the field uses for small detection data sets (ultralytics' names). Note that
+# ultralytics applies copy-paste only where labels carry segments; on boxes alone it is a no-op.
+SMALL_DATA = {
+    "mosaic": 1.0, "perspective": 0.0005, "translate": 0.1, "scale": 0.5, "degrees": 0.0,
+    "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "fliplr": 0.5, "mixup": 0.2, "copy_paste": 0.3,
+    "cos_lr": True, "optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 1.0,
+}
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # Minutes on a laptop CPU: small images, few epochs; the demo and tests use it.
+    "cpu": {"imgsz": 256, "epochs": 5, "batch": 16, "device": "cpu", "amp": False, "workers": 2},
+    # A real GPU run: full resolution, long schedule, early stopping, images cached in RAM.
+    "gpu": {"imgsz": 640, "epochs": 150, "batch": -1, "device": 0, "amp": True, "workers": 8, "cache": "ram",
+            "patience": 30},
+}
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_id: str
+    weights_sha256: str
+    parent_id: str | None
+    dataset_version: int
+    duration_s: float
+    params: dict[str, Any]
+
+
+def train(
+    ws: Workspace,
+    *,
+    dataset_version: int | None = None,
+    parent: str | None = "champion",
+    base: str = "yolov8n.yaml",
+    profile: str = "cpu",
+    overrides: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    seed: int = 0,
+) -> TrainResult:
+    """Train one model; `parent` is a model id, "champion" (if any), or None for `base`."""
+    if profile not in PROFILES:
+        raise TrainingError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # no telemetry, no update checks
+    from ultralytics import YOLO  # heavy (torch): imported only when training
+
+    version = dataset_version or build_dataset(ws.catalog).version
+    with ws.catalog.connect() as con:
+        classes = catalog_classes(con)
+        start_model = champion(con) if parent == "champion" else (get_model(con, parent) if parent else None)
+    if parent not in (None, "champion") and start_model is None:
+        raise TrainingError(f"no model {parent!r} in the registry (see `edgeloop models`)")
+
+    run_dir = ws.settings.workspace / "runs" / f"{utc_now():%Y%m%d-%H%M%S}-v{version}"
+    data_yaml = materialise(ws.catalog, ws.blobs, version, ws.settings.workspace / "datasets" / f"v{version}")
+    if start_model is not None:
+        start = run_dir / "parent.pt"
+        start.parent.mkdir(parents=True, exist_ok=True)
+        start.write_bytes(ws.blobs.get(start_model.weights_sha256))
+    else:
+        start = Path(base)
+    params = {**SMALL_DATA, **PROFILES[profile], **(overrides or {})}
+    model = YOLO(str(start))
+    epochs = int(params["epochs"])
+    if progress:
+        model.add_callback("on_train_epoch_end", lambda trainer: progress(trainer.epoch + 1, epochs))
+
+    started, t0 = utc_now(), time.perf_counter()
+    # val=False: the holdout is the gate's, not a tool for picking epochs; ultralytics
+    # still validates once after the last epoch, which we ignore in favour of the gate.
+    model.train(data=str(data_yaml), project=str(run_dir), name="train", exist_ok=True, seed=seed,
+                deterministic=True, plots=False, val=False, verbose=False, **params)
+    duration = time.perf_counter() - t0
+    weights = run_dir / "train" / "weights" / "last.pt"
+    if not weights.is_file():
+        raise TrainingError(f"ultralytics finished without writing {weights}")
+
+    sha = ws.blobs.put_file(weights)
+    with ws.catalog.connect() as con:
+        con.begin()
+        model_id = register_model(con, sha, classes=classes, imgsz=int(params["imgsz"]),
+                                  parent_id=start_model.id if start_model else None, dataset_version=version)
+        record_training_run(con, model_id=model_id, parent_id=start_model.id if start_model else None,
+                            dataset_version=version, profile=profile, params={**params, "base": str(base)},
+                            started_at=started, duration_s=duration, weights_sha256=sha)
+        con.commit()
+    return TrainResult(model_id, sha, start_model.id if start_model else None, version, duration, params)

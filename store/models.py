@@ -1,0 +1,98 @@
+"""The model registry: every trained model, its lineage, training runs and gate decisions.
+
+A model's weights live in the blob store; its id is derived from their sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from edge.protocol import utc_now
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    id: str
+    weights_sha256: str
+    parent_id: str | None
+    dataset_version: int | None
+    classes: list[str]
+    imgsz: int
+    status: str
+    created_at: datetime
+    metrics: dict[str, Any] | None
+
+
+def model_id_for(weights_sha256: str) -> str:
+    return f"m-{weights_sha256[:12]}"
+
+
+def register_model(
+    con: duckdb.DuckDBPyConnection, weights_sha256: str, *, classes: list[str], imgsz: int,
+    parent_id: str | None = None, dataset_version: int | None = None,
+) -> str:
+    """Add a candidate (idempotent: the same weights are the same model)."""
+    model_id = model_id_for(weights_sha256)
+    con.execute(
+        "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, 'candidate', ?, NULL) ON CONFLICT DO NOTHING",
+        [model_id, weights_sha256, parent_id, dataset_version, json.dumps(classes), imgsz, utc_now()],
+    )
+    return model_id
+
+
+def _record(row: tuple) -> ModelRecord:
+    return ModelRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6], row[7],
+                       json.loads(row[8]) if row[8] else None)
+
+
+def get_model(con: duckdb.DuckDBPyConnection, model_id: str) -> ModelRecord | None:
+    row = con.execute("SELECT * FROM models WHERE id = ?", [model_id]).fetchone()
+    return _record(row) if row else None
+
+
+def champion(con: duckdb.DuckDBPyConnection) -> ModelRecord | None:
+    row = con.execute("SELECT * FROM models WHERE status = 'champion'").fetchone()
+    return _record(row) if row else None
+
+
+def list_models(con: duckdb.DuckDBPyConnection) -> list[ModelRecord]:
+    return [_record(r) for r in con.execute("SELECT * FROM models ORDER BY created_at").fetchall()]
+
+
+def record_training_run(
+    con: duckdb.DuckDBPyConnection, *, model_id: str, parent_id: str | None, dataset_version: int, profile: str,
+    params: dict[str, Any], started_at: datetime, duration_s: float, weights_sha256: str,
+) -> str:
+    run_id = uuid.uuid4().hex
+    con.execute(
+        "INSERT INTO training_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [run_id, model_id, parent_id, dataset_version, profile, json.dumps(params, default=str), started_at,
+         duration_s, weights_sha256],
+    )
+    return run_id
+
+
+def record_gate_decision(
+    con: duckdb.DuckDBPyConnection, *, challenger_id: str, champion_id: str | None, dataset_version: int | None,
+    promoted: bool, reasons: list[str], challenger_metrics: dict, champion_metrics: dict | None,
+) -> str:
+    """Store the verdict and, if promoted, make the challenger the one champion (caller's transaction)."""
+    decision_id = uuid.uuid4().hex
+    con.execute(
+        "INSERT INTO gate_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [decision_id, challenger_id, champion_id, dataset_version, promoted, json.dumps(reasons),
+         json.dumps(challenger_metrics), json.dumps(champion_metrics) if champion_metrics else None, utc_now()],
+    )
+    con.execute("UPDATE models SET metrics = ? WHERE id = ?", [json.dumps(challenger_metrics), challenger_id])
+    if promoted:
+        con.execute("UPDATE models SET status = 'retired' WHERE status = 'champion' AND id <> ?", [challenger_id])
+        con.execute("UPDATE models SET status = 'champion' WHERE id = ?", [challenger_id])
+    else:
+        con.execute("UPDATE models SET status = 'rejected' WHERE id = ? AND status = 'candidate'", [challenger_id])
+    return decision_id
