@@ -1,0 +1,215 @@
+"""The edge agent's frame loop: read, detect, track, alert, mine hard examples, spool.
+
+Uploads, alerts and the operator endpoint run on their own threads; nothing here waits on a network.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import supervision as sv
+
+from edge.alerts import AlertConfig, Alerter
+from edge.client import IngestClient
+from edge.detectors.base import Detector
+from edge.operator import OperatorEndpoint
+from edge.protocol import CaptureMeta, Detection, Heartbeat, utc_now
+from edge.sources import Frame
+from edge.spool import Spool, SpoolFull
+from edge.tracking import Tracker
+from edge.triggers import Decision, HardExampleMiner, TriggerConfig
+from edge.uploader import Uploader
+
+
+@dataclass
+class AgentConfig:
+    server: str
+    token: str
+    device: str
+    camera: str = "cam0"
+    spool_dir: Path = Path("edgeloop-spool")
+    spool_max_bytes: int = 1024**3
+    triggers: TriggerConfig = field(default_factory=TriggerConfig)
+    alerts: AlertConfig | None = None
+    operator_port: int | None = None  # None: no endpoint; 0: any free port
+    heartbeat_interval_s: float = 30.0
+    jpeg_quality: int = 90
+    max_frames: int | None = None
+
+
+class _Latency:
+    """Rolling inference times: p50/p99 over the last `window` frames."""
+
+    def __init__(self, window: int = 1000) -> None:
+        self._ms: deque[float] = deque(maxlen=window)
+
+    def add(self, ms: float) -> None:
+        self._ms.append(ms)
+
+    def percentiles(self) -> tuple[float, float]:
+        if not self._ms:
+            return 0.0, 0.0
+        p50, p99 = np.percentile(np.fromiter(self._ms, float), [50, 99])
+        return float(p50), float(p99)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, detector: Detector, frames: Iterable[Frame]) -> None:
+        self.config, self.detector, self.frames = config, detector, frames
+        self.spool = Spool(config.spool_dir, config.spool_max_bytes)
+        self.uploader = Uploader(
+            self.spool, lambda: IngestClient(config.server, config.token),
+            heartbeat=self._heartbeat, heartbeat_interval_s=config.heartbeat_interval_s,
+        )
+        self.tracker = Tracker()
+        self.miner = HardExampleMiner(config.triggers)
+        self.alerter = Alerter(config.alerts, config.device, config.camera) if config.alerts else None
+        self.operator: OperatorEndpoint | None = None
+        self._latency = _Latency()
+        self._recent: deque[Frame] = deque(maxlen=4)  # a flicker may upload the previous frame
+        self._started = time.monotonic()
+        self._fps_window: deque[float] = deque(maxlen=60)
+        self.frames_seen = 0
+        self.spooled = 0
+        self.spool_refused = 0
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, stop: threading.Event | None = None,
+            on_status: Callable[[dict[str, Any]], None] | None = None, status_every_s: float = 0.5) -> dict[str, Any]:
+        """Process frames until the source ends, `max_frames`, or `stop` is set; returns the summary."""
+        stop = stop or threading.Event()
+        if self.config.operator_port is not None:
+            self.operator = OperatorEndpoint(self.miner.flag, self.status, port=self.config.operator_port)
+        self.uploader.start()
+        next_status = time.monotonic()
+        try:
+            for frame in self.frames:
+                self.step(frame)
+                if on_status and time.monotonic() >= next_status:
+                    on_status(self.status())
+                    next_status = time.monotonic() + status_every_s
+                if stop.is_set() or (self.config.max_frames and self.frames_seen >= self.config.max_frames):
+                    break
+        finally:
+            close = getattr(self.frames, "close", None)
+            if close:
+                close()
+        return self.status()
+
+    def step(self, frame: Frame) -> Decision | None:
+        """One frame through the pipeline; public so benchmarks can drive it frame by frame."""
+        t0 = time.perf_counter()
+        detections = self.detector.detect(frame.image)
+        self._latency.add((time.perf_counter() - t0) * 1000)
+        tracked = self.tracker.update(detections)
+        if self.alerter:
+            self.alerter.observe(tracked, frame.index, frame.captured_at)
+        self._recent.append(frame)
+        decision = self.miner.observe(frame.image, tracked, frame.index)
+        if decision is not None:
+            self._spool(decision)
+        self.frames_seen += 1
+        self._fps_window.append(time.perf_counter())
+        return decision
+
+    def close(self, drain_timeout_s: float = 0.0) -> int:
+        """Stop the helpers; wait up to `drain_timeout_s` for the spool to empty first.
+
+        Returns how many captures are left to upload: they stay on disk for the next start.
+        """
+        if drain_timeout_s > 0:
+            self.uploader.flush(drain_timeout_s)
+        self.uploader.stop()
+        left = self.spool.depth()
+        if self.alerter:
+            self.alerter.close(timeout=min(5.0, drain_timeout_s or 1.0))
+        if self.operator:
+            self.operator.close()
+        self.spool.close()
+        return left
+
+    # ------------------------------------------------------------------ captures
+
+    def _spool(self, decision: Decision) -> None:
+        frame = next((f for f in reversed(self._recent) if f.index == decision.frame_index), self._recent[-1])
+        h, w = decision.frame_bgr.shape[:2]
+        meta = CaptureMeta(
+            device=self.config.device, camera=self.config.camera, captured_at=frame.captured_at,
+            frame_width=w, frame_height=h, model_version=self.detector.model_version,
+            detections=_to_protocol(decision.detections, w, h), triggers=decision.triggers,
+            source=frame.source, note=decision.note,
+        )
+        ok, jpeg = cv2.imencode(".jpg", decision.frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
+        if not ok:
+            return
+        try:
+            self.spool.put(meta.model_dump_json().encode(), jpeg.tobytes(), "image/jpeg", decision.priority)
+            self.spooled += 1
+        except SpoolFull:
+            self.spool_refused += 1  # the spool already counts what it refused; this is for the status line
+
+    # ------------------------------------------------------------------ health
+
+    def _fps(self) -> float:
+        if len(self._fps_window) < 2:
+            return 0.0
+        return (len(self._fps_window) - 1) / max(1e-9, self._fps_window[-1] - self._fps_window[0])
+
+    def _heartbeat(self) -> Heartbeat:
+        s = self.status()
+        return Heartbeat(
+            device=self.config.device, sent_at=utc_now(), model_version=self.detector.model_version,
+            fps=s["fps"], inference_ms_p50=s["inference_ms_p50"], inference_ms_p99=s["inference_ms_p99"],
+            queue_depth=s["spool_depth"], dropped_frames=s["dropped_frames"], uptime_s=s["uptime_s"],
+        )
+
+    def status(self) -> dict[str, Any]:
+        p50, p99 = self._latency.percentiles()
+        source_stats = getattr(self.frames, "stats", lambda: {})()
+        up = self.uploader.stats()
+        return {
+            "frames": self.frames_seen,
+            "fps": round(self._fps(), 2),
+            "inference_ms_p50": round(p50, 2),
+            "inference_ms_p99": round(p99, 2),
+            "dropped_frames": int(source_stats.get("frames_dropped", 0)),
+            "reconnects": int(source_stats.get("reconnects", 0)),
+            "spooled": self.spooled,
+            "spool_depth": self.spool.depth(),
+            "spool_refused": self.spool_refused,
+            "uploaded": up.get("uploaded", 0),
+            "upload_rejected": up.get("rejected", 0),
+            "upload_retries": up.get("retries", 0),
+            "alerts": self.alerter.stats() if self.alerter else None,
+            "triggers": self.miner.stats(),
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "model_version": self.detector.model_version,
+        }
+
+
+def _to_protocol(detections: sv.Detections, width: int, height: int) -> list[Detection]:
+    """Detections as the wire protocol carries them, clipped to the frame and non-degenerate."""
+    if len(detections) == 0:
+        return []
+    xyxy = sv.clip_boxes(detections.xyxy.astype(np.float64), (width, height))
+    names = detections.data.get("class_name")
+    out = []
+    for i, (x1, y1, x2, y2) in enumerate(xyxy):
+        if x2 <= x1 or y2 <= y1:
+            continue
+        out.append(Detection(
+            xyxy=(float(x1), float(y1), float(x2), float(y2)),
+            confidence=float(detections.confidence[i]) if detections.confidence is not None else 1.0,
+            class_id=int(detections.class_id[i]) if detections.class_id is not None else 0,
+            class_name=str(names[i]) if names is not None else None,
+        ))
+    return out

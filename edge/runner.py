@@ -1,0 +1,105 @@
+"""`edgeloop agent`: assemble the agent from command-line settings and run it with a live status line.
+
+SIGTERM and Ctrl-C stop it cleanly; whatever is still spooled is uploaded on the next start.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+
+from edge.agent import Agent, AgentConfig
+from edge.alerts import AlertConfig
+from edge.client import IngestClient, TransientError, UploadRejected
+from edge.detectors.base import load_detector
+from edge.protocol import is_safe_name
+from edge.sources import open_source
+from edge.triggers import TriggerConfig
+
+
+class AgentSetupError(Exception):
+    """A setting the agent cannot start with, phrased for the person at the terminal."""
+
+
+def _device_name(server: str, token: str, attempts: int = 5) -> str:
+    """Ask the server whose token this is, retrying briefly: the API may be starting too."""
+    for attempt in range(attempts):
+        try:
+            with IngestClient(server, token, timeout_s=5) as client:
+                return client.whoami()
+        except UploadRejected as exc:
+            raise AgentSetupError(f"the server refused the token: {exc.reason}") from exc
+        except TransientError:
+            time.sleep(min(8.0, 0.5 * 2**attempt))
+    raise AgentSetupError(f"cannot reach {server} to learn the device name; pass --device to start offline")
+
+
+def status_line(s: dict[str, Any]) -> str:
+    alerts = s["alerts"]["sent"] if s["alerts"] else "-"
+    return (f"{s['frames']} frames  {s['fps']:.1f} fps  infer p50 {s['inference_ms_p50']:.1f} ms "
+            f"p99 {s['inference_ms_p99']:.1f} ms  dropped {s['dropped_frames']}  spool {s['spool_depth']}  "
+            f"uploaded {s['uploaded']}  alerts {alerts}")
+
+
+def run_agent(
+    *, source: str, model: Path, server: str, token: str, device: str | None = None, camera: str = "cam0",
+    spool: Path = Path("edgeloop-spool"), spool_max_bytes: int = 1024**3, alert_webhook: str | None = None,
+    alert_secret: str | None = None, alert_classes: list[str] | None = None, alert_confidence: float = 0.85,
+    operator_port: int | None = None, random_rate: float = 0.01, budget_per_hour: float = 120.0,
+    heartbeat_s: float = 30.0, max_frames: int | None = None, drain_s: float = 10.0, live: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    console = console or Console(stderr=True)
+    if not Path(model).is_file():
+        raise AgentSetupError(f"--model {model}: no such file")
+    if not is_safe_name(camera):
+        raise AgentSetupError(f"--camera {camera!r} may only use letters, digits, '_', '.', '-'")
+    alerts = None
+    if alert_webhook:
+        if not alert_secret or not alert_classes:
+            raise AgentSetupError("--alert-webhook needs --alert-secret and --alert-classes")
+        try:
+            alerts = AlertConfig(alert_webhook, alert_secret, set(alert_classes), min_confidence=alert_confidence)
+        except ValueError as exc:
+            raise AgentSetupError(f"--alert-secret: {exc}") from exc
+    try:
+        detector = load_detector(model)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise AgentSetupError(f"--model {model}: {exc}") from exc
+    if alerts and (unknown := set(alert_classes or []) - set(detector.names.values())):
+        raise AgentSetupError(f"--alert-classes {sorted(unknown)} are not classes of the model "
+                              f"({', '.join(detector.names.values())})")
+    try:
+        frames = open_source(source)
+    except ValueError as exc:
+        raise AgentSetupError(f"--source: {exc}") from exc
+    device = device or _device_name(server, token)
+    if not is_safe_name(device):
+        raise AgentSetupError(f"--device {device!r} may only use letters, digits, '_', '.', '-'")
+
+    config = AgentConfig(
+        server=server, token=token, device=device, camera=camera, spool_dir=spool, spool_max_bytes=spool_max_bytes,
+        triggers=TriggerConfig(random_rate=random_rate, budget_per_hour=budget_per_hour), alerts=alerts,
+        operator_port=operator_port, heartbeat_interval_s=heartbeat_s, max_frames=max_frames,
+    )
+    agent = Agent(config, detector, frames)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with Live(console=console, transient=True, auto_refresh=False, redirect_stdout=False) as screen:
+            def show(s: dict[str, Any]) -> None:
+                if live:
+                    screen.update(status_line(s), refresh=True)
+            summary = agent.run(stop=stop, on_status=show)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        left = agent.close(drain_timeout_s=drain_s)
+    # Counters read after the drain, so `uploaded` includes what went out while draining.
+    return {**summary, "uploaded": agent.uploader.stats().get("uploaded", 0), "left_in_spool": left}
