@@ -52,7 +52,7 @@ def run_agent(
     spool: Path = Path("edgeloop-spool"), spool_max_bytes: int = 1024**3, alert_webhook: str | None = None,
     alert_secret: str | None = None, alert_classes: list[str] | None = None, alert_confidence: float = 0.85,
     operator_port: int | None = None, random_rate: float = 0.01, budget_per_hour: float = 120.0,
-    heartbeat_s: float = 30.0, max_frames: int | None = None, drain_s: float = 10.0, live: bool = True,
+    heartbeat_s: float = 30.0, max_frames: int | None = None, realtime: bool = False, drain_s: float = 10.0, live: bool = True,
     console: Console | None = None,
 ) -> dict[str, Any]:
     console = console or Console(stderr=True)
@@ -76,7 +76,7 @@ def run_agent(
         raise AgentSetupError(f"--alert-classes {sorted(unknown)} are not classes of the model "
                               f"({', '.join(detector.names.values())})")
     try:
-        frames = open_source(source)
+        frames = open_source(source, realtime=True) if realtime and Path(source).is_file() else open_source(source)
     except ValueError as exc:
         raise AgentSetupError(f"--source: {exc}") from exc
     device = device or _device_name(server, token)

@@ -359,6 +359,7 @@ def agent(
     budget_per_hour: Annotated[float, typer.Option(help="Hard-example uploads allowed per hour.")] = 120.0,
     heartbeat_s: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 30.0,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after N frames (default: run until stopped).")] = None,
+    realtime: Annotated[bool, typer.Option(help="Pace a video file at its own fps, like a camera.")] = False,
     drain_s: Annotated[float, typer.Option(help="At exit, wait this long for the spool to drain.")] = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -371,7 +372,7 @@ def agent(
             spool=spool, spool_max_bytes=spool_max_mb * 1024 * 1024, alert_webhook=alert_webhook,
             alert_secret=alert_secret, alert_classes=[c for c in alert_classes.split(",") if c],
             alert_confidence=alert_confidence, operator_port=operator_port, random_rate=random_rate,
-            budget_per_hour=budget_per_hour, heartbeat_s=heartbeat_s, max_frames=max_frames, drain_s=drain_s,
+            budget_per_hour=budget_per_hour, heartbeat_s=heartbeat_s, max_frames=max_frames, realtime=realtime, drain_s=drain_s,
             live=not as_json, console=err,
         )
     except AgentSetupError as exc:

@@ -24,3 +24,43 @@ def ppe_dir() -> Path:
     if not (path / "val" / "images").is_dir():
         pytest.skip(f"the PPE data set is absent at {path} (set EDGELOOP_PPE_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def scene_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A YOLOv8n for the generated scenes' classes, random weights, exported to ONNX at imgsz 160.
+
+    Random weights detect nothing above 0.25: tests that use it drive uploads by other triggers.
+    """
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    from feedback.scenes import CLASSES
+
+    model = YOLO("yolov8n.yaml")  # built from the packaged yaml: nothing is fetched
+    model.model = DetectionModel("yolov8n.yaml", nc=len(CLASSES), verbose=False)
+    model.model.names = dict(enumerate(CLASSES))
+    pt = tmp_path_factory.mktemp("scene_model") / "scene_random.pt"
+    model.save(str(pt))
+    return Path(YOLO(str(pt)).export(format="onnx", imgsz=160, verbose=False))
+
+
+@pytest.fixture(scope="session")
+def ppe_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the checkpoint trained on ppe/base (export writes beside its input)."""
+    import shutil
+
+    source = shared_dir("models", "EDGELOOP_MODELS_DIR") / "ppe_base.pt"
+    if not source.exists():
+        pytest.skip(f"trained checkpoint {source} is absent (set EDGELOOP_MODELS_DIR)")
+    pt = tmp_path_factory.mktemp("ppe") / source.name
+    shutil.copyfile(source, pt)
+    return pt
+
+
+@pytest.fixture(scope="session")
+def ppe_onnx(ppe_pt: Path) -> Path:
+    """The PPE checkpoint exported to ONNX at imgsz 320, as the control plane publishes it."""
+    from ultralytics import YOLO
+
+    return Path(YOLO(str(ppe_pt)).export(format="onnx", imgsz=320, verbose=False))

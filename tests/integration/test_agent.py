@@ -1,0 +1,199 @@
+"""`edgeloop agent` as a real process against real servers on loopback: the ingest API going away,
+SIGKILL mid-run, signed alerts to a webhook receiver, and an RTSP camera that drops out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge.alerts import verify
+from edge.spool import Spool
+from feedback.scenes import write_video
+from store.devices import add_device
+from store.settings import Settings, Workspace
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Api:
+    """`edgeloop serve` in its own process, startable and stoppable on a fixed port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flows", "serve", "--port", str(self.port), "--workspace", str(self.root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("the ingest API did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def new_captures(self) -> int:
+        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
+            if line.startswith('edgeloop_ingest_captures_total{outcome="new"}'):
+                return int(float(line.split()[-1]))
+        return 0
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[dict]:
+    root = tmp_path / "ws"
+    ws = Workspace(Settings(workspace=root))
+    token = add_device(ws.catalog, ws.objects, "cam-a")
+    api = Api(root)
+    yield {"ws": ws, "api": api, "token": token, "tmp": tmp_path}
+    api.stop()
+
+
+def agent_cmd(site: dict, source: str, model: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "flows", "agent", "--source", source, "--model", str(model),
+            "--server", site["api"].url, "--token", site["token"], "--device", "cam-a",
+            "--spool", str(site["tmp"] / "spool"), "--heartbeat-s", "1", "--json", *extra]
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_api_down_for_part_of_the_run_every_capture_arrives_once(site: dict, scene_onnx: Path) -> None:
+    video = site["tmp"] / "v.mp4"
+    write_video(video, range(60), fps=10)  # 6 s when paced like a camera
+    # Every frame is a hard example (random rate 1): the uploads, not the model, are under test.
+    proc = subprocess.Popen(agent_cmd(site, str(video), scene_onnx, "--realtime", "--random-rate", "1",
+                                      "--budget-per-hour", "1000000", "--drain-s", "60"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # the API is down: the agent keeps detecting, the spool grows
+    assert proc.poll() is None
+    site["api"].start()
+    summary = finish(proc)
+    assert summary["frames"] == 60
+    assert summary["spooled"] > 20 and summary["left_in_spool"] == 0
+    assert summary["upload_retries"] > 0  # it really did meet a dead API
+    assert summary["uploaded"] == summary["spooled"]
+    records = site["ws"].objects.list("inbox/captures")
+    assert len(records) == summary["spooled"] == site["api"].new_captures()  # each once, none twice
+
+
+def test_sigkill_mid_run_loses_nothing_spooled(site: dict, scene_onnx: Path) -> None:
+    video = site["tmp"] / "v.mp4"
+    write_video(video, range(100), fps=10)
+    proc = subprocess.Popen(agent_cmd(site, str(video), scene_onnx, "--realtime", "--random-rate", "1",
+                                      "--budget-per-hour", "1000000"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(4)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    with Spool(site["tmp"] / "spool") as spool:
+        stats = spool.stats()
+        spooled = spool.depth()
+    assert spooled > 5 and stats["corrupt_entries"] == 0
+
+    site["api"].start()
+    short = site["tmp"] / "short.mp4"
+    write_video(short, range(1000, 1003), fps=10)
+    summary = finish(subprocess.Popen(agent_cmd(site, str(short), scene_onnx, "--random-rate", "0",
+                                                "--drain-s", "60"),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    assert summary["left_in_spool"] == 0
+    assert len(site["ws"].objects.list("inbox/captures")) == spooled == site["api"].new_captures()
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    secret = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ=="
+    deliveries: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        ok = verify(self.secret, dict(self.headers.items()), body)
+        type(self).deliveries.append({"valid": ok, "id": self.headers["webhook-id"], **json.loads(body)})
+        self.send_response(204 if ok else 401)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_alerts_reach_the_webhook_signed_once_per_object(site: dict, ppe_onnx: Path, ppe_dir: Path) -> None:
+    from edge.detectors.base import load_detector
+    from edge.sources import open_source
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Receiver.deliveries = []
+    site["api"].start()
+    frames, threshold = 150, 0.6
+    try:
+        summary = finish(subprocess.Popen(
+            agent_cmd(site, str(ppe_dir / "pool_stream.mp4"), ppe_onnx, "--max-frames", str(frames),
+                      "--alert-webhook", f"http://127.0.0.1:{server.server_port}/hook",
+                      "--alert-secret", _Receiver.secret, "--alert-classes", "helmet",
+                      "--alert-confidence", str(threshold), "--drain-s", "30"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    finally:
+        server.shutdown()
+    alerts = _Receiver.deliveries
+    assert summary["alerts"]["sent"] == len(alerts) > 0
+    assert all(a["valid"] for a in alerts)
+    assert all(a["class_name"] == "helmet" and a["confidence"] >= threshold for a in alerts)
+    assert len({a["tracker_id"] for a in alerts}) == len(alerts)  # once per tracked object
+    assert len({a["id"] for a in alerts}) == len(alerts)
+    # Far fewer alerts than frames showing a confident helmet: not once per frame.
+    detector = load_detector(ppe_onnx)
+    confident = 0
+    with open_source(str(ppe_dir / "pool_stream.mp4")) as source:
+        for frame in source:
+            if frame.index >= frames:
+                break
+            d = detector.detect(frame.image)
+            confident += int(((d.data["class_name"] == "helmet") & (d.confidence >= threshold)).any())
+    assert len(alerts) < confident
+
+
+def test_rtsp_camera_drops_out_and_the_agent_reconnects(site: dict, scene_onnx: Path, rtsp_server) -> None:
+    site["api"].start()
+    proc = subprocess.Popen(agent_cmd(site, rtsp_server.url, scene_onnx, "--max-frames", "150",
+                                      "--random-rate", "0"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    rtsp_server.kill()  # the camera goes away...
+    time.sleep(3)
+    assert proc.poll() is None  # ...the agent waits for it rather than dying
+    rtsp_server.start()  # ...and comes back on the same address
+    summary = finish(proc, timeout=180)
+    assert summary["frames"] == 150 and summary["reconnects"] >= 1
+
