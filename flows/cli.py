@@ -389,14 +389,17 @@ def agent(
 @app.command()
 def demo(
     workspace: Annotated[Path, typer.Option("--workspace", "-w", help="Where the demo keeps its data (recreated).")] = Path("edgeloop-demo"),
-    frames: Annotated[int, typer.Option(help="Generated frames the simulated device uploads.")] = 40,
     seed: Annotated[int, typer.Option(help="Seed of the generated scenes.")] = 0,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes: checks the wiring in a minute; the models learn little.")] = False,
 ) -> None:
     """Run the whole loop offline on generated scenes, and show what each stage did."""
-    from flows.demo import DemoError, run_demo
+    from dataclasses import replace
+
+    from flows.demo import QUICK, DemoError, DemoPlan, run_demo
 
     try:
-        run_demo(workspace, frames=frames, seed=seed, console=console)
+        with _ultralytics_to_stderr():
+            run_demo(workspace, replace(QUICK if quick else DemoPlan(), seed=seed), console=console)
     except DemoError as exc:
         raise fail(str(exc)) from exc
 

@@ -135,3 +135,8 @@ def current_labels(con: duckdb.DuckDBPyConnection) -> list[Label]:
         )
         for r in rows
     ]
+
+
+def holdout_by_hash(sha256: str, share: float) -> bool:
+    """A stable, unbiased split rule: the same image always lands on the same side."""
+    return int(sha256[:8], 16) / 0xFFFFFFFF < share

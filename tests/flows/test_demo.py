@@ -1,4 +1,4 @@
-"""`edgeloop demo` runs end to end on generated data, and never wipes a folder it did not make."""
+"""`edgeloop demo` runs end to end (quick sizes), and never wipes a folder it did not make."""
 
 from __future__ import annotations
 
@@ -7,21 +7,22 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from flows.demo import DemoError, run_demo
+from flows.demo import QUICK, DemoError, run_demo
 
 
-def test_demo_runs_the_loop_so_far(tmp_path: Path) -> None:
-    summary = run_demo(tmp_path / "demo", frames=6, console=Console(quiet=True))
-    assert summary["uploaded"] == 6 and summary["duplicate_resend"] is True
-    assert summary["stranger"] == "HTTP 401 unknown_token"
-    assert summary["ingested"] == 6 and summary["ingested_again"] == 0
-    # A second run recreates its own workspace rather than piling onto the first.
-    assert run_demo(tmp_path / "demo", frames=3, console=Console(quiet=True))["ingested"] == 3
+def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
+    summary = run_demo(tmp_path / "demo", QUICK, console=Console(quiet=True))
+    assert summary["agent"]["frames"] == QUICK.camera_frames
+    assert summary["agent"]["spooled"] > 0 and summary["agent"]["left_in_spool"] == 0
+    assert summary["ingested"] == summary["agent"]["spooled"]
+    assert summary["reviewed"] == summary["ingested"]  # the oracle has an answer for every frame
+    assert summary["challenger"]["parent"] == summary["first_model"]["id"]
+    assert isinstance(summary["challenger"]["promoted"], bool)
 
 
 def test_demo_refuses_to_wipe_a_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     with pytest.raises(DemoError, match="not a demo workspace"):
-        run_demo(tmp_path / "mine", frames=1, console=Console(quiet=True))
+        run_demo(tmp_path / "mine", QUICK, console=Console(quiet=True))
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"

@@ -1,0 +1,1 @@
+"""Deciding what people review, and bringing their verdicts back as verified labels."""
