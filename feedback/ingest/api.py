@@ -5,11 +5,13 @@ Stateless by design (DESIGN decision 1): no DuckDB here, so replicas scale behin
 
 from __future__ import annotations
 
+import functools
+import re
 import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +39,9 @@ from store.blobs import sha256_hex
 from store.devices import RegistryReader
 from store.inbox import CaptureRecord, HeartbeatRecord
 from store.settings import Settings, Workspace
+from store.signing import signing_key, verify_blob_signature
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _META_LIMIT = 256 * 1024  # a meta part with 2,000 detections is about 200 KB
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -75,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     workspace = Workspace(settings)
     registry = RegistryReader(workspace.objects, ttl_s=settings.registry_ttl_s)
     metrics = IngestMetrics()
+    blob_key = functools.cache(lambda: signing_key(workspace.objects))
 
     app = FastAPI(
         title="edgeloop ingest",
@@ -190,6 +195,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(f"{API_PREFIX}/whoami", responses=_PROBLEMS, summary="The device a token belongs to")
     async def whoami(request: Request) -> dict[str, str]:
         return {"device": authenticate(request.headers.get("authorization"), registry)}
+
+    @app.get(
+        f"{API_PREFIX}/blobs/{{sha256}}",
+        responses={403: {"model": Problem, "description": "Unsigned, badly signed or expired URL"},
+                   404: {"model": Problem, "description": "No such blob"}},
+        response_class=Response,
+        summary="An image, for an annotator's browser: needs the signed, expiring URL the review step made",
+    )
+    async def blob(sha256: str, exp: int | None = None, sig: str | None = None) -> Response:
+        if exp is None or not sig:
+            raise Rejected(403, "unsigned_url", "blob URLs must carry exp= and sig= (see `edgeloop review push`)")
+        if not _SHA256.fullmatch(sha256):
+            raise Rejected(404, "no_such_blob", "not a sha256")
+        if problem := verify_blob_signature(blob_key(), sha256, exp, sig):
+            raise Rejected(403, problem, "the URL's signature does not match" if problem == "bad_signature"
+                           else "the URL has expired; push the task again for a fresh one")
+        try:
+            data = await run_in_threadpool(workspace.blobs.get, sha256)
+        except KeyError:
+            raise Rejected(404, "no_such_blob", f"no blob {sha256}") from None
+        media_type = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+        # Content-addressed: the bytes behind a sha never change, so browsers may cache them.
+        return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=86400, immutable"})
 
     @app.get("/healthz", summary="Liveness: the process answers and the store is reachable")
     async def healthz() -> dict[str, str]:

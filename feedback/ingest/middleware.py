@@ -30,6 +30,12 @@ def too_large(limit: int) -> Rejected:
 
 
 class LimitAndMeasure:
+    @staticmethod
+    def path_label(path: str) -> str:
+        if path.startswith("/v1/blobs/"):
+            return "/v1/blobs"
+        return path if path in _KNOWN_PATHS else "other"
+
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: IngestMetrics) -> None:
         self.app, self.limit, self.metrics = app, max_body_bytes, metrics
 
@@ -38,7 +44,7 @@ class LimitAndMeasure:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        path = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
+        path = self.path_label(scope["path"])
         status = 500
         received = 0
 

@@ -244,3 +244,20 @@ def test_openapi_documents_the_contract(server: dict) -> None:
     assert {"200", "201", "401", "403", "413", "415", "422"} <= set(upload["responses"])
     assert "detections" in spec["components"]["schemas"]["CaptureMeta"]["properties"]
     assert "/v1/heartbeat" in spec["paths"] and "/healthz" in spec["paths"] and "/metrics" in spec["paths"]
+
+
+def test_blobs_are_served_only_at_signed_unexpired_urls(server: dict) -> None:
+    from store.signing import signed_blob_url, signing_key
+
+    image = jpeg(seed=77)
+    sha = post(server, meta(), image).json()["sha256"]
+    key = signing_key(server["ws"].objects)
+    good = httpx.get(signed_blob_url(server["url"], sha, key, ttl_s=60))
+    assert good.status_code == 200 and good.content == image and good.headers["content-type"] == "image/jpeg"
+    assert httpx.get(f"{server['url']}/v1/blobs/{sha}").json()["reason"] == "unsigned_url"
+    expired = signed_blob_url(server["url"], sha, key, ttl_s=60, now=time.time() - 3600)
+    assert httpx.get(expired).json()["reason"] == "expired"
+    forged = signed_blob_url(server["url"], sha, b"k" * 32, ttl_s=60)
+    assert httpx.get(forged).json()["reason"] == "bad_signature"
+    other = signed_blob_url(server["url"], "0" * 64, key, ttl_s=60)
+    assert httpx.get(other).status_code == 404
