@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     registry_ttl_s: float = 2.0
     fsync: bool = True
+    # Review: where Label Studio is, and the API address annotators' browsers can reach.
+    label_studio_url: str | None = None
+    label_studio_token: str | None = None
+    public_url: str | None = None
+    # CLIP for diverse selection: a local weights file, or a pretrained tag fetched when online.
+    clip_model: str = "ViT-S-32-alt"
+    clip_weights: Path | None = None
+    clip_pretrained: str | None = None
 
     @classmethod
     def settings_customise_sources(
