@@ -15,6 +15,9 @@ API_PREFIX = "/v1"
 CAPTURES_PATH = f"{API_PREFIX}/captures"
 HEARTBEAT_PATH = f"{API_PREFIX}/heartbeat"
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png")
+# Refusals about the device's token, not about what it sent: a device keeps its captures
+# and retries later (a rotated token may arrive) instead of discarding them.
+CREDENTIAL_REASONS = frozenset({"missing_token", "malformed_authorization", "unknown_token", "revoked_token"})
 
 # Device and camera names end up in storage keys and file names: one conservative
 # alphabet, no leading dot, so that no name can climb out of a folder.

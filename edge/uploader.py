@@ -12,13 +12,11 @@ import time
 from collections.abc import Callable
 
 from edge.client import IngestClient, TransientError, UploadRejected
-from edge.protocol import Heartbeat
+from edge.protocol import CREDENTIAL_REASONS, Heartbeat
 from edge.spool import Spool, SpoolEntry
 
 log = logging.getLogger(__name__)
 
-# 403 reasons the ingest API gives about the token rather than the capture.
-_CREDENTIAL_REASONS = frozenset({"revoked_token"})
 
 
 class Uploader:
@@ -156,7 +154,7 @@ class Uploader:
         try:
             accepted = self._get_client().upload_capture(entry.meta_json, entry.image, entry.media_type)
         except UploadRejected as exc:
-            if exc.status == 401 or exc.reason in _CREDENTIAL_REASONS:
+            if exc.status == 401 or exc.reason in CREDENTIAL_REASONS:
                 # The device's token was refused, not this capture: rejecting would empty
                 # the whole spool into rejected/. Keep everything, retry slowly with a fresh
                 # client (the factory may pick up a rotated token).
