@@ -310,6 +310,22 @@ def models(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     console.print(table)
 
 
+@app.command()
+def failures(
+    model_version: Annotated[Optional[str], typer.Option(help="Only this deployed model's failures.")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What the deployed model got wrong on reviewed captures, by class and kind."""
+    from feedback.review.failures import failure_summary, format_failures
+
+    summary = failure_summary(_workspace(workspace).catalog, model_version=model_version)
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        console.print(format_failures(summary))
+
+
 # ----------------------------------------------------------------------------- device side
 
 
