@@ -47,7 +47,7 @@ def _head(rng: np.random.Generator, img: np.ndarray, c: int, s: int) -> None:
 
 def _draw(rng: np.random.Generator, cls: int, s: int) -> np.ndarray:
     """One object on a transparent square canvas (BGRA), centred, room left for rotation."""
-    side = int(1.6 * s) | 1
+    side = int(1.8 * s) | 1
     img = np.zeros((side, side, 4), np.uint8)
     c = side // 2
     if cls in (0, 1):
@@ -72,7 +72,8 @@ def _draw(rng: np.random.Generator, cls: int, s: int) -> np.ndarray:
         w, h = int(0.5 * s * rng.uniform(0.75, 1.3)), int(0.5 * s * rng.uniform(0.6, 1.0))
         cv2.rectangle(img, (c - w, c - h), (c + w, c + h), _jitter(rng, (70, 125, 180)), -1)
         cv2.rectangle(img, (c - w, c - h), (c + w, c + h), (40, 75, 110), max(1, s // 25))
-        cv2.rectangle(img, (c - max(2, s // 14), c - h), (c + max(2, s // 14), c + h), _jitter(rng, (150, 195, 225)), -1)
+        tape = max(2, s // 14)
+        cv2.rectangle(img, (c - tape, c - h), (c + tape, c + h), _jitter(rng, (150, 195, 225)), -1)
         cv2.rectangle(img, (c + w // 4, c + h // 4), (c + w * 3 // 4, c + h * 2 // 3), (235, 235, 235), -1)
     img[..., 3] = np.where(img[..., :3].any(axis=2), 255, 0)  # nothing is drawn in pure black
     return img
@@ -86,7 +87,8 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     t = np.linspace(0, 1, w if sideways else h, dtype=np.float32)
     ramp = t[None, :, None] if sideways else t[:, None, None]
     img = (a * (1 - ramp) + b * ramp).astype(np.float32) + np.zeros((h, w, 1), np.float32)
-    blotch = cv2.resize(rng.normal(0, 14, (h // 24 + 2, w // 24 + 2)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    coarse = rng.normal(0, 14, (h // 24 + 2, w // 24 + 2)).astype(np.float32)
+    blotch = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
     img += blotch[..., None] + 14 * (rng.random((h, w, 1), dtype=np.float32) - 0.5)
     img = np.clip(img, 0, 255).astype(np.uint8)
     if rng.random() < 0.5:  # conveyor belt with rollers: the storyline's second camera
@@ -211,7 +213,8 @@ def write_yolo_dataset(
 
 
 def write_video(
-    path: Path, seeds: Iterable[int], *, fps: int = 10, hold: int = 1, width: int = 320, height: int = 240
+    path: Path, seeds: Iterable[int], *, fps: int = 10, hold: int = 1, width: int = 320, height: int = 240,
+    class_weights: Sequence[float] | None = None,
 ) -> list[Scene]:
     import imageio_ffmpeg  # dev/demo-only dependency: its bundled ffmpeg has libx264, OpenCV's writer does not
 
@@ -222,12 +225,12 @@ def write_video(
         macro_block_size=2, quality=None, ffmpeg_log_level="error",
         # A keyframe every second, so an RTSP client that joins mid-loop sees a picture quickly.
         output_params=["-crf", "18", "-g", str(fps), "-bf", "0"],
-    )  # fmt: skip
+    )
     writer.send(None)  # the generator must be primed before it accepts frames
     scenes = []
     try:
         for seed in seeds:
-            scene = render_scene(seed, width=width, height=height)
+            scene = render_scene(seed, width=width, height=height, class_weights=class_weights)
             rgb = np.ascontiguousarray(scene.image[..., ::-1])
             for _ in range(hold):
                 writer.send(rgb)
