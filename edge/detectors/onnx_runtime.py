@@ -88,8 +88,13 @@ class OnnxDetector:
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self._input_name, self._output_name = inp.name, out.name
         self._input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-        # A static batch of 1 (ultralytics' default export) takes frames one at a time.
+        # A static batch of 1 (ultralytics' default export) takes frames one at a time;
+        # a dynamic batch (`dynamic=True`) takes a whole batch in one run.
         self._batch_fixed = isinstance(inp.shape[0], int)
+        if self._batch_fixed and inp.shape[0] != 1:
+            raise ValueError(
+                f"{self.path.name} has a fixed batch of {inp.shape[0]}: export it with batch=1 or dynamic=True"
+            )
         hw = inp.shape[2:4]
         self.input_size: tuple[int, int] = (
             (int(hw[0]), int(hw[1])) if all(isinstance(d, int) for d in hw) else self.metadata.imgsz or _DEFAULT_INPUT

@@ -300,6 +300,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool =
     sidecar = {
         "onnx_sha256": onnx_sha256,
         "tensorrt_version": trt.__version__,
+        "gpu_name": gpu_name(),
         "fp16": fp16,
         "metadata": {**meta, MODEL_VERSION_KEY: parsed.model_version or onnx_sha256[:12]},
     }
@@ -423,7 +424,6 @@ class TensorRTDetector:
                 self._host[name] = self._cuda.host_empty(dims, dtype)
                 self._device[name] = self._cuda.device_empty(self._host[name].nbytes)
                 self._context.set_tensor_address(name, self._device[name])
-
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """The raw head output for one preprocessed (1, 3, h, w) tensor (a copy)."""

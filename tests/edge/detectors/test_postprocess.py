@@ -1,0 +1,118 @@
+"""Decoding a detection head: thresholds, class-aware NMS, letterbox undone; as ultralytics does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import supervision as sv
+import torch
+from ultralytics.utils import nms as ultralytics_nms
+from ultralytics.utils import ops
+
+from edge.detectors.postprocess import decode, decode_end2end, empty_detections, nms, postprocess
+from edge.detectors.preprocess import Letterbox
+
+NAMES = {0: "helmet", 1: "no_helmet", 2: "no_wear"}
+IDENTITY = Letterbox.fit((320, 320), (320, 320))  # frame already at input size: no mapping
+
+
+def head(rows: list[tuple[float, float, float, float, int, float]], nc: int = 3) -> np.ndarray:
+    """A (1, 4 + nc, anchors) output from (cx, cy, w, h, class, score) rows, other scores 0."""
+    out = np.zeros((1, 4 + nc, len(rows)), dtype=np.float32)
+    for a, (cx, cy, w, h, cls, score) in enumerate(rows):
+        out[0, :4, a] = cx, cy, w, h
+        out[0, 4 + cls, a] = score
+    return out
+
+
+def test_nms_drops_the_weaker_overlapping_box_of_a_class_and_keeps_other_classes():
+    output = head(
+        [
+            (100, 100, 50, 50, 0, 0.90),  # kept
+            (102, 101, 50, 50, 0, 0.80),  # same class, IoU ~0.9 with the first: suppressed
+            (100, 100, 50, 50, 1, 0.70),  # same place, another class: kept
+            (250, 250, 20, 20, 2, 0.25),  # exactly at the threshold: below it (ultralytics uses >)
+            (250, 250, 20, 20, 2, 0.30),  # kept
+        ]
+    )
+    dets = decode(output, IDENTITY, NAMES, conf=0.25, iou=0.7)
+    assert isinstance(dets, sv.Detections)
+    np.testing.assert_array_equal(dets.class_id, [0, 1, 2])
+    np.testing.assert_allclose(dets.confidence, [0.9, 0.7, 0.3])
+    np.testing.assert_allclose(dets.xyxy, [[75, 75, 125, 125], [75, 75, 125, 125], [240, 240, 260, 260]])
+    assert list(dets.data["class_name"]) == ["helmet", "no_helmet", "no_wear"]
+
+
+def test_each_box_keeps_only_its_best_class():
+    output = head([(100, 100, 40, 40, 0, 0.6)])
+    output[0, 4 + 2, 0] = 0.8
+    dets = decode(output, IDENTITY, NAMES)
+    np.testing.assert_array_equal(dets.class_id, [2])
+    np.testing.assert_allclose(dets.confidence, [0.8])
+
+
+def test_agnostic_nms_and_max_det():
+    rows = [(100, 100, 50, 50, 0, 0.9), (100, 100, 50, 50, 1, 0.7)] + [(20 * i, 300, 10, 10, 2, 0.5) for i in range(5)]
+    output = head(rows)
+    assert len(decode(output, IDENTITY, NAMES, agnostic=True)) == 6
+    top = decode(output, IDENTITY, NAMES, max_det=2)
+    np.testing.assert_allclose(top.confidence, [0.9, 0.7])
+
+
+def test_boxes_are_mapped_back_to_the_frame_and_clipped():
+    box = Letterbox.fit((480, 640), (320, 320))  # half size, 40 px grey bands above and below
+    output = head([(160, 160, 100, 50, 0, 0.9), (10, 60, 40, 40, 1, 0.9)])
+    dets = decode(output, box, NAMES)
+    np.testing.assert_allclose(dets.xyxy, [[220, 190, 420, 290], [0, 0, 60, 80]], atol=1e-4)
+
+
+def test_no_box_above_threshold_gives_empty_detections_with_the_same_fields():
+    for output in (head([(100, 100, 50, 50, 0, 0.1)]), np.zeros((1, 7, 0), dtype=np.float32)):
+        dets = decode(output, IDENTITY, NAMES)
+        assert len(dets) == 0
+        assert dets.xyxy.shape == (0, 4) and dets.confidence.shape == (0,) and dets.class_id.shape == (0,)
+        assert "class_name" in dets.data
+    assert len(empty_detections()) == 0
+
+
+def test_extra_channels_after_the_classes_are_ignored():
+    output = head([(100, 100, 50, 50, 1, 0.9)], nc=3)
+    with_masks = np.concatenate([output, np.full((1, 32, 1), 5.0, dtype=np.float32)], axis=1)
+    np.testing.assert_array_equal(decode(with_masks, IDENTITY, NAMES).class_id, [1])
+
+
+def test_end_to_end_heads_are_only_thresholded():
+    rows = np.array([[[10, 10, 50, 50, 0.9, 2], [12, 12, 50, 50, 0.8, 2], [0, 0, 5, 5, 0.1, 0]]], dtype=np.float32)
+    dets = decode_end2end(rows, IDENTITY, NAMES)
+    np.testing.assert_array_equal(dets.class_id, [2, 2])  # NMS already happened inside the model
+    assert len(postprocess(rows, IDENTITY, NAMES)) == 2  # recognised by its (1, N, 6) shape
+
+
+def test_nms_keeps_highest_first():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=np.float32)
+    keep = nms(boxes, np.array([0.5, 0.9, 0.7], dtype=np.float32), 0.5)
+    np.testing.assert_array_equal(keep, [1, 2])
+    assert nms(np.empty((0, 4), np.float32), np.empty(0, np.float32), 0.5).size == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_ultralytics_non_max_suppression_on_crowded_random_heads(seed):
+    """Clusters of jittered boxes so that many suppressions are borderline."""
+    rng = np.random.default_rng(seed)
+    nc, anchors = 4, 2100
+    centres = rng.uniform(20, 300, (30, 2))
+    pick = rng.integers(0, len(centres), anchors)
+    xy = centres[pick] + rng.normal(0, 4, (anchors, 2))
+    wh = rng.uniform(15, 60, (len(centres), 2))[pick] * rng.uniform(0.85, 1.15, (anchors, 2))
+    scores = rng.uniform(0, 1, (anchors, nc)) ** 3
+    output = np.concatenate([xy, wh, scores], axis=1).T[None].astype(np.float32)
+    box = Letterbox.fit((480, 640), (320, 320))
+
+    ours = decode(output, box, {i: str(i) for i in range(nc)}, conf=0.25, iou=0.7)
+    theirs = ultralytics_nms.non_max_suppression(torch.from_numpy(output), 0.25, 0.7, max_det=300)[0]
+    theirs[:, :4] = ops.scale_boxes((320, 320), theirs[:, :4], (480, 640))
+    theirs = theirs.numpy()
+    assert len(ours) == len(theirs) > 20
+    np.testing.assert_array_equal(ours.class_id, theirs[:, 5].astype(int))
+    np.testing.assert_allclose(ours.confidence, theirs[:, 4], atol=1e-6)
+    np.testing.assert_allclose(ours.xyxy, theirs[:, :4], atol=1e-3)
