@@ -1,6 +1,6 @@
 """Models and frames for the detector tests: ONNX exports made once per session, real PPE images.
 
-`ppe_pt` and `ppe_dir` (tests/conftest.py) find shared/models and shared/datasets/ppe, or
+`ppe_pt`, `ppe_onnx` and `ppe_dir` (tests/conftest.py) find shared/models and shared/datasets/ppe, or
 skip saying which is absent; nothing is downloaded.
 """
 
@@ -33,12 +33,6 @@ def _export_onnx(weights: Path, folder: Path, **options: object) -> Path:
     if pt != weights:
         shutil.copyfile(weights, pt)
     return Path(YOLO(str(pt)).export(format="onnx", imgsz=IMGSZ, verbose=False, **options))
-
-
-@pytest.fixture(scope="session")
-def ppe_onnx(ppe_pt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The trained PPE checkpoint exported to ONNX at imgsz 320, as the control plane publishes it."""
-    return _export_onnx(ppe_pt, tmp_path_factory.mktemp("ppe_static"))
 
 
 @pytest.fixture(scope="session")
