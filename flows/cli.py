@@ -413,9 +413,10 @@ def demo(
 
     from flows.demo import QUICK, DemoError, DemoPlan, run_demo
 
+    out = Console(file=sys.stdout)  # bound now: ultralytics' chatter is about to be sent to stderr
     try:
         with _ultralytics_to_stderr():
-            run_demo(workspace, replace(QUICK if quick else DemoPlan(), seed=seed), console=console)
+            run_demo(workspace, replace(QUICK if quick else DemoPlan(), seed=seed), console=out)
     except DemoError as exc:
         raise fail(str(exc)) from exc
 
