@@ -162,16 +162,21 @@ def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
 @contextlib.contextmanager
 def _ultralytics_to_stderr() -> Iterator[None]:
     """ultralytics logs and draws progress on stdout; here both go to stderr, so stdout carries
-    only our result (`--json` output stays parseable)."""
+    only our result (`--json` output stays parseable). Everything is put back afterwards."""
     import logging
 
     from ultralytics.utils import LOGGER
 
-    for handler in LOGGER.handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.stream = sys.stderr  # not setStream(): it flushes the old stream, which may be closed
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    handlers = [h for h in LOGGER.handlers if isinstance(h, logging.StreamHandler)]
+    saved = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.stream = sys.stderr  # not setStream(): it flushes the old stream, which may be closed
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for handler, stream in zip(handlers, saved, strict=True):
+            handler.stream = stream
 
 
 @app.command("import")

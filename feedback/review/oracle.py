@@ -7,12 +7,14 @@ for frame N of a video or stream.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from store.labels import add_image, add_label, assign_split, holdout_by_hash
+from feedback.review.workflow import Listed, PushedTask, ReviewItem, ReviewResult, pull_reviews, push_captures
 from store.settings import Workspace
 
 
@@ -37,26 +39,43 @@ def read_yolo_labels(path: Path, width: int, height: int) -> tuple[np.ndarray, n
     return np.clip(boxes, 0, [width, height, width, height]), cls.astype(np.int64)
 
 
-def review_with_oracle(ws: Workspace, labels_dir: Path, capture_ids: list[str], *, holdout_share: float = 0.2) -> ReviewReport:
-    """Verify each capture from the ground truth; a share of them (by hash) join the real holdout."""
-    report = ReviewReport()
-    with ws.catalog.connect() as con:
-        con.begin()
-        rows = con.execute(
-            "SELECT id, sha256, media_type, frame_width, frame_height, source_uri, source_frame FROM captures "
-            "WHERE list_contains(?, id)", [capture_ids]).fetchall()
-        for capture_id, sha, media_type, width, height, uri, frame in rows:
-            path = label_file(labels_dir, uri, frame)
-            if not path.is_file():
-                report.skipped += 1
-                continue
-            boxes, class_ids = read_yolo_labels(path, width, height)
-            add_image(con, sha, width, height, media_type, "real", f"capture:{capture_id}")
-            wanted = "holdout" if holdout_by_hash(sha, holdout_share) else "train"
-            report.holdout += assign_split(con, sha, wanted) == "holdout"
-            add_label(con, sha, boxes, class_ids, source="review", annotator="oracle",
-                      provenance={"capture": capture_id, "labels": str(path)})
-            report.reviewed += 1
-            report.boxes += len(boxes)
-        con.commit()
-    return report
+class OracleReviewer:
+    """Answers every task at once from `labels_dir`; a capture without a label file is skipped."""
+
+    name = "oracle"
+    shows_images = False
+
+    def __init__(self, labels_dir: Path) -> None:
+        self.labels_dir = Path(labels_dir)
+
+    def ensure_project(self, title: str, classes: Sequence[str]) -> None:
+        return None  # the label files are the whole project
+
+    def push(self, project: str | None, items: Sequence[ReviewItem], classes: Sequence[str]) -> list[str]:
+        return [item.capture_id for item in items]  # nothing to hand over: the oracle looks at pull time
+
+    def pull(self, project: str | None, classes: Sequence[str],
+             tasks: Sequence[PushedTask] | None = None) -> list[ReviewResult]:
+        if tasks is None:
+            raise ValueError("the oracle answers only for tasks it is shown (it keeps no project)")
+        return [self._answer(task) for task in tasks]
+
+    def _answer(self, task: PushedTask) -> ReviewResult:
+        item = task.item
+        path = label_file(self.labels_dir, item.source_uri or item.capture_id, item.source_frame)
+        if not path.is_file():
+            return ReviewResult(task.task_id, item.capture_id, "skipped", annotator="oracle")
+        boxes, class_ids = read_yolo_labels(path, item.width, item.height)
+        return ReviewResult(task.task_id, item.capture_id, "verified", boxes, class_ids, annotator="oracle",
+                            annotation_id=str(path),
+                            updated_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc))
+
+
+def review_with_oracle(
+    ws: Workspace, labels_dir: Path, capture_ids: list[str], *, holdout_share: float = 0.2
+) -> ReviewReport:
+    """Send `capture_ids` to the oracle and store its verdicts, as the review workflow does for people."""
+    reviewer = OracleReviewer(labels_dir)
+    push_captures(ws, [Listed(c) for c in capture_ids], reviewer=reviewer, strategy="listed")
+    pulled = pull_reviews(ws, reviewer=reviewer, holdout_share=holdout_share)
+    return ReviewReport(reviewed=pulled.verified, boxes=pulled.boxes, skipped=pulled.skipped, holdout=pulled.holdout)

@@ -1,5 +1,6 @@
 """Fixtures for integration tests that need real servers on loopback.
 RTSP: `rtsp_server` runs tests/integration/rtsp_server.py (GStreamer) in its own process.
+Label Studio: `label_studio` runs one from its own venv (tests/integration/labelstudio.py) per session.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from feedback.scenes import Scene, write_video
+from tests.integration.labelstudio import INSTALL as LABEL_STUDIO_INSTALL
+from tests.integration.labelstudio import LabelStudioServer, label_studio_bin
 
 # -- RTSP server (GStreamer) ----------------------------------------------------------------------
 
@@ -114,3 +117,28 @@ def rtsp_server(
         yield server
     finally:
         server.kill()  # SIGKILL ends a frozen process too
+
+
+# -- Label Studio ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    """A started Label Studio at `label_studio.url` (admin token `label_studio.token`); fails, never skips,
+    with the install command when it is absent. Killed at the end of the session."""
+    binary = label_studio_bin()
+    if binary is None:
+        pytest.fail(
+            "Label Studio is not installed (it needs its own venv). From the repository root run:\n"
+            f"    {LABEL_STUDIO_INSTALL}\n(or point EDGELOOP_LABEL_STUDIO_BIN at a label-studio executable)",
+            pytrace=False,
+        )
+    server = LabelStudioServer(binary, tmp_path_factory.mktemp("label_studio"))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

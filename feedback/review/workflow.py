@@ -1,0 +1,325 @@
+"""The human-review round trip: send chosen captures to a reviewer, bring verdicts back as labels.
+
+The reviewer is a port (`Reviewer`) with two adapters: Label Studio for people, the oracle for benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Literal, Protocol
+
+import duckdb
+import numpy as np
+
+from edge.protocol import utc_now
+from feedback.review.failures import record_failures
+from feedback.review.selection import SelectionConfig, select_captures
+from store.labels import add_image, add_label, assign_split, catalog_classes, holdout_by_hash, label_hash
+from store.settings import Workspace
+from store.signing import signed_blob_url, signing_key
+
+Verdict = Literal["verified", "skipped", "cancelled"]
+
+DEFAULT_PROJECT = "edgeloop review"
+URL_TTL_S = 14 * 24 * 3600  # annotators' image links last one review round; the API answers 403 "expired" after
+
+
+class ReviewError(Exception):
+    """Review could not go ahead; the message says what to fix."""
+
+
+class ReviewConfigError(ReviewError):
+    """Something the review needs is not configured (URL, token, class list) or does not match."""
+
+
+class ReviewServiceError(ReviewError):
+    """The review service (Label Studio) is down, too slow, or refused a request."""
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One capture as a reviewer sees it: the image, its size, and what the edge model said."""
+
+    capture_id: str
+    sha256: str
+    width: int
+    height: int
+    image_url: str | None = None  # signed and expiring; None for reviewers that show no images
+    source_uri: str | None = None
+    source_frame: int | None = None
+    model_version: str | None = None
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # (N, 4) xyxy px, the edge detections
+    class_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(frozen=True)
+class PushedTask:
+    """A task the reviewer accepted earlier, as the workflow knows it."""
+
+    task_id: str
+    item: ReviewItem
+
+
+@dataclass(frozen=True)
+class ReviewResult:
+    """One finished task: skipped, or verified boxes in pixels with catalog class ids."""
+
+    task_id: str
+    capture_id: str
+    # skipped: the annotator pressed Skip (Label Studio's `was_cancelled`) or the oracle has no answer;
+    # cancelled: the task vanished from the reviewer (deleted in Label Studio) before anyone finished it.
+    status: Verdict
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    class_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    annotator: str | None = None
+    annotation_id: str | None = None
+    updated_at: datetime | None = None
+
+
+class Reviewer(Protocol):
+    """Where captures go to be verified. Adapters: `LabelStudioReviewer`, `OracleReviewer`."""
+
+    name: str  # recorded in review_tasks.reviewer
+    shows_images: bool  # False: no public URL is needed to push
+
+    def ensure_project(self, title: str, classes: Sequence[str]) -> str | None: ...
+
+    def push(self, project: str | None, items: Sequence[ReviewItem], classes: Sequence[str]) -> list[str]:
+        """Create one task per item (or find the one a failed push left); task ids in item order."""
+        ...
+
+    def pull(
+        self, project: str | None, classes: Sequence[str], tasks: Sequence[PushedTask] | None = None
+    ) -> list[ReviewResult]:
+        """Results of the finished tasks among `tasks` (all of the project's when None)."""
+        ...
+
+
+class Pick(Protocol):
+    """A capture chosen for review and why (selection's `Candidate` is one)."""
+
+    capture_id: str
+    score: float
+    parts: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A capture picked by name rather than by selection, e.g. the demo reviewing everything."""
+
+    capture_id: str
+    score: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PushReport:
+    reviewer: str
+    project: str | None
+    strategy: str
+    tasks: dict[str, str] = field(default_factory=dict)  # capture id -> task id, pushed now
+    already_pushed: int = 0  # picks that had a review task already
+
+    @property
+    def pushed(self) -> int:
+        return len(self.tasks)
+
+
+@dataclass
+class PullReport:
+    verified: int = 0  # new verified labels (first verdicts and changed ones)
+    skipped: int = 0
+    cancelled: int = 0
+    unchanged: int = 0  # finished tasks whose verdict was stored already
+    pending: int = 0  # pushed tasks nobody has finished yet
+    boxes: int = 0
+    failures: int = 0
+    holdout: int = 0  # new verified labels whose image is on the holdout side
+
+
+# ----------------------------------------------------------------------------- push
+
+
+def push_for_review(
+    ws: Workspace,
+    budget: int,
+    *,
+    reviewer: Reviewer,
+    selection: SelectionConfig | None = None,
+    public_url: str | None = None,
+    project_title: str = DEFAULT_PROJECT,
+) -> PushReport:
+    """Choose up to `budget` captures (operator-flagged first) and send them to `reviewer`."""
+    config = selection or SelectionConfig()
+    picks = select_captures(ws, budget, config)
+    return push_captures(ws, picks, reviewer=reviewer, strategy=config.strategy, public_url=public_url,
+                         project_title=project_title)
+
+
+def push_captures(
+    ws: Workspace,
+    picks: Sequence[Pick],
+    *,
+    reviewer: Reviewer,
+    strategy: str,
+    public_url: str | None = None,
+    project_title: str = DEFAULT_PROJECT,
+) -> PushReport:
+    """Create review tasks for `picks`; review_tasks rows are written only once the reviewer took them."""
+    with ws.catalog.connect() as con:
+        classes = catalog_classes(con)
+        done = {c for (c,) in con.execute(
+            "SELECT capture_id FROM review_tasks WHERE list_contains(?, capture_id)", [[p.capture_id for p in picks]]
+        ).fetchall()}
+        fresh = [p for p in dict((p.capture_id, p) for p in picks).values() if p.capture_id not in done]
+        items = _load_items(con, [p.capture_id for p in fresh])
+    report = PushReport(reviewer=reviewer.name, project=None, strategy=strategy, already_pushed=len(done))
+    if not fresh:
+        return report
+    if not classes:
+        raise ReviewConfigError("the catalog has no class list yet: import a labelled data set first "
+                                "(`edgeloop import`)")
+    if reviewer.shows_images:
+        items = _with_image_urls(ws, items, public_url)
+
+    report.project = reviewer.ensure_project(project_title, classes)
+    task_ids = reviewer.push(report.project, items, classes)
+    if len(task_ids) != len(items):
+        raise ReviewServiceError(f"{reviewer.name} answered {len(task_ids)} task ids for {len(items)} captures")
+
+    now = utc_now()
+    with ws.catalog.connect() as con:
+        con.begin()
+        con.executemany(
+            "INSERT INTO review_tasks (capture_id, reviewer, project, task_id, strategy, score, score_parts, status,"
+            " pushed_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pushed', ?) ON CONFLICT DO NOTHING",
+            [[p.capture_id, reviewer.name, report.project, task_id, strategy, float(p.score), json.dumps(p.parts), now]
+             for p, task_id in zip(fresh, task_ids, strict=True)],
+        )
+        con.commit()
+    report.tasks = {p.capture_id: task_id for p, task_id in zip(fresh, task_ids, strict=True)}
+    return report
+
+
+def _with_image_urls(ws: Workspace, items: list[ReviewItem], public_url: str | None) -> list[ReviewItem]:
+    base = public_url or ws.settings.public_url
+    if not base:
+        raise ReviewConfigError(
+            "annotators' browsers need the ingest API's public address to load images: pass --public-url "
+            "or set EDGELOOP_PUBLIC_URL (public_url in edgeloop.toml)"
+        )
+    key = signing_key(ws.objects)
+    return [replace(item, image_url=signed_blob_url(base, item.sha256, key, ttl_s=URL_TTL_S)) for item in items]
+
+
+def _load_items(con: duckdb.DuckDBPyConnection, capture_ids: list[str], *, detections: bool = True) -> list[ReviewItem]:
+    """ReviewItems for `capture_ids`, in that order; LookupError names any the catalog lacks."""
+    rows = {r[0]: r for r in con.execute(
+        "SELECT id, sha256, frame_width, frame_height, source_uri, source_frame, model_version FROM captures "
+        "WHERE list_contains(?, id)", [capture_ids]).fetchall()}
+    missing = [c for c in capture_ids if c not in rows]
+    if missing:
+        raise LookupError(f"{len(missing)} capture(s) are not in the catalog, e.g. {missing[0]!r}")
+    found: dict[str, list[tuple]] = {c: [] for c in capture_ids}
+    if detections:
+        for row in con.execute(
+            "SELECT capture_id, class_id, confidence, x1, y1, x2, y2 FROM detections "
+            "WHERE list_contains(?, capture_id) ORDER BY capture_id, idx", [capture_ids]).fetchall():
+            found[row[0]].append(row[1:])
+    items = []
+    for c in capture_ids:
+        _, sha, width, height, uri, frame, model_version = rows[c]
+        dets = np.asarray(found[c], dtype=np.float64).reshape(-1, 6)
+        items.append(ReviewItem(
+            capture_id=c, sha256=sha, width=int(width), height=int(height), source_uri=uri,
+            source_frame=None if frame is None else int(frame), model_version=model_version,
+            boxes=dets[:, 2:], class_ids=dets[:, 0].astype(np.int64), scores=dets[:, 1],
+        ))
+    return items
+
+
+# ----------------------------------------------------------------------------- pull
+
+
+def pull_reviews(ws: Workspace, *, reviewer: Reviewer, holdout_share: float = 0.2) -> PullReport:
+    """Store every new verdict as a label, in one catalog transaction; safe to repeat.
+
+    Everything is fetched from the reviewer before the catalog is touched, so a reviewer that
+    fails half-way leaves the catalog as it was and the next pull picks up from the same place.
+    """
+    with ws.catalog.connect() as con:
+        classes = catalog_classes(con)
+        rows = con.execute(
+            "SELECT capture_id, project, task_id FROM review_tasks WHERE reviewer = ? ORDER BY pushed_at, capture_id",
+            [reviewer.name]).fetchall()
+        items = {item.capture_id: item for item in _load_items(con, [r[0] for r in rows], detections=False)}
+    by_project: dict[str | None, list[PushedTask]] = {}
+    for capture_id, project, task_id in rows:
+        by_project.setdefault(project, []).append(PushedTask(task_id, items[capture_id]))
+    results = [r for project, tasks in by_project.items() for r in reviewer.pull(project, classes, tasks)]
+
+    report = PullReport()
+    with ws.catalog.connect() as con:
+        con.begin()  # all of this pull's verdicts, or (on any error) none of them
+        # The tasks' state is read inside the transaction: a concurrent pull may have stored some verdicts.
+        state = {(r[0], r[1]): r[2:] for r in con.execute(
+            "SELECT t.capture_id, t.task_id, t.status, t.project, l.label_hash, c.sha256, c.frame_width, "
+            "c.frame_height, c.media_type FROM review_tasks t JOIN captures c ON c.id = t.capture_id "
+            "LEFT JOIN labels l ON l.id = t.label_id WHERE t.reviewer = ?", [reviewer.name]).fetchall()}
+        for result in results:
+            row = state.get((result.capture_id, result.task_id))
+            if row is not None:  # None: not ours, e.g. a duplicate task a failed push left behind
+                _store(con, result, row, reviewer.name, holdout_share, report)
+        report.pending = con.execute(
+            "SELECT count(*) FROM review_tasks WHERE reviewer = ? AND status = 'pushed'", [reviewer.name]
+        ).fetchone()[0]
+        con.commit()
+    return report
+
+
+def _store(con: duckdb.DuckDBPyConnection, result: ReviewResult, row: tuple, reviewer: str, holdout_share: float,
+           report: PullReport) -> None:
+    """Record one result against its task's stored state `row`; a verdict seen before changes nothing."""
+    status, project, current_hash, sha, width, height, media_type = row
+    resolved_at = result.updated_at or utc_now()
+
+    if result.status == "cancelled":
+        if status == "pushed":
+            con.execute("UPDATE review_tasks SET status = 'cancelled', resolved_at = ? WHERE capture_id = ?",
+                        [resolved_at, result.capture_id])
+            report.cancelled += 1
+        else:
+            report.unchanged += 1  # a verdict outlives its task
+        return
+
+    verified = result.status == "verified"
+    boxes = result.boxes if verified else np.zeros((0, 4))
+    class_ids = result.class_ids if verified else np.zeros(0, np.int64)
+    # The same verdict again (a second pull, an annotation re-submitted unchanged) is not a new label.
+    if status == result.status and (not verified or current_hash == label_hash(sha, boxes, class_ids)):
+        report.unchanged += 1
+        return
+
+    add_image(con, sha, width, height, media_type, "real", f"capture:{result.capture_id}")
+    if verified:
+        wanted = "holdout" if holdout_by_hash(sha, holdout_share) else "train"
+        report.holdout += assign_split(con, sha, wanted) == "holdout"
+    provenance = {
+        "capture": result.capture_id, "reviewer": reviewer, "project": project, "task": result.task_id,
+        "annotation": result.annotation_id,
+        "updated_at": result.updated_at.isoformat() if result.updated_at else None,
+    }
+    label_id = add_label(con, sha, boxes, class_ids, source="review", status=result.status,
+                         annotator=result.annotator, provenance=provenance)
+    if verified:
+        report.verified += 1
+        report.boxes += len(boxes)
+        report.failures += record_failures(con, result.capture_id, label_id)
+    else:
+        report.skipped += 1
+    con.execute("UPDATE review_tasks SET status = ?, resolved_at = ?, label_id = ? WHERE capture_id = ?",
+                [result.status, resolved_at, label_id, result.capture_id])
