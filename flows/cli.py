@@ -26,6 +26,9 @@ app = typer.Typer(
 )
 devices_app = typer.Typer(help="Register edge devices and manage their upload tokens.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
+review_app = typer.Typer(help="Choose captures for people to verify (Label Studio), and bring verdicts back.",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
 
 console = Console()
 err = Console(stderr=True)
@@ -154,6 +157,123 @@ def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
             console.print(table)
         else:
             console.print(f"[bold]{key.replace('_', ' ')}[/]: {json.dumps(value, default=str)}")
+
+
+# ----------------------------------------------------------------------------- review
+
+ReviewerOpt = Annotated[str, typer.Option(help="label-studio, or oracle (simulated annotators: needs --labels).")]
+LabelsOpt = Annotated[Optional[Path], typer.Option(help="Ground-truth YOLO labels for the oracle reviewer.")]
+LsUrlOpt = Annotated[Optional[str], typer.Option("--label-studio-url", envvar="EDGELOOP_LABEL_STUDIO_URL",
+                                                 help="Label Studio base URL.")]
+LsTokenOpt = Annotated[Optional[str], typer.Option("--label-studio-token", envvar="EDGELOOP_LABEL_STUDIO_TOKEN",
+                                                   help="Label Studio API token (owner or manager).")]
+ClipOpt = Annotated[Optional[str], typer.Option(
+    help="Fetch pretrained CLIP weights by tag when online (e.g. laion2b_s34b_b79k with --clip-model ViT-B-32); "
+    "default: EDGELOOP_CLIP_WEIGHTS, else random weights.")]
+ClipModelOpt = Annotated[Optional[str], typer.Option(help="open_clip model name (default: settings).")]
+
+
+def _reviewer(ws, reviewer: str, labels: Path | None, url: str | None, token: str | None):  # noqa: ANN001, ANN202
+    from feedback.review.labelstudio import LabelStudioReviewer
+    from feedback.review.oracle import OracleReviewer
+
+    if reviewer == "oracle":
+        if labels is None or not labels.is_dir():
+            raise fail(f"--reviewer oracle needs --labels DIR of ground-truth label files (got {labels})")
+        return OracleReviewer(labels)
+    if reviewer != "label-studio":
+        raise fail(f"--reviewer {reviewer!r} must be 'label-studio' or 'oracle'")
+    settings = ws.settings.model_copy(update={k: v for k, v in
+                                              {"label_studio_url": url, "label_studio_token": token}.items() if v})
+    return LabelStudioReviewer.from_settings(settings)
+
+
+def _embedder(ws, model: str | None, pretrained: str | None):  # noqa: ANN001, ANN202
+    from feedback.review.embeddings import ImageEmbedder
+
+    s = ws.settings
+    return ImageEmbedder(model_name=model or s.clip_model, weights=None if pretrained else s.clip_weights,
+                         pretrained=pretrained or s.clip_pretrained)
+
+
+@review_app.command("embed")
+def review_embed(workspace: WorkspaceOpt = None, clip_model: ClipModelOpt = None, clip_pretrained: ClipOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """Compute CLIP embeddings for captures that lack one (batched; skips those present)."""
+    from feedback.review.embeddings import embed_captures
+
+    ws = _workspace(workspace)
+    added = embed_captures(ws, _embedder(ws, clip_model, clip_pretrained), progress=not as_json)
+    print(json.dumps({"embedded": added})) if as_json else console.print(f"embedded {added} captures")
+
+
+@review_app.command("push")
+def review_push(
+    budget: Annotated[int, typer.Option(help="How many captures to send to the reviewers.")],
+    strategy: Annotated[str, typer.Option(help="active (uncertainty + diversity + class balance) or random.")] = "active",
+    uncertainty: Annotated[bool, typer.Option(help="Favour captures the model was unsure about.")] = True,
+    diversity: Annotated[bool, typer.Option(help="Spread picks over scenes (k-center on CLIP embeddings).")] = True,
+    class_balance: Annotated[bool, typer.Option(help="Favour classes rare among verified labels.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the random strategy.")] = 0,
+    reviewer: ReviewerOpt = "label-studio",
+    labels: LabelsOpt = None,
+    public_url: Annotated[Optional[str], typer.Option(envvar="EDGELOOP_PUBLIC_URL",
+                                                      help="Ingest API URL the annotators' browsers reach.")] = None,
+    project: Annotated[str, typer.Option(help="Label Studio project title (created or reused).")] = "edgeloop review",
+    label_studio_url: LsUrlOpt = None,
+    label_studio_token: LsTokenOpt = None,
+    clip_model: ClipModelOpt = None,
+    clip_pretrained: ClipOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pick the captures most worth a person's time and create pre-annotated review tasks."""
+    from feedback.review.embeddings import embed_captures
+    from feedback.review.selection import SelectionConfig
+    from feedback.review.workflow import ReviewError, push_for_review
+
+    if budget < 1:
+        raise fail(f"--budget {budget} must be at least 1")
+    if strategy not in ("active", "random"):
+        raise fail(f"--strategy {strategy!r} must be 'active' or 'random'")
+    ws = _workspace(workspace)
+    chosen = _reviewer(ws, reviewer, labels, label_studio_url, label_studio_token)
+    if strategy == "active" and diversity:
+        embed_captures(ws, _embedder(ws, clip_model, clip_pretrained), progress=not as_json)
+    config = SelectionConfig(strategy=strategy, uncertainty=uncertainty, diversity=diversity,  # type: ignore[arg-type]
+                             class_balance=class_balance, seed=seed)
+    try:
+        report = push_for_review(ws, budget, reviewer=chosen, selection=config, public_url=public_url,
+                                 project_title=project)
+    except (ReviewError, LookupError) as exc:
+        raise fail(str(exc)) from exc
+    out = {"pushed": report.pushed, "already_pushed": report.already_pushed, "reviewer": report.reviewer,
+           "project": report.project, "strategy": report.strategy}
+    print(json.dumps(out)) if as_json else console.print(out)
+
+
+@review_app.command("pull")
+def review_pull(
+    reviewer: ReviewerOpt = "label-studio",
+    labels: LabelsOpt = None,
+    holdout_share: Annotated[float, typer.Option(help="Share of new verified captures that join the real holdout.")] = 0.2,
+    label_studio_url: LsUrlOpt = None,
+    label_studio_token: LsTokenOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Harvest finished reviews as verified labels and failure records (pulling twice changes nothing)."""
+    from feedback.review.workflow import ReviewError, pull_reviews
+
+    if not 0.0 <= holdout_share < 1.0:
+        raise fail(f"--holdout-share {holdout_share} must lie in [0, 1)")
+    ws = _workspace(workspace)
+    try:
+        report = pull_reviews(ws, reviewer=_reviewer(ws, reviewer, labels, label_studio_url, label_studio_token),
+                              holdout_share=holdout_share)
+    except (ReviewError, LookupError) as exc:
+        raise fail(str(exc)) from exc
+    print(json.dumps(vars(report))) if as_json else console.print(vars(report))
 
 
 # ----------------------------------------------------------------------------- datasets, training, gate

@@ -24,7 +24,10 @@ from edge.triggers import TriggerConfig
 from feedback.datasets.yolo_import import import_yolo
 from feedback.evaluation.evaluate import format_table
 from feedback.ingest.serving import BackgroundServer
-from feedback.review.oracle import review_with_oracle
+from feedback.review.embeddings import ImageEmbedder, embed_captures
+from feedback.review.failures import failure_summary, format_failures
+from feedback.review.oracle import OracleReviewer
+from feedback.review.workflow import pull_reviews, push_for_review
 from feedback.scenes import CLASSES, write_video, write_yolo_dataset
 from feedback.training.export import export_onnx
 from feedback.training.promote import run_gate
@@ -55,12 +58,17 @@ class DemoPlan:
     challenger_epochs: int = 6
     imgsz: int = 224
     random_rate: float = 0.1  # the unbiased sample; uncertainty and flicker add the hard cases
+    review_share: float = 0.6  # the annotators' budget, as a share of what the camera uploaded
     seed: int = 0
 
 
 # A model trained for one epoch detects little, so the quick run leans on the random sample.
 QUICK = DemoPlan(base_images=16, holdout_images=6, camera_frames=24, first_epochs=1, challenger_epochs=1, imgsz=128,
                  random_rate=0.5)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"  # None: nothing to divide by (no boxes, no predictions)
 
 
 def prepare_workspace(path: Path) -> Workspace:
@@ -127,25 +135,28 @@ def run_demo(path: Path, plan: DemoPlan = DemoPlan(), console: Console | None = 
                   f"{status['spooled']} spooled, {left} left in the spool")
     summary["agent"] = {"frames": status["frames"], "spooled": status["spooled"], "left_in_spool": left}
 
-    stage(4, "ingest the inbox into the catalog, then review the captures (oracle annotators)")
+    stage(4, "ingest the inbox; pick the captures most worth a person's time; review them (oracle)")
     loaded = load_inbox(ws.catalog, ws.inbox)
-    with ws.catalog.connect() as con:
-        capture_ids = [c for (c,) in con.execute("SELECT id FROM captures").fetchall()]
-    review = review_with_oracle(ws, labels, capture_ids)
+    embed_captures(ws, ImageEmbedder(), progress=False)  # random CLIP weights offline: diversity still works
+    budget = max(1, int(loaded.captures_added * plan.review_share))
+    reviewer = OracleReviewer(labels)
+    pushed = push_for_review(ws, budget, reviewer=reviewer)
+    pulled = pull_reviews(ws, reviewer=reviewer)
     console.print(f"loaded {loaded.captures_added} captures and {loaded.heartbeats_added} heartbeats; "
-                  f"{review.reviewed} reviewed ({review.boxes} boxes), {review.holdout} joined the real holdout")
-    summary.update(ingested=loaded.captures_added, reviewed=review.reviewed)
+                  f"active selection sent {pushed.pushed} of them to review; {pulled.verified} verified "
+                  f"({pulled.boxes} boxes), {pulled.holdout} joined the real holdout")
+    console.print(format_failures(failure_summary(ws.catalog)))
+    summary.update(ingested=loaded.captures_added, reviewed=pulled.verified, failures=pulled.failures)
 
     stage(5, "retrain: fine-tune a challenger from the champion on real + reviewed data, and gate it")
     challenger = train(ws, overrides={"epochs": plan.challenger_epochs, "imgsz": plan.imgsz})
     verdict = run_gate(ws, challenger.model_id, progress=False)
     table = Table("", "champion", "challenger", title=f"gate on dataset v{verdict.dataset_version}'s real holdout")
+    both = (verdict.champion_metrics or {}, verdict.challenger_metrics)
     for key in ("map50", "map50_95", "precision", "recall"):
-        table.add_row(key, *(f"{(m or {}).get(key) or 0:.4f}" for m in (verdict.champion_metrics,
-                                                                       verdict.challenger_metrics)))
+        table.add_row(key, *(_number(m.get(key)) for m in both))
     for name in CLASSES:
-        table.add_row(f"{name} AP@0.5", *(f"{((m or {})['per_class'][name]['map50'] or 0):.4f}"
-                                         for m in (verdict.champion_metrics, verdict.challenger_metrics)))
+        table.add_row(f"{name} AP@0.5", *(_number(m.get("per_class", {}).get(name, {}).get("map50")) for m in both))
     console.print(table)
     word = "[green]PROMOTED[/]" if verdict.decision.promoted else "[yellow]KEPT THE CHAMPION[/]"
     console.print(f"{word}: {'; '.join(verdict.decision.reasons)}")

@@ -15,7 +15,8 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert summary["agent"]["frames"] == QUICK.camera_frames
     assert summary["agent"]["spooled"] > 0 and summary["agent"]["left_in_spool"] == 0
     assert summary["ingested"] == summary["agent"]["spooled"]
-    assert summary["reviewed"] == summary["ingested"]  # the oracle has an answer for every frame
+    # The budget is a share of the uploads; the oracle has an answer for every frame it is sent.
+    assert 0 < summary["reviewed"] == max(1, int(summary["ingested"] * QUICK.review_share))
     assert summary["challenger"]["parent"] == summary["first_model"]["id"]
     assert isinstance(summary["challenger"]["promoted"], bool)
 
