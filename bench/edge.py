@@ -9,6 +9,14 @@ Prints one JSON line last: {"agent_fps", "bare_infer_fps", "ratio", "ultralytics
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# `python bench/x.py` puts bench/ first on the path, where select.py would shadow the standard
+# library's `select` (asyncio needs it): the repository root goes there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+
 import argparse
 import json
 import os
@@ -20,7 +28,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 

@@ -7,6 +7,14 @@ Prints one JSON line last: {"uploads_per_s", "p99_ms", "baseline_per_s", ...}.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# `python bench/x.py` puts bench/ first on the path, where select.py would shadow the standard
+# library's `select` (asyncio needs it): the repository root goes there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+
 import argparse
 import asyncio
 import json
@@ -23,7 +31,6 @@ import numpy as np
 from fastapi import FastAPI, Request
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def baseline_app() -> FastAPI:
@@ -102,13 +109,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="load duration per server")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent client connections")
     parser.add_argument("--frames", type=int, default=4000, help="unique JPEGs prepared (upper bound on uploads)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="server worker processes, the same for both servers (default: one per core)")
     parser.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.serve_baseline:
         import uvicorn
 
-        uvicorn.run(baseline_app(), host="127.0.0.1", port=args.serve_baseline, log_level="warning", access_log=False)
+        uvicorn.run("bench.ingest:baseline_app", factory=True, host="127.0.0.1", port=args.serve_baseline,
+                    workers=args.workers, log_level="warning", access_log=False)
         return
 
     from edge.protocol import CaptureMeta, SourceRef, utc_now
@@ -128,8 +138,8 @@ def main() -> None:
 
         results = {}
         for name, cmd in (
-            ("baseline", [sys.executable, __file__, "--serve-baseline", "{port}"]),
-            ("edgeloop", [sys.executable, "-m", "flows", "serve", "--port", "{port}"]),
+            ("baseline", [sys.executable, __file__, "--serve-baseline", "{port}", "--workers", str(args.workers)]),
+            ("edgeloop", [sys.executable, "-m", "flows", "serve", "--port", "{port}", "--workers", str(args.workers)]),
         ):
             port = free_port()
             proc = start([c.format(port=port) for c in cmd], env, port)
@@ -156,6 +166,7 @@ def main() -> None:
         "stored_records": stored,
         "image_kb": round(sum(map(len, frames)) / len(frames) / 1024, 1),
         "concurrency": args.concurrency,
+        "workers": args.workers,
         "seconds": args.seconds,
     }))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import uuid
 from pathlib import Path
 
 import fsspec
@@ -122,18 +122,40 @@ class ObjectStore:
         return f"{self._root}/{key}" if self._root else key
 
     def _write_temp(self, path: Path, data: bytes, fsync: bool) -> str:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+        tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if fsync and self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:  # first object in this folder: make it (rare, so not checked up front)
+            _make_dirs(path.parent, durable=fsync and self.fsync)
+            fd = os.open(tmp, flags, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync and self.fsync:
+                os.fsync(fd)
         except BaseException:
+            os.close(fd)
             os.unlink(tmp)
             raise
-        return tmp
+        os.close(fd)
+        return str(tmp)
+
+
+def _make_dirs(path: Path, durable: bool) -> None:
+    """mkdir -p; with `durable`, each new folder's entry in its parent is fsynced too."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue  # a concurrent writer made it
+        if durable:
+            _fsync_dir(folder.parent)
 
 
 def _fsync_dir(path: Path) -> None:
