@@ -231,10 +231,16 @@ class HardExampleMiner:
     def _admit(self, decision: Decision) -> Decision | None:
         """Applies dedup and budget (both skipped for operator flags); remembers what goes out."""
         cfg = self.config
+        operator = "operator" in decision.triggers
+        # An empty budget is checked before hashing: on a busy camera most candidates end
+        # here, and the hash is the costliest step of the miner.
+        if not operator and self._bucket.tokens() < 1.0:
+            self._count("suppressed_by_budget")
+            return None
         frame_hash = dhash(decision.frame_bgr) if cfg.dedup_memory else None
-        if "operator" not in decision.triggers:
+        if not operator:
             if frame_hash is not None and any(hamming(frame_hash, h) <= cfg.dedup_hamming for h in self._recent_hashes):
-                self._count("suppressed_as_duplicate")
+                self._count("suppressed_as_duplicate")  # duplicates never spend budget
                 return None
             if not self._bucket.take():
                 self._count("suppressed_by_budget")
