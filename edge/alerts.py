@@ -19,11 +19,12 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 
 import httpx
 import numpy as np
 import supervision as sv
+
+from edge.client import retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ class Alerter:
                     self._count("failed")
                     return
                 log.warning("alert %s attempt %d: HTTP %d", alert.msg_id, attempt, status)
-                retry_after = _retry_after(response)
+                retry_after = retry_after_s(response)
             if attempt == cfg.max_attempts:
                 break
             if self._abort.wait(self._backoff(attempt, retry_after)):
@@ -248,16 +249,3 @@ class Alerter:
         if retry_after is not None:
             delay = max(delay, min(retry_after, cfg.backoff_max_s))
         return delay
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:  # the HTTP-date form
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None

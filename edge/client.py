@@ -28,7 +28,8 @@ class TransientError(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_s(response: httpx.Response) -> float | None:
+    """The server's Retry-After hint in seconds (either form), or None."""
     value = response.headers.get("retry-after")
     if not value:
         return None
@@ -90,7 +91,7 @@ class IngestClient:
         if response.status_code < 400:
             return response
         if response.status_code in (408, 429) or response.status_code >= 500:
-            raise TransientError(f"HTTP {response.status_code}", _retry_after(response))
+            raise TransientError(f"HTTP {response.status_code}", retry_after_s(response))
         try:
             body = response.json()
             reason, detail = body.get("reason", "rejected"), body.get("detail", body)
