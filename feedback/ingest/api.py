@@ -160,9 +160,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         sha = sha256_hex(image)
         capture_id = capture_id_for(sha)
-        if workspace.inbox.has_capture(capture_id):
-            return CaptureAccepted(id=capture_id, sha256=sha, duplicate=True), False
-        # Blob first, record second: a crash in between leaves an orphan blob, never a dangling record.
+        # Blob first, record second: a crash in between leaves an orphan blob, never a dangling
+        # record. A duplicate costs no write: the blob exists, and add_capture says it is known.
         workspace.blobs.put(image)
         record = CaptureRecord(
             id=capture_id, sha256=sha, received_at=utc_now(), media_type=media_type, bytes=len(image), meta=meta
