@@ -8,22 +8,12 @@ for frame N of a video or stream.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from feedback.review.workflow import Listed, PushedTask, ReviewItem, ReviewResult, pull_reviews, push_captures
-from store.settings import Workspace
-
-
-@dataclass
-class ReviewReport:
-    reviewed: int = 0
-    boxes: int = 0
-    skipped: int = 0  # no ground truth for the capture: an annotator would skip it
-    holdout: int = 0
+from feedback.review.workflow import PushedTask, ReviewItem, ReviewResult
 
 
 def label_file(labels_dir: Path, source_uri: str, frame_index: int | None) -> Path:
@@ -70,12 +60,3 @@ class OracleReviewer:
                             annotation_id=str(path),
                             updated_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc))
 
-
-def review_with_oracle(
-    ws: Workspace, labels_dir: Path, capture_ids: list[str], *, holdout_share: float = 0.2
-) -> ReviewReport:
-    """Send `capture_ids` to the oracle and store its verdicts, as the review workflow does for people."""
-    reviewer = OracleReviewer(labels_dir)
-    push_captures(ws, [Listed(c) for c in capture_ids], reviewer=reviewer, strategy="listed")
-    pulled = pull_reviews(ws, reviewer=reviewer, holdout_share=holdout_share)
-    return ReviewReport(reviewed=pulled.verified, boxes=pulled.boxes, skipped=pulled.skipped, holdout=pulled.holdout)

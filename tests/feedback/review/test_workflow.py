@@ -25,7 +25,7 @@ from feedback.review.labelstudio import (
     prediction,
     xyxy_to_percent,
 )
-from feedback.review.oracle import OracleReviewer, review_with_oracle
+from feedback.review.oracle import OracleReviewer
 from feedback.review.selection import SelectionConfig
 from feedback.review.workflow import (
     Listed,
@@ -251,13 +251,15 @@ def test_a_reviewer_failing_mid_pull_writes_nothing_and_the_next_pull_resumes(ws
     assert pull_reviews(ws, reviewer=reviewer).verified == 3
 
 
-def test_review_with_oracle_reviews_every_listed_capture(ws: Workspace, tmp_path: Path) -> None:
+def test_listed_captures_go_to_the_oracle_and_come_back_verified(ws: Workspace, tmp_path: Path) -> None:
     labels = tmp_path / "labels"
     ids = add_captures(ws, [[det(40, 40, 100, 120, 0, 0.9)]] * 2)
     write_labels(labels, 0, [(0, 40, 40, 100, 120)])
     write_labels(labels, 1, [])
-    report = review_with_oracle(ws, labels, ids)
-    assert (report.reviewed, report.boxes, report.skipped) == (2, 1, 0)
+    reviewer = OracleReviewer(labels)
+    push_captures(ws, [Listed(c) for c in ids], reviewer=reviewer, strategy="listed")
+    report = pull_reviews(ws, reviewer=reviewer)
+    assert (report.verified, report.boxes, report.skipped) == (2, 1, 0)
     with ws.catalog.connect() as con:
         assert con.execute("SELECT DISTINCT strategy, status FROM review_tasks").fetchall() == [("listed", "verified")]
 
