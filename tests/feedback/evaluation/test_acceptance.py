@@ -5,8 +5,6 @@ Skipped, with the reason, where the data set or the checkpoint is absent.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import time
@@ -15,10 +13,9 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from feedback.evaluation.evaluate import evaluate
+from tests.feedback.evaluation.independent_coco import coco_stats
 
 PPE_NAMES = ["helmet", "no_helmet", "no_wear", "wear"]
 
@@ -52,30 +49,16 @@ def coco_gt_from_labels(split: Path) -> dict[str, Any]:
     return {"images": images, "annotations": annotations, "categories": [{"id": i} for i in range(len(PPE_NAMES))]}
 
 
-def cocoeval(gt: dict[str, Any], predictions: Path, category: int | None = None) -> list[float]:
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(str(predictions)), "bbox")
-        if category is not None:
-            evaluator.params.catIds = [category]
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return list(evaluator.stats)
-
-
 def test_map_equals_pycocotools_on_the_written_predictions(
     evaluated: tuple[dict[str, Any], Path], ppe_dir: Path
 ) -> None:
     result, out = evaluated
     gt = coco_gt_from_labels(ppe_dir / "val")
-    stats = cocoeval(gt, out / "pred.json")
+    stats = coco_stats(gt, out / "pred.json")
     assert result["map50"] == pytest.approx(stats[1], abs=1e-4)
     assert result["map50_95"] == pytest.approx(stats[0], abs=1e-4)
     for cls, name in enumerate(PPE_NAMES):
-        stats = cocoeval(gt, out / "pred.json", category=cls)
+        stats = coco_stats(gt, out / "pred.json", category=cls)
         assert result["per_class"][name]["map50"] == pytest.approx(stats[1], abs=1e-4)
         assert result["per_class"][name]["map50_95"] == pytest.approx(stats[0], abs=1e-4)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -11,13 +9,12 @@ import numpy as np
 import pytest
 import supervision as sv
 from PIL import Image
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from feedback.evaluation.dataset import LabelledImage, YoloDataset, load_dataset
 from feedback.evaluation.evaluate import evaluate_predictions
 from feedback.evaluation.operating_point import operating_point
 from feedback.scenes import CLASSES
+from tests.feedback.evaluation.independent_coco import coco_stats
 
 NAMES = ("helmet", "no_helmet", "vest")
 HELMET, NO_HELMET, VEST, BACKGROUND = 0, 1, 2, 3
@@ -189,21 +186,6 @@ def independent_coco_gt(root: Path) -> dict:
     return {"images": images, "annotations": annotations, "categories": [{"id": i} for i in range(len(CLASSES))]}
 
 
-def pycocotools_ap(gt: dict, predictions_json: Path, category: int | None = None) -> tuple[float, float]:
-    """(mAP@0.5, mAP@0.5:0.95) from COCOeval's summary, for one category if given."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(str(predictions_json)), "bbox")
-        if category is not None:
-            evaluator.params.catIds = [category]
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return float(evaluator.stats[1]), float(evaluator.stats[0])
-
-
 def test_map_overall_and_per_class_equals_pycocotools_run_independently(scenes_dir: Path, tmp_path: Path) -> None:
     data = load_dataset(scenes_dir, CLASSES)
     out = tmp_path / "pred.json"
@@ -211,11 +193,11 @@ def test_map_overall_and_per_class_equals_pycocotools_run_independently(scenes_d
     results = json.loads(out.read_text())
     assert set(results[0]) == {"image_id", "category_id", "bbox", "score"} and isinstance(results[0]["image_id"], str)
     gt = independent_coco_gt(scenes_dir)
-    map50, map50_95 = pycocotools_ap(gt, out)
+    map50_95, map50 = coco_stats(gt, out)[:2]
     assert 0.2 < map50 < 0.95  # the noise really does cost something
     assert result["map50"] == pytest.approx(map50, abs=1e-9) and result["map50_95"] == pytest.approx(map50_95, abs=1e-9)
     for cls, name in enumerate(CLASSES):
-        ap50, ap = pycocotools_ap(gt, out, category=cls)
+        ap, ap50 = coco_stats(gt, out, category=cls)[:2]
         mine = result["per_class"][name]
         if ap == -1:  # COCOeval's "no ground truth"
             assert mine["map50"] is None and mine["map50_95"] is None and mine["instances"] == 0
