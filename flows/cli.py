@@ -40,6 +40,14 @@ WorkspaceOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
 
+def emit(result: object, as_json: bool, human: object | None = None) -> None:
+    """`--json`: the result as one JSON line on stdout; otherwise `human` (or the result) for people."""
+    if as_json:
+        print(json.dumps(result, default=str))
+    else:
+        console.print(result if human is None else human)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
@@ -133,10 +141,7 @@ def ingest(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
         task = progress.add_task("loading inbox", total=None)
         report = load_inbox(ws.catalog, ws.inbox, progress=lambda done, total: progress.update(task, completed=done, total=total))
     result = {k: v for k, v in vars(report).items()}
-    if as_json:
-        print(json.dumps(result))
-    else:
-        console.print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))
+    emit(result, as_json, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))
 
 
 @app.command()
@@ -204,7 +209,7 @@ def review_embed(workspace: WorkspaceOpt = None, clip_model: ClipModelOpt = None
 
     ws = _workspace(workspace)
     added = embed_captures(ws, _embedder(ws, clip_model, clip_pretrained), progress=not as_json)
-    print(json.dumps({"embedded": added})) if as_json else console.print(f"embedded {added} captures")
+    emit({"embedded": added}, as_json, f"embedded {added} captures")
 
 
 @review_app.command("push")
@@ -249,7 +254,7 @@ def review_push(
         raise fail(str(exc)) from exc
     out = {"pushed": report.pushed, "already_pushed": report.already_pushed, "reviewer": report.reviewer,
            "project": report.project, "strategy": report.strategy}
-    print(json.dumps(out)) if as_json else console.print(out)
+    emit(out, as_json)
 
 
 @review_app.command("pull")
@@ -273,7 +278,7 @@ def review_pull(
                               holdout_share=holdout_share)
     except (ReviewError, LookupError) as exc:
         raise fail(str(exc)) from exc
-    print(json.dumps(vars(report))) if as_json else console.print(vars(report))
+    emit(vars(report), as_json)
 
 
 # ----------------------------------------------------------------------------- datasets, training, gate
@@ -319,7 +324,7 @@ def import_(
     except (ImportProblem, ClassMismatch) as exc:
         raise fail(str(exc)) from exc
     result = vars(report)
-    print(json.dumps(result)) if as_json else console.print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))
+    emit(result, as_json, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))
 
 
 @app.command()
@@ -352,7 +357,7 @@ def train(
         raise fail(str(exc)) from exc
     out = {"model": result.model_id, "parent": result.parent_id, "dataset_version": result.dataset_version,
            "duration_s": round(result.duration_s, 1), "weights_sha256": result.weights_sha256}
-    print(json.dumps(out)) if as_json else console.print(out)
+    emit(out, as_json)
 
 
 @app.command("eval")
@@ -445,10 +450,7 @@ def failures(
     from feedback.review.failures import failure_summary, format_failures
 
     summary = failure_summary(_workspace(workspace).catalog, model_version=model_version)
-    if as_json:
-        print(json.dumps(summary))
-    else:
-        console.print(format_failures(summary))
+    emit(summary, as_json, format_failures(summary))
 
 
 # ----------------------------------------------------------------------------- device side
