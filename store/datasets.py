@@ -104,11 +104,6 @@ def _check_holdout_grows(con: duckdb.DuckDBPyConnection, latest: int, holdout: s
                            "the holdout may only grow")
 
 
-def latest_version(catalog: Catalog) -> int | None:
-    with catalog.connect() as con:
-        return con.execute("SELECT max(version) FROM datasets").fetchone()[0]
-
-
 def materialise(catalog: Catalog, blobs: BlobStore, version: int, root: Path) -> Path:
     """Write dataset `version` as a YOLO folder (train/ and val/ of images + labels, data.yaml).
 
