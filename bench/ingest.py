@@ -44,6 +44,28 @@ def baseline_app() -> FastAPI:
     return app
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process and all its descendants (uvicorn workers), from /proc."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                # The command name may hold spaces; the fields after its closing parenthesis do not.
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree, total = {pid}, 0.0
+    for child, (parent, _) in sorted(stats.items()):  # children have higher pids than parents here
+        if parent in tree:
+            tree.add(child)
+    return sum(stats[p][1] for p in tree if p in stats)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -146,8 +168,15 @@ def main() -> None:
             # Interleaved rounds, medians reported: this machine's speed drifts from minute to minute.
             for _ in range(args.rounds):
                 for name in servers:
-                    runs[name].append(asyncio.run(drive(f"http://127.0.0.1:{ports[name]}", token, frames, meta,
-                                                        args.concurrency, args.seconds)))
+                    server_cpu, client_cpu = cpu_seconds(procs[name].pid), time.process_time()
+                    result = asyncio.run(drive(f"http://127.0.0.1:{ports[name]}", token, frames, meta,
+                                               args.concurrency, args.seconds))
+                    if server_cpu is not None:
+                        # CPU per request is steadier than throughput on a shared machine, and says
+                        # whether the server or the load generator is the bottleneck.
+                        result["server_cpu_ms"] = 1000 * (cpu_seconds(procs[name].pid) - server_cpu) / result["n"]
+                    result["client_cpu_ms"] = 1000 * (time.process_time() - client_cpu) / result["n"]
+                    runs[name].append(result)
         finally:
             for proc in procs.values():
                 proc.terminate()
@@ -167,6 +196,9 @@ def main() -> None:
         "p50_ms": round(ours["p50_ms"], 1),
         "baseline_p99_ms": round(base["p99_ms"], 1),
         "rounds": {name: [round(r["per_s"], 1) for r in results] for name, results in runs.items()},
+        "cpu_ms_per_request": {name: {side: round(float(np.median([r[f"{side}_cpu_ms"] for r in results])), 2)
+                                      for side in ("server", "client") if f"{side}_cpu_ms" in results[0]}
+                               for name, results in runs.items()},
         "uploads": sum(r["n"] for r in runs["edgeloop"]),
         "stored_records": stored,
         "image_kb": round(len(frames.jpeg) / 1024, 1),
