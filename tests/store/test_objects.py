@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import uuid
 
 import pytest
 
-from store.objects import ObjectStore
+from store.groupsync import GroupFlush, flush_filesystem
+from store.objects import ObjectStore, Put
 
 
 def _all_files(root) -> list[str]:
@@ -113,3 +115,54 @@ def test_memory_backend_behaves_like_local():
         store.move("a/k", "c/k")
     store.delete("b/k")
     assert store.list() == ["a/j"]
+
+
+def _put_shared(store: ObjectStore, *puts: Put) -> list[bool]:
+    return asyncio.run(store.put_shared(*puts))
+
+
+@pytest.mark.parametrize("where", ["local", "local without fsync", "memory"])
+def test_put_shared_writes_replaces_and_creates_only_if_absent(tmp_path, where):
+    store = {"local": lambda: ObjectStore(tmp_path), "local without fsync": lambda: ObjectStore(tmp_path, fsync=False),
+             "memory": lambda: ObjectStore(f"memory://test-{uuid.uuid4().hex}")}[where]()
+    assert _put_shared(store, Put("blobs/a", b"1"), Put("inbox/r.json", b"{}", if_absent=True)) == [True, True]
+    assert _put_shared(store, Put("blobs/a", b"2"), Put("inbox/r.json", b"{x}", if_absent=True)) == [True, False]
+    assert store.get("blobs/a") == b"2" and store.get("inbox/r.json") == b"{}"
+    assert _put_shared(store) == []  # nothing to write: just a flush
+    assert store.list() == ["blobs/a", "inbox/r.json"]
+    if where != "memory":
+        assert _all_files(tmp_path) == ["a", "r.json"]  # no temp file left behind
+
+
+def test_put_shared_flushes_the_bytes_before_any_name_appears_and_the_names_after(tmp_path):
+    store = ObjectStore(tmp_path)
+    seen: list[list[str]] = []  # the names that existed at each flush
+    # Watch the store's real flushes (syncfs still runs): the first must find no name yet.
+    store._group = GroupFlush(lambda: (seen.append(store.list()), flush_filesystem(tmp_path)))
+    assert _put_shared(store, Put("blobs/b", b"x" * 70_000), Put("inbox/c.json", b"{}", if_absent=True)) == [True, True]
+    assert seen == [[], ["blobs/b", "inbox/c.json"]]
+
+
+def test_concurrent_put_shared_if_absent_has_one_winner(tmp_path):
+    store = ObjectStore(tmp_path)
+
+    async def race() -> list[list[bool]]:
+        return await asyncio.gather(*(store.put_shared(Put("race/key", f"writer {n}".encode(), if_absent=True))
+                                      for n in range(16)))
+
+    results = [r for [r] in asyncio.run(race())]
+    assert results.count(True) == 1
+    assert store.get("race/key") == f"writer {results.index(True)}".encode()
+    assert _all_files(tmp_path) == ["key"]
+
+
+def test_put_shared_that_fails_to_flush_publishes_nothing(tmp_path):
+    store = ObjectStore(tmp_path)
+
+    def broken_disk() -> None:
+        raise OSError(5, "Input/output error")
+
+    store._group = GroupFlush(broken_disk)
+    with pytest.raises(OSError, match="Input/output"):
+        _put_shared(store, Put("blobs/d", b"x"), Put("inbox/d.json", b"{}", if_absent=True))
+    assert store.list() == [] and _all_files(tmp_path) == []

@@ -1,0 +1,83 @@
+"""GroupFlush: concurrent waiters share flushes, and none returns before a flush that began after it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from store.groupsync import GroupFlush, flush_filesystem
+
+
+def test_each_waiter_is_covered_by_a_flush_that_began_after_it_and_waiters_share_flushes() -> None:
+    writes = 0  # "writes" made so far, as each coroutine would make before awaiting
+    covered: list[int] = []  # per flush: how many writes had been made when it began
+
+    def flush() -> None:
+        covered.append(writes)
+        time.sleep(0.02)  # a slow disk: waiters pile up behind it
+
+    group = GroupFlush(flush)
+
+    async def writer() -> None:
+        nonlocal writes
+        writes += 1
+        mine = writes
+        await group.flushed()
+        # Flushes finish in order, so the one that covered us is the first that began after us.
+        assert any(n >= mine for n in covered), f"write {mine} returned before any flush covered it"
+
+    async def main() -> None:
+        for _ in range(5):
+            await asyncio.gather(*(writer() for _ in range(40)))
+
+    asyncio.run(main())
+    assert writes == 200
+    assert len(covered) < 50, f"{len(covered)} flushes for 200 waiters: they were not shared"
+
+
+def test_a_failed_flush_fails_every_waiter_it_covered_and_the_next_one_works() -> None:
+    fail = threading.Event()
+    fail.set()
+
+    def flush() -> None:
+        time.sleep(0.01)
+        if fail.is_set():
+            fail.clear()
+            raise OSError(5, "Input/output error")
+
+    group = GroupFlush(flush)
+
+    async def main() -> list[BaseException | None]:
+        return await asyncio.gather(*(group.flushed() for _ in range(8)), return_exceptions=True)
+
+    first = asyncio.run(main())
+    failed = [r for r in first if isinstance(r, OSError)]
+    assert failed, "no waiter saw the failed flush"
+    assert all(r is None or isinstance(r, OSError) for r in first)
+    assert asyncio.run(main()) == [None] * 8
+
+
+def test_a_waiter_that_goes_away_does_not_stop_the_others() -> None:
+    release = threading.Event()
+    group = GroupFlush(lambda: release.wait(5))
+
+    async def main() -> None:
+        gone = asyncio.create_task(group.flushed())
+        stays = asyncio.create_task(group.flushed())
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        release.set()
+        await asyncio.wait_for(stays, 5)
+        assert gone.cancelled()
+
+    asyncio.run(main())
+
+
+def test_flush_filesystem_flushes_a_real_folder_and_names_a_missing_one(tmp_path) -> None:
+    (tmp_path / "x").write_bytes(b"data")
+    flush_filesystem(tmp_path)  # syncfs(2) here; must not raise
+    with pytest.raises(OSError):
+        flush_filesystem(tmp_path / "missing")
