@@ -16,7 +16,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from edge.protocol import CaptureMeta, Heartbeat, Name, utc_now
 from store.catalog import Catalog
-from store.objects import ObjectStore
+from store.blobs import BlobStore
+from store.objects import ObjectStore, Put
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
@@ -56,6 +57,7 @@ def _rejected(key: str) -> str:
 class Inbox:
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
+        self.blobs = BlobStore(objects)
 
     def add_capture(self, record: CaptureRecord) -> bool:
         """Queue a capture; False when one with this id is already pending or loaded."""
@@ -66,12 +68,35 @@ class Inbox:
             return False
         return self.objects.put_if_absent(key, record.model_dump_json().encode())
 
+    async def add_upload(self, record: CaptureRecord, image: bytes) -> bool:
+        """Store an upload, its image blob and its record, from the API's event loop; durable
+        on return, flushed together with concurrent uploads (ObjectStore.put_shared).
+        False when a capture with this id is already pending or loaded."""
+        key = f"{CAPTURES}/{record.id}.json"
+        blob_key = self.blobs.key(record.sha256)
+        # Same key, same bytes: a blob already there (another device, a retry) is not written again.
+        puts = [] if self.objects.exists(blob_key) else [Put(blob_key, image)]
+        known = self.objects.exists(_loaded(key))
+        if not known:
+            puts.append(Put(key, record.model_dump_json().encode(), if_absent=True))
+        # Blob before record. A crash before this returns may keep the record yet lose the blob's
+        # name, on filesystems that don't order metadata writes. The device was not answered, so
+        # it retries, and the blob is written again even though the capture is known.
+        # With nothing to write, put_shared still flushes: what we found may be a concurrent
+        # upload's, not yet on disk, and a 200 must not be answered before it is.
+        written = await self.objects.put_shared(*puts)
+        return not known and written[-1]
+
     def has_capture(self, id: str) -> bool:
         key = f"{CAPTURES}/{id}.json"
         return self.objects.exists(key) or self.objects.exists(_loaded(key))
 
     def add_heartbeat(self, record: HeartbeatRecord) -> None:
         self.objects.put(f"{HEARTBEATS}/{record.id}.json", record.model_dump_json().encode())
+
+    async def add_heartbeat_shared(self, record: HeartbeatRecord) -> None:
+        """`add_heartbeat` from the API's event loop (see ObjectStore.put_shared)."""
+        await self.objects.put_shared(Put(f"{HEARTBEATS}/{record.id}.json", record.model_dump_json().encode()))
 
     def backlog(self) -> dict[str, int]:
         return {"captures": len(self.objects.list(CAPTURES)), "heartbeats": len(self.objects.list(HEARTBEATS))}

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -158,7 +158,18 @@ BAD_UPLOADS = {
                                                "image": ("i", jpeg(seed=9), "image/jpeg"),
                                                "other": ("o", b"x", "text/plain")}), 422, "bad_parts"),
     "body over limit (declared)": (lambda s: post(s, meta(), os.urandom(LIMIT + 1)), 413, "body_too_large"),
+    "body cut short": (lambda s: _raw(s, lambda body: body[:-40]), 422, "bad_parts"),
+    "meta sent twice": (lambda s: _raw(s, lambda body: body.replace(b'name="image"', b'name="meta"')), 422, "bad_parts"),
 }
+
+
+def _raw(server: dict, damage: Callable[[bytes], bytes]) -> httpx.Response:
+    """A valid upload, encoded by httpx, then damaged on its way out."""
+    files = {"meta": ("m", json.dumps(meta()).encode(), "application/json"), "image": ("i", jpeg(seed=9), "image/jpeg")}
+    request = httpx.Request("POST", f"{server['url']}/v1/captures", files=files,
+                            headers={"Authorization": f"Bearer {server['tokens']['cam-a']}"})
+    return httpx.post(str(request.url), content=damage(request.read()),
+                      headers={k: v for k, v in request.headers.items() if k.lower() != "content-length"})
 
 
 @pytest.mark.parametrize("case", list(BAD_UPLOADS))

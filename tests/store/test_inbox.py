@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from store.inbox import LoadReport, load_inbox
+from store.inbox import Inbox, LoadReport, load_inbox
+from store.objects import ObjectStore
 
 TABLES = ("captures", "detections", "triggers", "heartbeats")
 
@@ -30,6 +33,21 @@ def test_add_capture_refuses_duplicates_pending_or_loaded(catalog, inbox, make_c
     assert inbox.has_capture(record.id)
     assert inbox.add_capture(record) is False
     assert inbox.backlog()["captures"] == 0
+
+
+def test_add_upload_stores_blob_and_record_durably_and_refuses_duplicates(tmp_path, catalog, make_capture):
+    inbox = Inbox(ObjectStore(tmp_path / "durable"))  # fsync on: the shared-flush path
+    image = b"\xff\xd8 jpeg bytes"
+    record = make_capture(1).model_copy(update={"sha256": hashlib.sha256(image).hexdigest()})
+    assert asyncio.run(inbox.add_upload(record, image)) is True
+    assert inbox.blobs.get(record.sha256) == image and inbox.has_capture(record.id)
+    assert asyncio.run(inbox.add_upload(record, image)) is False  # pending already
+
+    load_inbox(catalog, inbox)
+    inbox.objects.delete(inbox.blobs.key(record.sha256))  # a crash lost the blob's name, say
+    assert asyncio.run(inbox.add_upload(record, image)) is False  # loaded already...
+    assert inbox.blobs.get(record.sha256) == image  # ...but the retry brought the blob back
+    assert inbox.backlog() == {"captures": 0, "heartbeats": 0}
 
 
 def test_load_writes_every_table(catalog, inbox, make_capture, make_heartbeat):
@@ -122,6 +140,8 @@ def test_unparseable_records_are_rejected_not_fatal(catalog, inbox, make_capture
 
 
 LOADER = """
+import asyncio
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
