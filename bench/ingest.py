@@ -2,7 +2,9 @@
 
 Both servers run as uvicorn processes on loopback and receive byte-identical multipart bodies
 (~60 KB JPEGs, each unique so none is answered as a duplicate) from the same concurrent client.
-Prints one JSON line last: {"uploads_per_s", "p99_ms", "baseline_per_s", ...}.
+Prints one JSON line last: {"uploads_per_s", "p99_ms", "baseline_per_s", ...}, with the CPU each
+server and the load generator spent per request (from /proc), which is steadier than throughput
+on a shared machine.
 """
 
 from __future__ import annotations

@@ -2,18 +2,23 @@
 
 Fsyncing every file and folder of an upload costs four flushes to the disk and a thread
 for each upload to wait in. Instead, uploads write their files without syncing and await
-here: one thread calls syncfs(2) for everyone who arrived before the flush began.
-Under load one flush covers a whole batch of uploads.
+here once: one thread calls syncfs(2) for everyone who arrived before the flush began,
+publishes their files, and flushes again. Under load each flush covers a batch of uploads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -43,27 +48,41 @@ def flush_filesystem(path: Path) -> None:
         os.close(fd)
 
 
-class GroupFlush:
-    """`await flushed()` returns once a flush that began after the call has finished.
+@dataclass(eq=False)
+class _Commit:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    publish: Callable[[], Any]
+    discard: Callable[[], None]
+    result: Any = None
+    error: BaseException | None = None
 
-    Every write a coroutine made before awaiting is therefore on disk when it returns. One
-    thread runs the flushes, each for everyone waiting when it starts, so the event loop
-    never blocks on the disk and concurrent uploads share the cost. A failed flush raises
-    in every waiter it covered: none acknowledges lost data.
+
+class GroupFlush:
+    """Group commit of writes made from event loops, by one flusher thread.
+
+    `await commit(publish, discard)`: the flusher flushes the filesystem, so whatever the
+    caller wrote before awaiting is on disk; then runs `publish()` (which makes the writes
+    visible, e.g. renames temp files into place) and flushes once more, so that is on disk
+    too; then returns publish()'s result. Each flush covers every caller waiting when it
+    begins, so concurrent uploads share them, the event loop never blocks on the disk, and
+    an upload awaits once. If the first flush fails, `discard()` runs instead of `publish()`
+    and the error is raised: no caller acknowledges data that may be lost. Both run even if
+    the awaiting task has gone away.
     """
 
     def __init__(self, flush: Callable[[], None]) -> None:
         self._flush = flush
         self._lock = threading.Lock()
-        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiting: list[_Commit] = []
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    async def flushed(self) -> None:
+    async def commit(self, publish: Callable[[], T], discard: Callable[[], None]) -> T:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        commit = _Commit(loop, loop.create_future(), publish, discard)
         with self._lock:
-            self._waiting.append((loop, future))
+            self._waiting.append(commit)
             first = len(self._waiting) == 1
             if self._thread is None:
                 # Started on first use, so that forked server workers each get their own.
@@ -71,7 +90,11 @@ class GroupFlush:
                 self._thread.start()
         if first:  # later arrivals join a batch the flusher already knows of, or will take next
             self._wake.set()
-        await future
+        return await commit.future  # type: ignore[no-any-return]
+
+    async def flushed(self) -> None:
+        """Return once everything written before the call is on disk."""
+        await self.commit(_nothing, _nothing)
 
     def _run(self) -> None:
         while True:
@@ -79,28 +102,45 @@ class GroupFlush:
             with self._lock:
                 self._wake.clear()
                 batch, self._waiting = self._waiting, []
-            if not batch:
-                continue
-            error: BaseException | None = None
+            if batch:
+                self._commit(batch)
+
+    def _commit(self, batch: list[_Commit]) -> None:
+        try:
+            self._flush()
+        except BaseException as exc:
+            for commit in batch:
+                commit.error = exc
+                with contextlib.suppress(Exception):
+                    commit.discard()
+        else:
+            for commit in batch:
+                try:
+                    commit.result = commit.publish()
+                except BaseException as exc:  # that caller's alone
+                    commit.error = exc
             try:
                 self._flush()
-            except BaseException as exc:  # handed to every waiter of the batch
-                error = exc
-            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-            for loop, future in batch:
-                by_loop.setdefault(loop, []).append(future)
-            for loop, futures in by_loop.items():
-                try:
-                    loop.call_soon_threadsafe(_settle, futures, error)
-                except RuntimeError:
-                    pass  # that loop has closed: nobody is waiting any more
+            except BaseException as exc:  # published, but maybe not durable: nobody may acknowledge
+                for commit in batch:
+                    commit.error = commit.error or exc
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Commit]] = {}
+        for commit in batch:
+            by_loop.setdefault(commit.loop, []).append(commit)
+        for loop, commits in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, commits)
 
 
-def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
-        if future.done():  # cancelled: the client went away
+def _nothing() -> None:
+    return None
+
+
+def _settle(commits: list[_Commit]) -> None:
+    for commit in commits:
+        if commit.future.done():  # cancelled: the client went away
             continue
-        if error is None:
-            future.set_result(None)
+        if commit.error is None:
+            commit.future.set_result(commit.result)
         else:
-            future.set_exception(error)
+            commit.future.set_exception(commit.error)

@@ -89,17 +89,26 @@ class ObjectStore:
             return await asyncio.to_thread(lambda: [self._put_now(p) for p in puts])
         paths = [self._path(p.key) for p in puts]
         temps: list[str] = []
+
+        def discard() -> None:  # the source of each link, or every temp if nothing was published
+            for tmp in temps:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+
+        def publish() -> list[bool]:  # in the flusher thread, once the bytes are on disk
+            try:
+                return [_publish(tmp, path, put.if_absent) for put, path, tmp in zip(puts, paths, temps)]
+            except BaseException:
+                discard()
+                raise
+
         try:
             for path, put in zip(paths, puts):
                 temps.append(self._write_temp(path, put.data, fsync=False))
-            await self._group.flushed()  # every byte is on disk before a name points at it
-            written = [_publish(tmp, path, put.if_absent) for put, path, tmp in zip(puts, paths, temps)]
-        finally:
-            for tmp in temps:  # left over: the source of each link; all of them after an error
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-        await self._group.flushed()  # and the names
-        return written
+        except BaseException:
+            discard()
+            raise
+        return await self._group.commit(publish, discard)
 
     def _put_now(self, put: Put) -> bool:
         if put.if_absent:
@@ -202,6 +211,7 @@ class ObjectStore:
 
 
 def _publish(tmp: str, path: str, if_absent: bool) -> bool:
+    """Give the temp file `tmp` its name `path`; False if `if_absent` and `path` exists."""
     if not if_absent:
         os.replace(tmp, path)
         return True
@@ -209,6 +219,8 @@ def _publish(tmp: str, path: str, if_absent: bool) -> bool:
         os.link(tmp, path)  # fails if the target exists: exactly one writer wins
     except FileExistsError:
         return False
+    finally:
+        os.unlink(tmp)
     return True
 
 

@@ -81,3 +81,48 @@ def test_flush_filesystem_flushes_a_real_folder_and_names_a_missing_one(tmp_path
     flush_filesystem(tmp_path)  # syncfs(2) here; must not raise
     with pytest.raises(OSError):
         flush_filesystem(tmp_path / "missing")
+
+
+def test_commit_publishes_between_two_flushes_and_returns_what_publish_returned() -> None:
+    events: list[str] = []
+    group = GroupFlush(lambda: events.append("flush"))
+
+    def publish(n: int) -> int:
+        events.append(f"publish {n}")
+        if n == 3:
+            raise FileExistsError("only this caller's problem")
+        return n * 10
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(group.commit(lambda n=n: publish(n), lambda: events.append("discard"))
+                                      for n in range(5)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert results[:3] == [0, 10, 20] and isinstance(results[3], FileExistsError) and results[4] == 40
+    assert "discard" not in events
+    # Every publish sits between a flush before it and a flush after it.
+    for i, event in enumerate(events):
+        if event.startswith("publish"):
+            assert "flush" in events[:i] and "flush" in events[i:]
+
+
+def test_a_failed_first_flush_discards_instead_of_publishing_even_for_a_caller_gone_away() -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def flush() -> None:
+        release.wait(5)
+        raise OSError(28, "No space left on device")
+
+    group = GroupFlush(flush)
+
+    async def main() -> None:
+        gone = asyncio.create_task(group.commit(lambda: calls.append("publish"), lambda: calls.append("discard")))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        release.set()
+        with pytest.raises(OSError, match="No space"):
+            await group.commit(lambda: calls.append("publish"), lambda: calls.append("discard"))
+
+    asyncio.run(main())
+    assert calls == ["discard", "discard"]
