@@ -1,6 +1,8 @@
 """Content-addressed image storage: a blob's key is its sha256, so uploads are idempotent.
 
-Keys fan out as blobs/ab/cd/<sha> to keep folders small on filesystems and consoles.
+Keys fan out one level, blobs/ab/<sha>, as git's objects do: 256 folders, each of which holds
+about 4,000 files per million images. A second level (blobs/ab/cd/) made a new folder for most
+uploads into any store of under a few million images: a mkdir on the upload path.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class BlobStore:
     def key(self, sha: str) -> str:
         if not _SHA_RE.fullmatch(sha):
             raise ValueError(f"not a sha256 hex digest: {sha!r}")
-        return f"{self.prefix}/{sha[:2]}/{sha[2:4]}/{sha}"
+        return f"{self.prefix}/{sha[:2]}/{sha}"
 
     def put(self, data: bytes) -> str:
         sha = sha256_hex(data)

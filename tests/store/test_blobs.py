@@ -13,7 +13,7 @@ def test_put_get_by_sha(objects):
     blobs = BlobStore(objects)
     sha = blobs.put(b"jpeg bytes")
     assert sha == hashlib.sha256(b"jpeg bytes").hexdigest() == sha256_hex(b"jpeg bytes")
-    assert blobs.key(sha) == f"blobs/{sha[:2]}/{sha[2:4]}/{sha}"
+    assert blobs.key(sha) == f"blobs/{sha[:2]}/{sha}"
     assert blobs.get(sha) == b"jpeg bytes"
     assert blobs.exists(sha)
     assert blobs.local_path(sha).read_bytes() == b"jpeg bytes"
@@ -35,7 +35,7 @@ def test_put_file(objects, tmp_path):
     image.write_bytes(b"\x89PNG fake")
     blobs = BlobStore(objects, prefix="images")
     sha = blobs.put_file(image)
-    assert objects.list() == [f"images/{sha[:2]}/{sha[2:4]}/{sha}"]
+    assert objects.list() == [f"images/{sha[:2]}/{sha}"]
 
 
 @pytest.mark.parametrize("sha", ["", "abc", "A" * 64, "g" * 64, "a" * 65, "../" + "a" * 61])
