@@ -73,7 +73,9 @@ def train(
     if parent not in (None, "champion") and start_model is None:
         raise TrainingError(f"no model {parent!r} in the registry (see `edgeloop models`)")
 
-    run_dir = ws.settings.workspace / "runs" / f"{utc_now():%Y%m%d-%H%M%S}-v{version}"
+    # Absolute: ultralytics puts a relative `project` under its own runs_dir setting, not under
+    # the working directory, and the weights would not be where we look for them.
+    run_dir = (ws.settings.workspace / "runs" / f"{utc_now():%Y%m%d-%H%M%S}-v{version}").absolute()
     data_yaml = materialise(ws.catalog, ws.blobs, version, ws.settings.workspace / "datasets" / f"v{version}")
     if start_model is not None:
         start = run_dir / "parent.pt"

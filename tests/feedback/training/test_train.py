@@ -58,3 +58,14 @@ def test_no_download_is_attempted(ws: Workspace, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
     assert train(ws, parent=None, overrides=TINY).model_id.startswith("m-")
+
+
+def test_a_relative_workspace_trains_inside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`edgeloop demo` and the README use a workspace relative to the working directory."""
+    monkeypatch.chdir(tmp_path)
+    ws = Workspace(Settings(workspace=Path("rel-ws")))
+    import_yolo(ws, write_yolo_dataset(tmp_path / "t", range(8)), "train", progress=False)
+    import_yolo(ws, write_yolo_dataset(tmp_path / "h", range(500, 502)), "holdout", progress=False)
+    result = train(ws, parent=None, overrides=TINY)
+    assert ws.blobs.exists(result.weights_sha256)
+    assert list((tmp_path / "rel-ws" / "runs").glob("*/train/weights/last.pt"))
