@@ -71,8 +71,7 @@ class ObjectStore:
         if path is None:
             self.fs.pipe_file(self._remote(key), data)  # one object PUT is atomic and durable
             return
-        tmp = self._write_temp(path, data, fsync)
-        os.replace(tmp, path)
+        _publish(self._write_temp(path, data, fsync), path, if_absent=False)
         if fsync and self.fsync:
             _fsync_dir(path.parent)  # makes the rename itself durable
 
@@ -126,13 +125,8 @@ class ObjectStore:
                 return False
             self.put(key, data)
             return True
-        tmp = self._write_temp(path, data, fsync=True)
-        try:
-            os.link(tmp, path)  # fails if the target exists: exactly one writer wins
-        except FileExistsError:
+        if not _publish(self._write_temp(path, data, fsync=True), path, if_absent=True):
             return False
-        finally:
-            os.unlink(tmp)
         if self.fsync:
             _fsync_dir(path.parent)
         return True
@@ -210,7 +204,7 @@ class ObjectStore:
         return tmp
 
 
-def _publish(tmp: str, path: str, if_absent: bool) -> bool:
+def _publish(tmp: str, path: str | Path, if_absent: bool) -> bool:
     """Give the temp file `tmp` its name `path`; False if `if_absent` and `path` exists."""
     if not if_absent:
         os.replace(tmp, path)
