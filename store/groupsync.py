@@ -92,10 +92,6 @@ class GroupFlush:
             self._wake.set()
         return await commit.future  # type: ignore[no-any-return]
 
-    async def flushed(self) -> None:
-        """Return once everything written before the call is on disk."""
-        await self.commit(_nothing, _nothing)
-
     def _run(self) -> None:
         while True:
             self._wake.wait()
@@ -130,10 +126,6 @@ class GroupFlush:
         for loop, commits in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
                 loop.call_soon_threadsafe(_settle, commits)
-
-
-def _nothing() -> None:
-    return None
 
 
 def _settle(commits: list[_Commit]) -> None:
