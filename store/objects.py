@@ -94,7 +94,7 @@ class ObjectStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
 
-        def publish() -> list[bool]:  # in the flusher thread, once the bytes are on disk
+        def publish() -> list[bool]:  # once the bytes are on disk
             try:
                 return [_publish(tmp, path, put.if_absent) for put, path, tmp in zip(puts, paths, temps)]
             except BaseException:

@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A typical frame is checked right here on the event loop: handing 0.5 ms of JPEG decoding
         # to a thread cost more CPU than it saved. A JPEG's decoding time grows with its bytes,
         # a PNG's with its pixels, so a PNG or a big JPEG, which could hold every other request
-        # up, goes to a thread. The flushes to disk never block the loop (store.groupsync).
+        # up, goes to a thread. (The loop does wait for the disk's flushes: store.groupsync.)
         inline = media_type == "image/jpeg" and len(image) <= _INLINE_JPEG_BYTES
         width, height = check() if inline else await run_in_threadpool(check)
         if (width, height) != (meta.frame_width, meta.frame_height):
