@@ -139,8 +139,7 @@ class ObjectStore:
             raise KeyError(f"no object {key!r} in {self.url}") from None
 
     def exists(self, key: str) -> bool:
-        path = self.local_path(key)
-        return path.is_file() if path else self.fs.isfile(self._remote(key))
+        return os.path.isfile(self._path(key)) if self._local else self.fs.isfile(self._remote(key))
 
     def delete(self, key: str) -> None:
         """Remove `key`; a missing key is not an error, so cleanups can be repeated."""
