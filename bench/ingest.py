@@ -131,7 +131,7 @@ async def drive(url: str, token: str, frames: Frames, meta: bytes, concurrency: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="load duration per server and round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported")
     parser.add_argument("--warmup", type=float, default=4.0, help="seconds of unreported load per server first")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent client connections")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -173,8 +173,10 @@ def main() -> None:
             warmup = {name: asyncio.run(drive(f"http://127.0.0.1:{ports[name]}", token, frames, meta,
                                               args.concurrency, args.warmup)) for name in servers}
             # Interleaved rounds, medians reported: this machine's speed drifts from minute to minute.
-            for _ in range(args.rounds):
-                for name in servers:
+            for round_ in range(args.rounds):
+                # Each goes first in every other round, so that neither inherits the other's wake
+                # (the disk writing back, caches) more often.
+                for name in sorted(servers, reverse=round_ % 2 == 1):
                     server_cpu, client_cpu = cpu_seconds(procs[name].pid), time.process_time()
                     result = asyncio.run(drive(f"http://127.0.0.1:{ports[name]}", token, frames, meta,
                                                args.concurrency, args.seconds))
@@ -203,6 +205,7 @@ def main() -> None:
         "p50_ms": round(ours["p50_ms"], 1),
         "baseline_p99_ms": round(base["p99_ms"], 1),
         "rounds": {name: [round(r["per_s"], 1) for r in results] for name, results in runs.items()},
+        "ratio_per_round": [round(e["per_s"] / b["per_s"], 3) for e, b in zip(runs["edgeloop"], runs["baseline"])],
         "cpu_ms_per_request": {name: {side: round(float(np.median([r[f"{side}_cpu_ms"] for r in results])), 2)
                                       for side in ("server", "client") if f"{side}_cpu_ms" in results[0]}
                                for name, results in runs.items()},
