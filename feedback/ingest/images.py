@@ -12,10 +12,9 @@ refused nothing Pillow accepted.
 from __future__ import annotations
 
 import io
-import warnings
 
 import simplejpeg
-from PIL import Image, UnidentifiedImageError
+from PIL import PngImagePlugin
 
 from feedback.ingest.problems import Rejected
 
@@ -48,18 +47,15 @@ def _check_jpeg(data: bytes, max_pixels: int) -> tuple[int, int]:
 
 def _check_png(data: bytes, max_pixels: int) -> tuple[int, int]:
     try:
-        with warnings.catch_warnings():
-            # We enforce our own limit below; PIL's warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
-                width, height = img.size
-                _check_pixels(width, height, max_pixels)
-                img.load()  # a truncated or corrupt stream fails here, not later in training
+        # The PNG reader itself, not Image.open: that is a global other libraries patch
+        # (ultralytics makes it import a HEIF plugin on any unidentified image).
+        with PngImagePlugin.PngImageFile(io.BytesIO(data)) as img:
+            width, height = img.size
+            _check_pixels(width, height, max_pixels)  # before a single pixel is inflated
+            img.load()  # a truncated or corrupt stream fails here, not later in training
     except Rejected:
         raise
-    except Image.DecompressionBombError as exc:  # PIL's own ceiling, hit while reading the header
-        raise Rejected(422, "too_many_pixels", str(exc)) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise Rejected(422, "undecodable_image", f"image is not a decodable image/png: {exc}") from exc
     return width, height
 

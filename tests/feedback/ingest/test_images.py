@@ -85,3 +85,14 @@ def test_a_png_bomb_is_refused_by_its_header() -> None:
 ], ids=["empty", "gif", "png-as-jpeg", "jpeg-as-png", "noise"])
 def test_refusals_name_their_reason(data: bytes, media_type: str, expected: tuple[int, str]) -> None:
     assert refusal(data, media_type) == expected
+
+
+def test_the_png_check_does_not_go_through_a_patched_image_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ultralytics, once imported, replaces PIL.Image.open with one that imports an optional
+    # HEIF plugin on any unidentified file; the check must not depend on that global.
+    def patched_open(*args: object, **kwargs: object) -> None:
+        raise ModuleNotFoundError("No module named 'pi_heif'")
+
+    monkeypatch.setattr(Image, "open", patched_open)
+    assert check_image(encoded("RGB", "PNG"), "image/png", LIMIT) == (96, 64)
+    assert refusal(scene_jpeg(), "image/png") == (422, "undecodable_image")
