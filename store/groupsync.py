@@ -70,11 +70,12 @@ class GroupFlush:
     instead of `publish()` and the error is raised: no caller acknowledges data that may be
     lost. Both run even if the awaiting task was cancelled meanwhile.
 
-    The loop blocks while the disk flushes (about a millisecond on local SSDs). A flusher
-    thread kept the loop free but cost more: each handoff waited for the GIL (up to the
-    5 ms switch interval) and for a turn of the loop to deliver the result, and uploads held
-    in those waits kept the worker's CPU idle. Measured on the ingest bench (2 cores,
-    interleaved rounds): 348 against 303 uploads/s, 2.39 against 2.75 ms of server CPU each.
+    The loop blocks while the disk flushes (0.5 to 2.5 ms each on the CI machine's disk). A
+    flusher thread kept the loop free but cost more: each handoff waited for the GIL (up to
+    the 5 ms switch interval) and for a turn of the loop to deliver the result, and uploads
+    held in those waits kept the worker's CPU idle. Measured on the ingest bench (2 cores,
+    10 interleaved rounds): 373 against 321 uploads/s, 2.17 against 2.75 ms of server CPU
+    each. A helper process doing the flushes while the loop went on gained nothing there.
     On a disk with slow flushes the loop pauses longer, and each batch grows to match.
     """
 
