@@ -23,6 +23,7 @@ from edge.alerts import verify
 from edge.spool import Spool
 from feedback.scenes import write_video
 from store.devices import add_device
+from store.inbox import HEARTBEATS, HeartbeatRecord
 from store.settings import Settings, Workspace
 
 pytestmark = pytest.mark.integration
@@ -90,6 +91,25 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def wait_for_spooled(spool: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Block until the agent has at least `n` entries waiting in its spool."""
+    deadline = time.monotonic() + timeout
+    while len(list((spool / "ready").glob("*"))) < n:
+        assert proc.poll() is None, "the agent exited before spooling anything"
+        assert time.monotonic() < deadline, f"the agent spooled fewer than {n} entries in {timeout} s"
+        time.sleep(0.05)
+
+
+def wait_for_frames(ws: Workspace, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Block until a heartbeat shows the agent reading frames (fps above zero)."""
+    deadline = time.monotonic() + timeout
+    while not any(HeartbeatRecord.model_validate_json(ws.objects.get(key)).heartbeat.fps > 0
+                  for key in ws.objects.list(HEARTBEATS)):
+        assert proc.poll() is None, "the agent exited before reading a frame"
+        assert time.monotonic() < deadline, f"no heartbeat showed frames within {timeout} s"
+        time.sleep(0.1)
+
+
 def test_api_down_for_part_of_the_run_every_capture_arrives_once(site: dict, scene_onnx: Path) -> None:
     video = site["tmp"] / "v.mp4"
     write_video(video, range(60), fps=10)  # 6 s when paced like a camera
@@ -97,8 +117,9 @@ def test_api_down_for_part_of_the_run_every_capture_arrives_once(site: dict, sce
     proc = subprocess.Popen(agent_cmd(site, str(video), scene_onnx, "--realtime", "--random-rate", "1",
                                       "--budget-per-hour", "1000000", "--drain-s", "60"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)  # the API is down: the agent keeps detecting, the spool grows
-    assert proc.poll() is None
+    # The API is down: the agent keeps detecting and the spool grows. Wait for the spool rather than
+    # a fixed time, since a loaded CI machine can take seconds just to start the agent.
+    wait_for_spooled(site["tmp"] / "spool", 5, proc)
     site["api"].start()
     summary = finish(proc)
     assert summary["frames"] == 60
@@ -115,7 +136,7 @@ def test_sigkill_mid_run_loses_nothing_spooled(site: dict, scene_onnx: Path) -> 
     proc = subprocess.Popen(agent_cmd(site, str(video), scene_onnx, "--realtime", "--random-rate", "1",
                                       "--budget-per-hour", "1000000"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(4)
+    wait_for_spooled(site["tmp"] / "spool", 10, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     with Spool(site["tmp"] / "spool") as spool:
@@ -189,7 +210,7 @@ def test_rtsp_camera_drops_out_and_the_agent_reconnects(site: dict, scene_onnx: 
     proc = subprocess.Popen(agent_cmd(site, rtsp_server.url, scene_onnx, "--max-frames", "150",
                                       "--random-rate", "0"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
+    wait_for_frames(site["ws"], proc)
     rtsp_server.kill()  # the camera goes away...
     time.sleep(3)
     assert proc.poll() is None  # ...the agent waits for it rather than dying

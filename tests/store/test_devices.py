@@ -74,8 +74,11 @@ def test_reader_sees_changes_after_ttl(catalog, objects):
     assert reader.lookup(token) == DeviceAuth(device="jetson-1", revoked=False)
     assert reader.lookup(token + "x") is None
 
+    # A long ttl while revoking, so a slow catalog write cannot outlast the cache and race the check.
+    reader.ttl_s = 3600
     revoke_device(catalog, objects, "jetson-1")
     assert reader.lookup(token).revoked is False  # served from the cache until the ttl runs out
+    reader.ttl_s = 0.3
     time.sleep(0.35)
     assert reader.lookup(token) == DeviceAuth(device="jetson-1", revoked=True)
 
