@@ -1,7 +1,8 @@
 """The promotion gate: a challenger replaces the champion only if it truly wins on real images.
 
 Rule (DESIGN decision 4): mAP@0.5:0.95 on the real holdout improves by at least `margin`, and
-no class's AP@0.5 drops by more than `tolerance`. Pure, so every verdict is easy to test.
+no class's AP@0.5 drops by more than `tolerance` (a class missing from the challenger's results
+counts as AP 0). Pure, so every verdict is easy to test.
 """
 
 from __future__ import annotations
@@ -40,13 +41,15 @@ def decide(
     )
     regressions = []
     for name, theirs in champion["per_class"].items():
-        ours = challenger["per_class"].get(name, {})
         # A class without holdout instances has no AP (null); it can't regress.
-        if theirs.get("map50") is None or ours.get("map50") is None:
+        if theirs.get("map50") is None:
             continue
-        drop = theirs["map50"] - ours["map50"]
+        # Same holdout, so the challenger has instances too: no AP for them means it found none.
+        ours = (challenger["per_class"].get(name) or {}).get("map50")
+        drop = theirs["map50"] - (ours or 0.0)
         if drop > tolerance + 1e-12:
-            regressions.append(f"{name} AP@0.5 {ours['map50']:.4f} vs {theirs['map50']:.4f} (-{drop:.4f})")
+            shown = f"{ours:.4f}" if ours is not None else "missing (AP 0)"
+            regressions.append(f"{name} AP@0.5 {shown} vs {theirs['map50']:.4f} (-{drop:.4f})")
     if regressions:
         reasons.append(f"classes regressing past the {tolerance:.3f} tolerance: " + "; ".join(regressions))
     else:

@@ -1,4 +1,4 @@
-"""Gate verdicts: clear win, win overall with a regressing class, tie, loss, first model."""
+"""Gate verdicts: clear win, win overall with a regressing class, tie, loss, first model, missing class."""
 
 from __future__ import annotations
 
@@ -43,6 +43,23 @@ def test_loss_is_refused() -> None:
 def test_classes_without_holdout_instances_cannot_regress() -> None:
     champion = result(0.300, helmet=0.70, no_helmet=None)
     assert decide(result(0.320, helmet=0.70, no_helmet=None), champion).promoted
+
+
+def test_a_class_missing_from_the_challenger_counts_as_ap_zero() -> None:
+    # Better overall, but no result at all for no_helmet: that is a 0.20 drop, not a class to skip.
+    d = decide(result(0.340, helmet=0.72, vest=0.61), CHAMPION)
+    assert not d.promoted
+    assert "no_helmet AP@0.5 missing (AP 0) vs 0.2000 (-0.2000)" in d.reasons[1]
+
+
+def test_a_missing_class_within_the_tolerance_is_allowed() -> None:
+    champion = result(0.300, helmet=0.70, rare=0.01)
+    assert decide(result(0.320, helmet=0.70), champion).promoted
+
+
+def test_a_null_ap_where_the_champion_has_one_counts_as_zero() -> None:
+    d = decide(result(0.340, helmet=0.72, no_helmet=None, vest=0.61), CHAMPION)
+    assert not d.promoted and "no_helmet AP@0.5 missing (AP 0)" in d.reasons[1]
 
 
 def test_first_model_is_promoted() -> None:
