@@ -66,7 +66,7 @@ def train(
     os.environ.setdefault("YOLO_OFFLINE", "1")  # no telemetry, no update checks
     from ultralytics import YOLO  # heavy (torch): imported only when training
 
-    version = dataset_version or build_dataset(ws.catalog).version
+    version = build_dataset(ws.catalog).version if dataset_version is None else dataset_version
     with ws.catalog.connect() as con:
         classes = catalog_classes(con)
         start_model = champion(con) if parent == "champion" else (get_model(con, parent) if parent else None)
@@ -83,7 +83,8 @@ def train(
         start.write_bytes(ws.blobs.get(start_model.weights_sha256))
     else:
         start = Path(base)
-    params = {**SMALL_DATA, **PROFILES[profile], **(overrides or {})}
+    # The seed is one of the run's parameters: recorded with them, so the lineage says how to repeat it.
+    params = {**SMALL_DATA, **PROFILES[profile], "seed": seed, **(overrides or {})}
     model = YOLO(str(start))
     epochs = int(params["epochs"])
     if progress:
@@ -92,7 +93,7 @@ def train(
     started, t0 = utc_now(), time.perf_counter()
     # val=False: the holdout is the gate's, not a tool for picking epochs; ultralytics
     # still validates once after the last epoch, which we ignore in favour of the gate.
-    model.train(data=str(data_yaml), project=str(run_dir), name="train", exist_ok=True, seed=seed,
+    model.train(data=str(data_yaml), project=str(run_dir), name="train", exist_ok=True,
                 deterministic=True, plots=False, val=False, verbose=False, **params)
     duration = time.perf_counter() - t0
     weights = run_dir / "train" / "weights" / "last.pt"
@@ -100,12 +101,14 @@ def train(
         raise TrainingError(f"ultralytics finished without writing {weights}")
 
     sha = ws.blobs.put_file(weights)
+    # `base` is where a run from scratch starts; a fine-tune starts from its parent, named beside.
+    recorded = {**params, **({} if start_model else {"base": str(base)})}
     with ws.catalog.connect() as con:
         con.begin()
         model_id = register_model(con, sha, classes=classes, imgsz=int(params["imgsz"]),
                                   parent_id=start_model.id if start_model else None, dataset_version=version)
         record_training_run(con, model_id=model_id, parent_id=start_model.id if start_model else None,
-                            dataset_version=version, profile=profile, params={**params, "base": str(base)},
+                            dataset_version=version, profile=profile, params=recorded,
                             started_at=started, duration_s=duration, weights_sha256=sha)
         con.commit()
     return TrainResult(model_id, sha, start_model.id if start_model else None, version, duration, params)
