@@ -18,7 +18,6 @@ from edge.spool import Spool, SpoolEntry
 log = logging.getLogger(__name__)
 
 
-
 class Uploader:
     """Sends spooled captures with `IngestClient.upload_capture` on a daemon thread.
 
@@ -30,6 +29,10 @@ class Uploader:
     Counters (read them any time): `uploaded` (delivered, duplicates included),
     `duplicates`, `rejected`, `retries` (transient failures), `heartbeats_sent`,
     `heartbeat_failures`, `last_error`.
+
+    `clock` and `wait` are the thread's sense of time: `wait(event, timeout)` returns when
+    the event is set (a put, stop()) or the timeout passes, like `threading.Event.wait`.
+    Tests pass virtual ones so that backoff and heartbeat times are exact, not raced.
     """
 
     def __init__(
@@ -42,6 +45,8 @@ class Uploader:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 60.0,
         batch_size: int = 16,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[threading.Event, float | None], object] = threading.Event.wait,
     ) -> None:
         self._spool = spool
         self._client_factory = client_factory
@@ -51,6 +56,8 @@ class Uploader:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._batch_size = batch_size
+        self._clock = clock
+        self._wait = wait
 
         self.uploaded = 0
         self.duplicates = 0
@@ -61,7 +68,7 @@ class Uploader:
         self.last_error: str | None = None
 
         self._failures = 0  # consecutive transient failures: the backoff exponent
-        self._retry_at = 0.0  # monotonic time before which no upload is tried
+        self._retry_at = 0.0  # clock time before which no upload is tried
         self._next_heartbeat = 0.0
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -120,13 +127,13 @@ class Uploader:
                     # A disk error in the spool, say: the thread must outlive it.
                     log.exception("uploader step failed")
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    self._retry_at = time.monotonic() + self._backoff_max_s
-                self._wake.wait(self._wait_s())
+                    self._retry_at = self._clock() + self._backoff_max_s
+                self._wait(self._wake, self._wait_s())
         finally:
             self._drop_client()
 
     def _step(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if self._heartbeat is not None and now >= self._next_heartbeat:
             self._send_heartbeat()
             self._next_heartbeat = now + self._heartbeat_interval_s
@@ -142,7 +149,7 @@ class Uploader:
             deadlines.append(self._retry_at)
         if not deadlines:
             return None
-        return max(0.0, min(deadlines) - time.monotonic())
+        return max(0.0, min(deadlines) - self._clock())
 
     def _upload_batch(self) -> None:
         for entry in self._spool.next_batch(self._batch_size):
@@ -154,7 +161,7 @@ class Uploader:
         try:
             accepted = self._get_client().upload_capture(entry.meta_json, entry.image, entry.media_type)
         except UploadRejected as exc:
-            if exc.status == 401 or exc.reason in CREDENTIAL_REASONS:
+            if _token_refused(exc):
                 # The device's token was refused, not this capture: rejecting would empty
                 # the whole spool into rejected/. Keep everything, retry slowly with a fresh
                 # client (the factory may pick up a rotated token).
@@ -201,7 +208,7 @@ class Uploader:
             # Capped, so a bogus HTTP-date from a server with a broken clock cannot
             # silence the device for days.
             delay = max(delay, min(retry_after, self._backoff_max_s))
-        self._retry_at = time.monotonic() + delay
+        self._retry_at = self._clock() + delay
         log.info("upload of %s failed (%s); retrying in %.2fs", entry.id, self.last_error, delay)
 
     def _send_heartbeat(self) -> None:
@@ -211,6 +218,9 @@ class Uploader:
             self.heartbeats_sent += 1
         except Exception as exc:
             # Not retried early: a late heartbeat is stale, and the next one is due soon.
+            if isinstance(exc, UploadRejected) and _token_refused(exc):
+                # Else a device with an empty spool would send its old token forever.
+                self._drop_client()
             self.heartbeat_failures += 1
             self.last_error = f"heartbeat: {type(exc).__name__}: {exc}"
             log.info("heartbeat failed: %s", self.last_error)
@@ -231,3 +241,8 @@ class Uploader:
     def _notify_progress(self) -> None:
         with self._progress:
             self._progress.notify_all()
+
+
+def _token_refused(exc: UploadRejected) -> bool:
+    """The server refused the device's token, not what it sent."""
+    return exc.status == 401 or exc.reason in CREDENTIAL_REASONS
