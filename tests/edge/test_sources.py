@@ -26,6 +26,7 @@ from edge.sources import (
     open_source,
 )
 from feedback.scenes import Scene, render_scene, write_video
+from tests.edge.manual_clock import ManualClock
 
 FPS, HOLD, SEEDS = 25, 2, 12  # a 24-frame, ~1 s clip: each scene held for two frames
 
@@ -38,6 +39,15 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Scene]]:
 
 def mae(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Poll until `condition()` holds; fail with `what` if it never does."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} (waited {timeout_s} s)")
+        time.sleep(0.01)
 
 
 # -- image folders ---------------------------------------------------------------------------------
@@ -117,25 +127,43 @@ def test_video_file_source_loops_with_running_index(clip: tuple[Path, list[Scene
 
 def test_video_file_source_realtime_paces_to_the_file_fps(clip: tuple[Path, list[Scene]]) -> None:
     path, _ = clip
-    with VideoFileSource(path, realtime=True) as source:
-        start = time.monotonic()
-        frames = [f for f, _ in zip(source, range(13))]
-        elapsed = time.monotonic() - start
-    assert len(frames) == 13
-    assert 12 / FPS * 0.95 <= elapsed < 12 / FPS + 0.4
+    clock = ManualClock()
+    handed_at = []
+    with VideoFileSource(path, realtime=True, clock=clock) as source:
+        for _ in itertools.islice(source, 13):
+            handed_at.append(clock.now())
+    # Each frame is handed over when the clock reaches its place in the file, and not before.
+    assert handed_at == pytest.approx([i / FPS for i in range(13)], abs=1e-3)
+    assert clock.waits == pytest.approx([1 / FPS] * 12, abs=1e-3)
     assert source.stats()["frames_dropped"] == 0
 
 
-def test_realtime_video_close_from_another_thread_returns_promptly(clip: tuple[Path, list[Scene]]) -> None:
+def test_realtime_video_slows_its_clock_for_a_slow_consumer_instead_of_bursting(clip: tuple[Path, list[Scene]]) -> None:
     path, _ = clip
-    source = VideoFileSource(path, realtime=True, loop=True)
+    clock = ManualClock()
+    with VideoFileSource(path, realtime=True, clock=clock) as source:
+        frames = iter(source)
+        next(frames), next(frames)  # at 0 and 1/FPS
+        clock.advance(5 / FPS)  # the consumer works five frame periods on the second frame
+        late = next(frames)  # due two periods ago: handed over at once
+        assert late.source.frame_index == 2 and clock.now() == pytest.approx(6 / FPS, abs=1e-3)
+        following = next(frames)  # one period after the late frame, not at once to catch up
+        assert following.source.frame_index == 3 and clock.now() == pytest.approx(7 / FPS, abs=1e-3)
+    assert clock.waits == pytest.approx([1 / FPS, 1 / FPS], abs=1e-3)
+    assert source.stats()["frames_dropped"] == 0
+
+
+def test_realtime_video_close_from_another_thread_ends_the_consumer(clip: tuple[Path, list[Scene]]) -> None:
+    path, _ = clip
+    source = VideoFileSource(path, realtime=True, loop=True)  # a loop: only close() ends it
     got: list[Frame] = []
-    consumer = threading.Thread(target=lambda: got.extend(source))
+    consumer = threading.Thread(target=lambda: got.extend(source), daemon=True)
     consumer.start()
-    time.sleep(0.2)
+    wait_until(lambda: len(got) >= 2, "the consumer got no frames")
     source.close()
-    consumer.join(timeout=1.0)
-    assert not consumer.is_alive() and 2 <= len(got) <= 8
+    consumer.join(timeout=30)
+    assert not consumer.is_alive(), "close() from another thread did not end a looping realtime video"
+    assert list(source) == []
 
 
 def test_video_file_source_refuses_what_is_not_a_video(tmp_path: Path) -> None:
@@ -214,19 +242,28 @@ def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
 
 
 class Camera:
-    """Stands in for an OpenCV capture of a live stream: frame n is due at start + n/fps and, like
-    FFmpeg's RTSP reader, every frame is queued, so a reader that is late falls behind the camera.
-    The frame number is written into the pixels. It can fail, or stall, after some frames."""
+    """Stands in for an OpenCV capture of a live stream; frame n carries n in its pixels. Gated, each
+    read waits until the test lets a frame through (`allow`); free, a frame comes every millisecond.
+    It can fail after some frames, or stall: one read that takes `stall_s` on the source's clock."""
 
-    def __init__(self, fps: float, fail_after: int | None = None, stall_after: int | None = None, stall_s: float = 0.0):
-        self.period, self.fail_after, self.stall_after, self.stall_s = 1 / fps, fail_after, stall_after, stall_s
-        self.start = time.monotonic()
+    def __init__(
+        self, *, gated: bool = False, fail_after: int | None = None,
+        stall_after: int | None = None, stall_s: float = 0.0, clock: ManualClock | None = None,
+    ) -> None:  # fmt: skip
+        self.gate = threading.Semaphore(0) if gated else None
+        self.fail_after, self.stall_after, self.stall_s, self.clock = fail_after, stall_after, stall_s, clock
         self.sent = 0
         self.released = False
 
-    def live(self) -> int:
-        """The number of the frame the camera is showing right now."""
-        return int((time.monotonic() - self.start) / self.period)
+    def allow(self, frames: int = 1) -> None:
+        assert self.gate is not None
+        self.gate.release(frames)
+
+    def run_free(self) -> None:
+        """Stop gating, so that a read waiting at the gate returns and the grabber can see a close."""
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate.release()
 
     def isOpened(self) -> bool:  # OpenCV's name
         return True
@@ -235,8 +272,13 @@ class Camera:
         if self.sent == self.fail_after:
             return False, None
         if self.sent == self.stall_after:
-            time.sleep(self.stall_s)
-        time.sleep(max(0.0, self.start + self.sent * self.period - time.monotonic()))
+            assert self.clock is not None
+            self.clock.advance(self.stall_s)
+        gate = self.gate
+        if gate is not None:
+            gate.acquire()
+        else:
+            time.sleep(0.001)  # the camera's frame interval, so that the grabber does not spin
         image = np.zeros((4, 6, 3), np.uint8)
         image[0, 0, :2] = self.sent % 256, self.sent // 256
         self.sent += 1
@@ -251,12 +293,11 @@ def number(frame: Frame) -> int:
 
 
 def cameras(*made: Camera) -> tuple[list[Camera], Callable[[], Camera]]:
-    """An opener handing out the given cameras in turn (then fresh healthy ones), recording each."""
+    """An opener handing out the given cameras in turn (then fresh free ones), recording each."""
     opened: list[Camera] = []
 
     def open_capture() -> Camera:
-        cam = made[len(opened)] if len(opened) < len(made) else Camera(fps=100)
-        cam.start = time.monotonic()
+        cam = made[len(opened)] if len(opened) < len(made) else Camera()
         opened.append(cam)
         return cam
 
@@ -264,39 +305,50 @@ def cameras(*made: Camera) -> tuple[list[Camera], Callable[[], Camera]]:
 
 
 def test_slow_consumer_gets_the_newest_frame_and_drops_are_counted() -> None:
-    opened, opener = cameras(Camera(fps=100))
-    lags, got = [], []
+    opened, opener = cameras(Camera())
+    got: list[Frame] = []
     with StreamSource("rtsp://h/s", open_capture=opener) as source:
-        for frame in source:
-            lags.append(opened[0].live() - number(frame))
-            got.append(frame)
-            time.sleep(0.05)  # five camera frames of work per frame
-            if len(got) == 12:
-                break
+        frames = iter(source)
+        for _ in range(6):
+            got.append(next(frames))
+            taken = got[-1].index
+            # The consumer is busy while the camera moves on by ten frames.
+            wait_until(lambda: source.stats()["frames_read"] > taken + 10, "the grabber stopped reading")
         stats = source.stats()
-    # Read straight from the camera, this consumer would end 12 * 4 = 48 frames behind.
-    assert max(lags[1:]) <= 3, lags
-    assert stats["frames_dropped"] >= 30
-    assert stats["frames_read"] - stats["frames_dropped"] - len(got) in (0, 1)  # at most one left waiting
+    # A queue would hand over the frame after the one taken; the grabber hands over the newest.
+    assert all(b.index >= a.index + 10 for a, b in itertools.pairwise(got)), [f.index for f in got]
     assert [f.index for f in got] == [number(f) for f in got]  # index counts grabbed frames, gaps = drops
-    assert all(b.index > a.index and b.timestamp_s > a.timestamp_s for a, b in itertools.pairwise(got))
+    assert stats["frames_dropped"] >= sum(b.index - a.index - 1 for a, b in itertools.pairwise(got))
+    assert stats["frames_read"] - stats["frames_dropped"] - len(got) in (0, 1)  # at most one left waiting
+    assert all(b.timestamp_s > a.timestamp_s for a, b in itertools.pairwise(got))
     assert got[-1].source.frame_index == got[-1].index and got[-1].source.uri == "rtsp://h/s"
     assert opened[0].released
 
 
-def test_consumer_as_fast_as_the_camera_loses_nothing() -> None:
-    _, opener = cameras(Camera(fps=50))
+def test_a_consumer_that_keeps_up_loses_nothing() -> None:
+    cam = Camera(gated=True)
+    _, opener = cameras(cam)
+    got = []
     with StreamSource("rtsp://h/s", open_capture=opener) as source:
-        got = [number(f) for f, _ in zip(source, range(25))]
-        # Nothing should be lost; a few may slip past when the machine is busy (CI on two cores).
-        assert source.stats()["frames_dropped"] <= 5
-    assert got[-1] - got[0] <= 25
+        try:
+            frames = iter(source)
+            for _ in range(25):
+                cam.allow()  # the camera shows its next frame only once the consumer has the last one
+                got.append(number(next(frames)))
+            stats = source.stats()
+        finally:
+            cam.run_free()
+    assert got == list(range(25))
+    assert stats["frames_read"] == 25 and stats["frames_dropped"] == 0
 
 
 def test_a_failed_read_reconnects_and_the_index_runs_on(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="edge.sources")
-    opened, opener = cameras(Camera(fps=100, fail_after=5))
-    with StreamSource("rtsp://admin:hunter2@h/s", open_capture=opener, reconnect_backoff=(0.05, 0.2)) as source:
+    clock = ManualClock()
+    opened, opener = cameras(Camera(fail_after=5))
+    with StreamSource(
+        "rtsp://admin:hunter2@h/s", open_capture=opener, reconnect_backoff=(0.05, 0.2), clock=clock
+    ) as source:
         got = []
         for frame in source:
             got.append(frame)
@@ -305,36 +357,45 @@ def test_a_failed_read_reconnects_and_the_index_runs_on(caplog: pytest.LogCaptur
         stats = source.stats()
     assert len(opened) == 2 and opened[0].released
     assert stats["reconnects"] == 1 and "read failed" in stats["last_error"]
+    assert len(clock.waits) == 1 and 0.025 <= clock.waits[0] <= 0.05  # one backoff before reconnecting
     assert all(b.index > a.index for a, b in itertools.pairwise(got))
     assert "reconnected" in caplog.text and "rtsp://admin@h/s" in caplog.text
     assert "hunter2" not in caplog.text + str(stats) + "".join(f.source.uri for f in got)
 
 
-def test_a_stall_longer_than_the_read_timeout_reconnects() -> None:
-    opened, opener = cameras(Camera(fps=100, stall_after=3, stall_s=0.5))
-    with StreamSource("rtsp://h/s", open_capture=opener, read_timeout_s=0.2, reconnect_backoff=(0.05, 0.1)) as source:
-        for _ in source:
-            if source.stats()["reconnects"]:
-                break
-        assert "stalled" in source.stats()["last_error"]
-        assert next(iter(source)).index > 3  # frames flow again
-    assert len(opened) == 2
+@pytest.mark.parametrize(("stall_s", "reconnects"), [(0.5, 1), (0.15, 0)])
+def test_a_read_slower_than_the_read_timeout_reconnects(stall_s: float, reconnects: int) -> None:
+    clock = ManualClock()
+    opened, opener = cameras(Camera(stall_after=3, stall_s=stall_s, clock=clock))
+    with StreamSource(
+        "rtsp://h/s", open_capture=opener, read_timeout_s=0.2, reconnect_backoff=(0.05, 0.1), clock=clock
+    ) as source:
+        got = [f for f in itertools.islice(source, 8)]  # frames flow on after the stall either way
+        stats = source.stats()
+    assert stats["reconnects"] == reconnects and len(opened) == 1 + reconnects
+    if reconnects:
+        assert "stalled" in stats["last_error"]
+    else:
+        assert stats["last_error"] is None
+    assert got[-1].index >= 7
 
 
-def test_gives_up_after_max_reconnects_and_the_iterator_ends() -> None:
+def test_gives_up_after_max_reconnects_with_growing_backoff() -> None:
+    clock = ManualClock()
     attempts = []
 
     def refuse() -> Camera:
-        attempts.append(time.monotonic())
+        attempts.append(clock.now())
         raise ConnectionRefusedError("connection refused by rtsp://admin:hunter2@h/s")
 
     source = StreamSource(
-        "rtsp://admin:hunter2@h/s", open_capture=refuse, max_reconnects=3, reconnect_backoff=(0.02, 0.05)
+        "rtsp://admin:hunter2@h/s", open_capture=refuse, max_reconnects=3, reconnect_backoff=(0.1, 10.0), clock=clock
     )
-    start = time.monotonic()
     assert list(source) == []
     assert len(attempts) == 4  # the first open and three reconnect attempts
-    assert time.monotonic() - start < 1.0
+    first, second, third = clock.waits
+    assert 0.05 <= first <= 0.1 <= second <= 0.2 <= third <= 0.4  # doubling, each jittered down by up to half
+    assert [b - a for a, b in itertools.pairwise(attempts)] == pytest.approx(clock.waits)
     stats = source.stats()
     assert stats["connected"] is False and "refused" in stats["last_error"] and "hunter2" not in stats["last_error"]
 
@@ -343,12 +404,11 @@ def test_close_from_another_thread_wakes_a_waiting_consumer() -> None:
     def refuse() -> Camera:
         raise ConnectionRefusedError("no camera yet")
 
-    source = StreamSource("usb:0", open_capture=refuse, reconnect_backoff=(0.05, 0.1))
+    source = StreamSource("usb:0", open_capture=refuse, reconnect_backoff=(0.05, 0.1))  # retries for ever
     done = threading.Event()
-    consumer = threading.Thread(target=lambda: (list(source), done.set()))
+    consumer = threading.Thread(target=lambda: (list(source), done.set()), daemon=True)
     consumer.start()
-    time.sleep(0.3)  # the consumer is waiting and the grabber is retrying
-    start = time.monotonic()
+    wait_until(lambda: source.stats()["last_error"] is not None, "the grabber never tried the camera")
     source.close()
-    assert done.wait(1.0) and time.monotonic() - start < 0.5
+    assert done.wait(30), "close() did not wake the consumer waiting for a frame"
     consumer.join()
