@@ -1,6 +1,7 @@
 """Tests for webhook alerts against a real receiver on loopback that verifies every signature.
 
-The receiver can answer with scripted statuses (503 with Retry-After, 400) to exercise retries.
+The receiver can answer with scripted statuses (503 with Retry-After, 400) to exercise retries, or
+hold its answers; the waits between attempts are taken on a manual clock, so no test waits for real time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 import supervision as sv
 
 from edge.alerts import AlertConfig, Alerter, sign, verify
+from tests.edge.manual_clock import ManualClock
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CAPTURED_AT = datetime(2025, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -27,13 +29,17 @@ class Receiver:
     """A webhook endpoint: verifies each request with `verify` and records it.
 
     `script` holds the statuses of the next answers (then 200); a 503 carries `Retry-After`.
+    While `hold` is set, requests are counted in `arrived` and wait for it to be cleared.
     """
 
     def __init__(self, retry_after: str = "0") -> None:
         self.lock = threading.Lock()
-        self.deliveries: list[dict] = []  # every request: id, verified, status, payload, time
+        self.deliveries: list[dict] = []  # every request: id, verified, status, payload
         self.script: list[int] = []
         self.retry_after = retry_after
+        self.hold = threading.Event()
+        self.released = threading.Event()
+        self.arrived = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _ReceiverHandler)
         self.server.receiver = self  # type: ignore[attr-defined]
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/edge"
@@ -49,7 +55,12 @@ class Receiver:
             time.sleep(0.01)
         return self.accepted()
 
+    def release(self) -> None:
+        self.hold.clear()
+        self.released.set()
+
     def close(self) -> None:
+        self.release()
         self.server.shutdown()
         self.server.server_close()
 
@@ -58,6 +69,10 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         receiver: Receiver = self.server.receiver  # type: ignore[attr-defined]
         body = self.rfile.read(int(self.headers["content-length"]))
+        with receiver.lock:
+            receiver.arrived += 1
+        if receiver.hold.is_set():
+            receiver.released.wait(60)
         verified = verify(SECRET, self.headers, body)
         with receiver.lock:
             status = receiver.script.pop(0) if receiver.script else 200
@@ -67,7 +82,6 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
                     "verified": verified,
                     "status": status,
                     "payload": json.loads(body),
-                    "at": time.monotonic(),
                 }
             )
         self.send_response(status)
@@ -164,22 +178,22 @@ def test_low_confidence_other_classes_and_untracked_boxes_never_alert(receiver: 
     for frame in range(20):
         alerter.observe(dets((1, "person", 0.84), (2, "car", 0.99), (-1, "person", 0.99)), frame, CAPTURED_AT)
     alerter.observe(sv.Detections.empty(), 20, CAPTURED_AT)
-    assert alerter.close(timeout=5)
-    time.sleep(0.1)
-    assert receiver.deliveries == [] and alerter.stats()["sent"] == 0
+    assert alerter.close(timeout=5)  # the queue is empty and the sender has stopped: nothing more can arrive
+    assert receiver.deliveries == [] and alerter.stats() == {"sent": 0, "failed": 0, "dropped": 0, "retries": 0, "queued": 0}
 
 
 def test_a_503_is_retried_with_the_same_id_after_retry_after() -> None:
     receiver = Receiver(retry_after="0.3")
     receiver.script = [503]
+    clock = ManualClock()
     try:
-        alerter = Alerter(config(receiver.url), device="jetson-01", camera="gate")
+        alerter = Alerter(config(receiver.url), device="jetson-01", camera="gate", clock=clock)
         alerter.observe(dets((9, "person", 0.95)), 1, CAPTURED_AT)
         assert alerter.close(timeout=5)
         first, second = receiver.deliveries
         assert (first["status"], second["status"]) == (503, 200)
         assert first["id"] == second["id"] and first["verified"] and second["verified"]
-        assert second["at"] - first["at"] >= 0.25  # Retry-After honoured over the 10 ms backoff
+        assert clock.waits == [0.3]  # Retry-After honoured over the 10 ms backoff
         assert alerter.stats() == {"sent": 1, "failed": 0, "dropped": 0, "retries": 1, "queued": 0}
     finally:
         receiver.close()
@@ -187,39 +201,71 @@ def test_a_503_is_retried_with_the_same_id_after_retry_after() -> None:
 
 def test_gives_up_after_max_attempts_and_never_retries_a_400(receiver: Receiver) -> None:
     receiver.script = [503, 429, 503, 400]
-    alerter = Alerter(config(receiver.url, max_attempts=3), device="jetson-01", camera="gate")
+    clock = ManualClock()
+    alerter = Alerter(config(receiver.url, max_attempts=3), device="jetson-01", camera="gate", clock=clock)
     alerter.observe(dets((1, "person", 0.95)), 1, CAPTURED_AT)
     alerter.observe(dets((2, "person", 0.95)), 2, CAPTURED_AT)
     assert alerter.close(timeout=5)
     statuses = [(d["payload"]["tracker_id"], d["status"]) for d in receiver.deliveries]
     assert statuses == [(1, 503), (1, 429), (1, 503), (2, 400)]
+    first, second = clock.waits  # none after the last attempt, none after a 400
+    assert 0.005 <= first <= 0.01 <= second <= 0.02  # 10 ms doubling, each jittered down by up to half
     assert alerter.stats() == {"sent": 0, "failed": 2, "dropped": 0, "retries": 2, "queued": 0}
 
 
-def test_observe_does_not_block_while_the_receiver_is_down() -> None:
+def test_observe_does_not_wait_for_a_delivery_in_flight(receiver: Receiver) -> None:
+    receiver.hold.set()  # the receiver takes the first request and does not answer
+    alerter = Alerter(config(receiver.url, queue_size=10), device="jetson-01", camera="gate")
+    alerter.observe(dets((0, "person", 0.95)), 0, CAPTURED_AT)
+    deadline = time.monotonic() + 30
+    while receiver.arrived == 0:
+        assert time.monotonic() < deadline, "the first alert never reached the receiver"
+        time.sleep(0.01)
+
+    def frame_loop() -> None:
+        for frame in range(1, 1000):
+            alerter.observe(dets((frame, "person", 0.95)), frame, CAPTURED_AT)
+
+    loop = threading.Thread(target=frame_loop, daemon=True)
+    loop.start()
+    loop.join(timeout=60)
+    assert not loop.is_alive(), "observe() waited on the delivery in flight"
+    # The queue keeps the newest ten; the rest were dropped, none lost silently.
+    assert alerter.stats() == {"sent": 0, "failed": 0, "dropped": 989, "retries": 0, "queued": 10}
+
+    receiver.release()
+    assert alerter.close(timeout=30)
+    assert sorted(d["payload"]["tracker_id"] for d in receiver.accepted()) == [0, *range(990, 1000)]
+    assert alerter.stats() == {"sent": 11, "failed": 0, "dropped": 989, "retries": 0, "queued": 0}
+
+
+class StoppedClock(ManualClock):
+    """A clock on which a wait lasts until its event is set (a minute at most), however short it was asked to be."""
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        self.waits.append(seconds)
+        return event.wait(60)
+
+
+def test_close_gives_up_on_a_receiver_that_is_down() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    alerter = Alerter(
-        config(f"http://127.0.0.1:{port}/", queue_size=10, backoff_base_s=1.0, backoff_max_s=5.0),
-        device="jetson-01",
-        camera="gate",
-    )
-    slowest = 0.0
+    clock = StoppedClock()
+    alerter = Alerter(config(f"http://127.0.0.1:{port}/", queue_size=10), device="jetson-01", camera="gate", clock=clock)
     for frame in range(1000):
-        start = time.perf_counter()
         alerter.observe(dets((frame, "person", 0.95)), frame, CAPTURED_AT)
-        slowest = max(slowest, time.perf_counter() - start)
-    assert slowest < 0.05
     stats = alerter.stats()
     assert stats["queued"] == 10 and stats["dropped"] >= 1000 - 10 - 1  # one may be in flight
 
-    start = time.monotonic()
+    deadline = time.monotonic() + 30
+    while not clock.waits:
+        assert time.monotonic() < deadline, "the first delivery attempt never came to its backoff"
+        time.sleep(0.01)
+    # The alert in flight sits in a backoff that would never end: close() must cut it short.
     assert not alerter.close(timeout=0.2)  # could not flush: the receiver is down
-    assert time.monotonic() - start < 1.5
-    stats = alerter.stats()
-    assert stats["sent"] == 0 and stats["queued"] == 0
-    assert stats["dropped"] + stats["failed"] == 1000
+    assert len(clock.waits) == 1
+    assert alerter.stats() == {"sent": 0, "failed": 0, "dropped": 1000, "retries": 0, "queued": 0}
 
 
 def test_a_malformed_whsec_secret_fails_at_start_up() -> None:
