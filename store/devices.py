@@ -10,6 +10,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -91,23 +92,24 @@ def _publish(con: duckdb.DuckDBPyConnection, objects: ObjectStore) -> None:
 
 
 class RegistryReader:
-    """Answers "whose token is this?" from the published registry, re-read every `ttl_s`."""
+    """Answers "whose token is this?" from the published registry, re-read every `ttl_s` seconds of `clock`."""
 
-    def __init__(self, objects: ObjectStore, ttl_s: float = 2.0) -> None:
+    def __init__(self, objects: ObjectStore, ttl_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.objects = objects
         self.ttl_s = ttl_s
+        self._clock = clock
         self._devices: dict[str, DeviceAuth] = {}
         self._read_at = float("-inf")
         self._lock = threading.Lock()
 
     def lookup(self, token: str) -> DeviceAuth | None:
-        if time.monotonic() - self._read_at > self.ttl_s:
+        if self._clock() - self._read_at > self.ttl_s:
             self._refresh()
         return self._devices.get(hash_token(token))
 
     def _refresh(self) -> None:
         with self._lock:
-            if time.monotonic() - self._read_at <= self.ttl_s:
+            if self._clock() - self._read_at <= self.ttl_s:
                 return  # another thread refreshed while we waited
             try:
                 registry = json.loads(self.objects.get(REGISTRY_KEY))
@@ -117,4 +119,4 @@ class RegistryReader:
             self._devices = {
                 sha: DeviceAuth(device=d["device"], revoked=d["revoked"]) for sha, d in registry["devices"].items()
             }
-            self._read_at = time.monotonic()
+            self._read_at = self._clock()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -66,20 +65,21 @@ def test_published_registry_holds_hashes_never_tokens(catalog, objects):
 
 
 def test_reader_sees_changes_after_ttl(catalog, objects):
-    reader = RegistryReader(objects, ttl_s=0.3)
+    now = [100.0]
+    reader = RegistryReader(objects, ttl_s=2.0, clock=lambda: now[0])
     assert reader.lookup("anything") is None  # nothing published yet
 
     token = add_device(catalog, objects, "jetson-1")
-    time.sleep(0.35)
+    now[0] += 2.0
+    assert reader.lookup(token) is None  # the empty registry is still cached at exactly the ttl
+    now[0] += 0.5
     assert reader.lookup(token) == DeviceAuth(device="jetson-1", revoked=False)
     assert reader.lookup(token + "x") is None
 
-    # A long ttl while revoking, so a slow catalog write cannot outlast the cache and race the check.
-    reader.ttl_s = 3600
     revoke_device(catalog, objects, "jetson-1")
+    now[0] += 1.0
     assert reader.lookup(token).revoked is False  # served from the cache until the ttl runs out
-    reader.ttl_s = 0.3
-    time.sleep(0.35)
+    now[0] += 1.5
     assert reader.lookup(token) == DeviceAuth(device="jetson-1", revoked=True)
 
 
