@@ -16,16 +16,29 @@ MAX_NMS = 30_000  # ultralytics keeps at most this many candidates before NMS
 # so boxes of different classes never overlap. We do the same so that IoU is computed on
 # the same float32 numbers and borderline suppressions agree.
 MAX_WH = 7680.0
+# `Detections.metadata` key: per-class maximum score over the whole frame before the
+# confidence threshold, float32 (nc,), indexed by class id. It shows a class the model
+# almost sees, which no box above the threshold can.
+CLASS_EVIDENCE = "class_evidence"
 
 
-def empty_detections() -> sv.Detections:
-    """No boxes, with the same fields as a non-empty result (so callers need no special case)."""
+def empty_detections(class_evidence: np.ndarray | None = None) -> sv.Detections:
+    """No boxes, with the same fields as a non-empty result (so callers need no special case),
+    and the frame's class evidence when it is known."""
     return sv.Detections(
         xyxy=np.empty((0, 4), dtype=np.float32),
         confidence=np.empty(0, dtype=np.float32),
         class_id=np.empty(0, dtype=np.int64),
         data={"class_name": np.empty(0, dtype=str)},
+        metadata={} if class_evidence is None else {CLASS_EVIDENCE: class_evidence},
     )
+
+
+def class_evidence(detections: sv.Detections) -> np.ndarray | None:
+    """The frame's per-class maximum score before the threshold (float32, indexed by class id),
+    or None when the detections did not come from `decode` (another source, an older model path)."""
+    evidence = detections.metadata.get(CLASS_EVIDENCE)
+    return None if evidence is None else np.asarray(evidence, dtype=np.float32)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -58,10 +71,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 
 
 def _detections(
-    xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray, box: Letterbox, names: dict[int, str]
+    xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray, box: Letterbox, names: dict[int, str], evidence: np.ndarray
 ) -> sv.Detections:
     if len(conf) == 0:
-        return empty_detections()
+        return empty_detections(evidence)
     class_id = cls.astype(np.int64)
     class_name = np.array([names.get(int(c), str(c)) for c in class_id], dtype=str)
     return sv.Detections(
@@ -69,6 +82,7 @@ def _detections(
         confidence=conf.astype(np.float32, copy=False),
         class_id=class_id,
         data={"class_name": class_name},
+        metadata={CLASS_EVIDENCE: evidence},
     )
 
 
@@ -87,15 +101,19 @@ def decode(
     `output` is (1, 4 + nc [+ extra], anchors): cx, cy, w, h in input pixels, then class
     scores already passed through a sigmoid. Channels past 4 + len(names) (mask
     coefficients of a segmentation head) are ignored. Each box keeps only its best class,
-    as ultralytics does with multi_label=False.
+    as ultralytics does with multi_label=False. The frame's per-class maximum score, taken
+    before the threshold, rides along as `metadata["class_evidence"]`.
     """
     pred = np.asarray(output[0] if output.ndim == 3 else output, dtype=np.float32)
     nc = len(names) or pred.shape[0] - 4
     scores = pred[4 : 4 + nc]
+    # (nc,): one pass over the scores the threshold is about to discard; sigmoid scores are >= 0,
+    # so the initial 0 changes nothing but a head with no anchors at all.
+    evidence = scores.max(axis=1, initial=0.0)
     best = scores.max(axis=0)
     cand = np.flatnonzero(best > conf)  # strictly above, as ultralytics
     if cand.size == 0:
-        return empty_detections()
+        return empty_detections(evidence)
     score = best[cand]
     cls = scores[:, cand].argmax(axis=0)
     if cand.size > MAX_NMS:
@@ -105,17 +123,27 @@ def decode(
     xyxy = np.concatenate([cxcy - half_wh, cxcy + half_wh], axis=1)
     offset = 0.0 if agnostic else cls.astype(np.float32)[:, None] * np.float32(MAX_WH)
     keep = nms(xyxy + offset, score, iou)[:max_det]
-    return _detections(xyxy[keep], score[keep], cls[keep], box, names)
+    return _detections(xyxy[keep], score[keep], cls[keep], box, names, evidence)
 
 
 def decode_end2end(
     output: np.ndarray, box: Letterbox, names: dict[int, str], *, conf: float = 0.25, max_det: int = MAX_DET
 ) -> sv.Detections:
     """Heads exported with NMS inside (YOLO26, YOLOv10, `nms=True`): (1, N, 6) rows of
-    x1, y1, x2, y2, score, class in input pixels; only the confidence filter remains."""
+    x1, y1, x2, y2, score, class in input pixels; only the confidence filter remains.
+
+    The class evidence is the per-class maximum over the rows before the threshold (the model
+    kept only its top rows, so this is a lower bound of the raw head's), 0 for a class without
+    a row.
+    """
     rows = np.asarray(output[0] if output.ndim == 3 else output, dtype=np.float32)
+    cls = rows[:, 5].astype(np.int64)
+    nc = len(names) or (int(cls.max()) + 1 if len(cls) else 0)
+    evidence = np.zeros(nc, dtype=np.float32)
+    valid = (cls >= 0) & (cls < nc)
+    np.maximum.at(evidence, cls[valid], rows[valid, 4])
     rows = rows[rows[:, 4] > conf][:max_det]
-    return _detections(rows[:, :4], rows[:, 4], rows[:, 5], box, names)
+    return _detections(rows[:, :4], rows[:, 4], rows[:, 5], box, names, evidence)
 
 
 def postprocess(

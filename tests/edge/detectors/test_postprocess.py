@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import supervision as sv
@@ -9,8 +11,8 @@ import torch
 from ultralytics.utils import nms as ultralytics_nms
 from ultralytics.utils import ops
 
-from edge.detectors.postprocess import decode, decode_end2end, empty_detections, nms, postprocess
-from edge.detectors.preprocess import Letterbox
+from edge.detectors.postprocess import class_evidence, decode, decode_end2end, empty_detections, nms, postprocess
+from edge.detectors.preprocess import Letterbox, preprocess
 
 NAMES = {0: "helmet", 1: "no_helmet", 2: "no_wear"}
 IDENTITY = Letterbox.fit((320, 320), (320, 320))  # frame already at input size: no mapping
@@ -116,3 +118,82 @@ def test_matches_ultralytics_non_max_suppression_on_crowded_random_heads(seed):
     np.testing.assert_array_equal(ours.class_id, theirs[:, 5].astype(int))
     np.testing.assert_allclose(ours.confidence, theirs[:, 4], atol=1e-6)
     np.testing.assert_allclose(ours.xyxy, theirs[:, :4], atol=1e-3)
+
+
+# -- class evidence: what the model almost saw ----------------------------------------------------
+
+
+def brute_force_evidence(output: np.ndarray, nc: int) -> np.ndarray:
+    """Per-class maximum over every anchor, one anchor at a time."""
+    best = np.zeros(nc, dtype=np.float32)
+    for anchor in range(output.shape[2]):
+        for c in range(nc):
+            best[c] = max(best[c], output[0, 4 + c, anchor])
+    return best
+
+
+@pytest.mark.parametrize("conf", [0.0, 0.25, 0.9, 1.0])
+def test_class_evidence_is_the_per_class_maximum_over_every_anchor_whatever_the_threshold(conf):
+    rng = np.random.default_rng(7)
+    output = np.zeros((1, 7, 400), dtype=np.float32)
+    output[0, 0:2] = rng.uniform(20, 300, (2, 400))
+    output[0, 2:4] = 30
+    output[0, 4:] = rng.random((3, 400), dtype=np.float32) ** 4  # mostly small scores, as real heads give
+    output[0, 4 + 1] *= 0.01  # one class the model almost never sees
+    dets = decode(output, IDENTITY, NAMES, conf=conf)
+    evidence = class_evidence(dets)
+    assert evidence is not None and evidence.dtype == np.float32 and evidence.shape == (3,)
+    np.testing.assert_array_equal(evidence, brute_force_evidence(output, 3))
+    assert evidence[1] < 0.01  # far below any threshold, yet known
+
+
+def test_a_frame_without_boxes_still_carries_its_evidence():
+    output = head([(100, 100, 50, 50, 0, 0.1), (200, 200, 50, 50, 2, 0.004)])
+    dets = decode(output, IDENTITY, NAMES, conf=0.25)
+    assert len(dets) == 0
+    np.testing.assert_allclose(class_evidence(dets), [0.1, 0.0, 0.004])
+    np.testing.assert_array_equal(class_evidence(decode(np.zeros((1, 7, 0), np.float32), IDENTITY, NAMES)), [0, 0, 0])
+    assert class_evidence(empty_detections()) is None  # unknown stays unknown
+    assert class_evidence(sv.Detections.empty()) is None
+
+
+def test_class_evidence_survives_filtering_the_detections():
+    dets = decode(head([(100, 100, 50, 50, 0, 0.9), (200, 200, 50, 50, 2, 0.3)]), IDENTITY, NAMES)
+    np.testing.assert_allclose(class_evidence(dets[dets.class_id == 2]), [0.9, 0.0, 0.3])
+
+
+def test_end_to_end_evidence_is_the_per_class_maximum_over_rows_and_zero_without_a_row():
+    rows = np.array(
+        [[[10, 10, 50, 50, 0.9, 2], [12, 12, 50, 50, 0.05, 0], [0, 0, 5, 5, 0.1, 0], [0, 0, 5, 5, 0.02, 2]]],
+        dtype=np.float32,
+    )
+    for conf in (0.0, 0.25, 0.95):
+        np.testing.assert_allclose(class_evidence(decode_end2end(rows, IDENTITY, NAMES, conf=conf)), [0.1, 0.0, 0.9])
+
+
+def test_an_onnx_export_reports_evidence_unchanged_by_its_threshold(ppe_onnx: Path, val_frames: list[np.ndarray]):
+    from edge.detectors.onnx_runtime import OnnxDetector
+
+    usual, strict = OnnxDetector(ppe_onnx, conf=0.25), OnnxDetector(ppe_onnx, conf=0.99)
+    almost_seen = 0
+    for frame in val_frames:
+        tensor, _ = preprocess(frame, usual.input_size)
+        raw = usual.infer(tensor)
+        expected = raw[0, 4 : 4 + len(usual.names)].max(axis=1)
+        evidence = class_evidence(usual.detect(frame))
+        np.testing.assert_array_equal(evidence, expected)
+        np.testing.assert_array_equal(class_evidence(strict.detect(frame)), evidence)
+        almost_seen += int(((evidence > 0) & (evidence < usual.conf)).any())
+    assert almost_seen > 0  # real frames have classes the threshold hides
+
+
+def test_a_batch_gives_each_frame_its_own_evidence(ppe_dynamic_onnx: Path, val_frames: list[np.ndarray]):
+    from edge.detectors.onnx_runtime import OnnxDetector
+
+    detector = OnnxDetector(ppe_dynamic_onnx)
+    frames = val_frames[:3]
+    batch = detector.detect_batch(frames)
+    singles = [class_evidence(detector.detect(f)) for f in frames]
+    for got, want in zip(batch, singles, strict=True):
+        np.testing.assert_allclose(class_evidence(got), want, atol=1e-5)
+    assert not np.allclose(singles[0], singles[1])  # frames differ, so a shared array would show
