@@ -28,9 +28,10 @@ _NAME_RE = re.compile(NAME_PATTERN)
 BOX_TOLERANCE_PX = 1.0
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description="Letters, digits, '_', '.', '-'; 1-64 chars; no leading dot.")]
-Trigger = Literal["uncertainty", "flicker", "operator", "random"]
+Trigger = Literal["uncertainty", "flicker", "operator", "random", "rare_class"]
 """Why a frame was uploaded: a detection in the uncertainty band, a track that flickered
-or changed class, a person flagged it as wrong, or the unbiased random sample."""
+or changed class, a person flagged it as wrong, the unbiased random sample, or a watched
+class the model almost saw (its evidence lies in a band below the operating threshold)."""
 
 
 def is_safe_name(name: str) -> bool:
@@ -68,7 +69,13 @@ class SourceRef(_Strict):
 
 
 class CaptureMeta(_Strict):
-    """The JSON part `meta` of `POST /v1/captures`."""
+    """The JSON part `meta` of `POST /v1/captures`.
+
+    `class_evidence` (optional, added without a schema bump: older devices leave it out) is
+    the model's per-class maximum score over the whole frame, before the confidence
+    threshold, indexed by class id, each in [0, 1]. It tells how close the model came to
+    seeing each class, which the boxes above the threshold cannot.
+    """
 
     schema_version: Literal[1] = 1
     device: Name
@@ -81,6 +88,7 @@ class CaptureMeta(_Strict):
     triggers: list[Trigger] = Field(min_length=1, max_length=8)
     source: SourceRef
     note: str | None = Field(default=None, max_length=2_000)
+    class_evidence: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(default=None, max_length=10_000)
 
     @field_validator("device", "camera")
     @classmethod
