@@ -139,6 +139,30 @@ def test_unparseable_records_are_rejected_not_fatal(catalog, inbox, make_capture
     assert inbox.backlog() == {"captures": 0, "heartbeats": 0}
 
 
+def test_class_evidence_loads_as_floats_and_as_null_from_older_devices(catalog, inbox, make_capture):
+    # What a device from before the field writes: the same meta without the key at all.
+    old = make_capture(1)
+    raw = json.loads(old.model_dump_json())
+    del raw["meta"]["class_evidence"]
+    inbox.objects.put(f"inbox/captures/{old.id}.json", json.dumps(raw).encode())
+    assert load_inbox(catalog, inbox).captures_added == 1  # a batch where no capture has evidence
+
+    new = make_capture(2)
+    new = new.model_copy(update={"meta": new.meta.model_copy(update={"class_evidence": [0.9, 0.00812, 0.0, 1.0]})})
+    inbox.add_capture(new)
+    inbox.add_capture(make_capture(3))  # a batch mixing both
+    assert load_inbox(catalog, inbox).captures_added == 2
+
+    with catalog.connect() as con:
+        stored = dict(con.execute("SELECT source_frame, class_evidence FROM captures").fetchall())
+        column_type = con.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = 'captures' AND column_name = 'class_evidence'"
+        ).fetchone()[0]
+    assert column_type == "FLOAT[]"
+    assert stored[1] is None and stored[3] is None
+    assert stored[2] == pytest.approx([0.9, 0.00812, 0.0, 1.0], rel=1e-6)
+
+
 LOADER = """
 import asyncio
 import hashlib
