@@ -1,6 +1,6 @@
 """Hard-example mining on the device: decides which frames are worth uploading, and why.
 
-Triggers (uncertainty, flicker, operator, random) propose frames; an hourly budget and a perceptual-hash dedup thin them.
+Triggers (uncertainty, flicker, operator, rare_class, random) propose frames; an hourly budget and a perceptual-hash dedup thin them.
 """
 
 from __future__ import annotations
@@ -9,18 +9,19 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 import supervision as sv
 
+from edge.detectors.postprocess import class_evidence
 from edge.protocol import Trigger
 
 # A person asking beats everything; the model's own doubts beat the blind sample.
-PRIORITY: dict[Trigger, int] = {"operator": 3, "flicker": 2, "uncertainty": 2, "random": 1}
-TRIGGERS: tuple[Trigger, ...] = ("operator", "flicker", "uncertainty", "random")
+PRIORITY: dict[Trigger, int] = {"operator": 3, "flicker": 2, "uncertainty": 2, "rare_class": 2, "random": 1}
+TRIGGERS: tuple[Trigger, ...] = ("operator", "flicker", "uncertainty", "rare_class", "random")
 
 # dHash bits compare neighbouring cells; on flat images (night, a wall) those are equal up to
 # sensor noise, so a plain ">" would hash the same scene differently every frame. A cell must
@@ -43,6 +44,12 @@ class TriggerConfig:
     flickers when its class changes between frames."""
     random_rate: float = 0.01
     """Share of frames sampled regardless of the model, for an unbiased view of the stream."""
+    watch_classes: tuple[int, ...] = ()
+    """Class ids of the rare classes to look out for; empty turns the rare_class trigger off."""
+    rare_band: tuple[float, float] = (0.001, 0.25)
+    """A frame whose evidence for a watched class (its maximum score over the frame, before the
+    detector's threshold) lies in `low <= evidence < high` fires rare_class: the model almost
+    saw that class. `high` is meant to be the detector's operating threshold."""
     budget_per_hour: float = 120.0
     """Uploads per hour (token bucket refilling continuously). Operator flags are exempt."""
     budget_burst: int = 5
@@ -60,6 +67,11 @@ class TriggerConfig:
         low, high = self.uncertainty_band
         if not 0.0 <= low < high <= 1.0:
             raise ValueError(f"uncertainty_band {self.uncertainty_band} must satisfy 0 <= low < high <= 1")
+        low, high = self.rare_band
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError(f"rare_band {self.rare_band} must satisfy 0 <= low < high <= 1")
+        if bad := [c for c in self.watch_classes if c < 0]:
+            raise ValueError(f"watch_classes must be class ids >= 0, got {bad}")
         if not 0.0 <= self.random_rate <= 1.0:
             raise ValueError(f"random_rate {self.random_rate} must lie in [0, 1]")
         if self.flicker_min_hits < 1 or self.flicker_max_age < self.flicker_min_hits:
@@ -158,9 +170,16 @@ class HardExampleMiner:
     to both. Duplicates are checked first, so they never spend budget.
     """
 
-    def __init__(self, config: TriggerConfig | None = None, clock: Callable[[], float] = time.monotonic, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: TriggerConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int = 0,
+        names: Mapping[int, str] | None = None,
+    ) -> None:
         self.config = config or TriggerConfig()
         cfg = self.config
+        self._names = dict(names or {})  # the model's class names, for rare_class reasons
         self._rng = random.Random(seed)
         capacity = float(cfg.budget_burst) if cfg.budget_per_hour > 0 else 0.0
         self._bucket = _TokenBucket(cfg.budget_per_hour / 3600.0, capacity, clock)
@@ -199,6 +218,9 @@ class HardExampleMiner:
             low, high = cfg.uncertainty_band
             items = ", ".join(unsure[:_MAX_REASON_ITEMS])
             now.append(("uncertainty", f"{len(unsure)} detection(s) in [{low}, {high}): {items}"))
+        if cfg.watch_classes and (almost := self._almost_seen(detections)):
+            low, high = cfg.rare_band
+            now.append(("rare_class", f"evidence in [{low}, {high}): " + ", ".join(almost[:_MAX_REASON_ITEMS])))
         if lucky and cfg.random_enabled:
             now.append(("random", f"random sample at rate {cfg.random_rate}"))
 
@@ -260,6 +282,18 @@ class HardExampleMiner:
         low, high = self.config.uncertainty_band
         conf = detections.confidence
         return [f"{_label(detections, i)} {conf[i]:.2f}" for i in np.flatnonzero((conf >= low) & (conf < high))]
+
+    def _almost_seen(self, detections: sv.Detections) -> list[str]:
+        """Watched classes whose evidence on this frame lies in the rare band, as "name 0.0123"."""
+        evidence = class_evidence(detections)
+        if evidence is None:
+            return []
+        low, high = self.config.rare_band
+        return [
+            f"{self._names.get(c, f'class {c}')} {evidence[c]:.4g}"
+            for c in self.config.watch_classes
+            if c < len(evidence) and low <= evidence[c] < high
+        ]
 
     def _follow_tracks(self, detections: sv.Detections, frame_index: int) -> tuple[list[str], list[str]]:
         """Updates the live tracks; returns reasons for class changes now and young vanished tracks."""

@@ -6,6 +6,7 @@ import threading
 
 import cv2
 import numpy as np
+import pytest
 import supervision as sv
 
 from edge.triggers import Decision, HardExampleMiner, TriggerConfig, dhash, hamming
@@ -221,3 +222,77 @@ def test_previous_frame_flicker_wins_a_tie_with_current_uncertainty() -> None:
     decisions = run(miner, frames)
     assert list(decisions) == [3] and decisions[3].triggers == ["flicker"] and decisions[3].frame_index == 2
     assert miner.stats()["superseded"] == 1
+
+
+# -- rare_class: a watched class the model almost saw ---------------------------------------------
+
+PPE = {0: "helmet", 1: "no_helmet", 2: "no_wear", 3: "wear"}
+RARE = dict(**QUIET, watch_classes=(1,), rare_band=(0.001, 0.25))
+
+
+def seen(*evidence: float, boxes: sv.Detections | None = None) -> sv.Detections:
+    """A frame's detections (none by default) carrying its per-class evidence, as `decode` gives them."""
+    frame = boxes if boxes is not None else dets()
+    frame.metadata["class_evidence"] = np.array(evidence, dtype=np.float32)
+    return frame
+
+
+def test_rare_class_fires_inside_the_band_and_names_the_class_and_its_evidence() -> None:
+    miner = HardExampleMiner(TriggerConfig(**RARE), names=PPE)
+    decision = miner.observe(np.zeros((8, 8, 3), np.uint8), seen(0.9, 0.0081, 0.3, 0.0), 0)
+    assert decision is not None and decision.triggers == ["rare_class"] and decision.priority == 2
+    assert decision.reasons == ["rare_class: evidence in [0.001, 0.25): no_helmet 0.0081"]
+    assert miner.stats()["fired"]["rare_class"] == 1
+
+
+def test_rare_class_band_is_low_inclusive_high_exclusive_and_watches_only_its_classes() -> None:
+    evidence_of_no_helmet = [0.0009, 0.001, 0.1, 0.2499, 0.25, 0.6]
+    frames = [seen(0.5, e, 0.5, 0.5) for e in evidence_of_no_helmet]
+    frames.append(seen(0.5, 0.0, 0.1, 0.1))  # unwatched classes in the band: nothing
+    frames.append(dets())  # no evidence at all (a detector that does not report it): nothing
+    fired = run(HardExampleMiner(TriggerConfig(**RARE), names=PPE), frames)
+    assert sorted(fired) == [1, 2, 3]
+
+
+def test_rare_class_with_several_watched_classes_lists_each_in_its_band() -> None:
+    config = TriggerConfig(**{**RARE, "watch_classes": (1, 2, 7), "rare_band": (0.01, 0.2)})  # 7: not in the model
+    decision = HardExampleMiner(config).observe(np.zeros((8, 8, 3), np.uint8), seen(0.0, 0.05, 0.15, 0.05), 0)
+    assert decision is not None
+    assert decision.reasons == ["rare_class: evidence in [0.01, 0.2): class 1 0.05, class 2 0.15"]
+
+
+def test_rare_class_joins_the_other_triggers_on_one_frame() -> None:
+    config = TriggerConfig(**{**RARE, "uncertainty_enabled": True})
+    decision = HardExampleMiner(config, names=PPE).observe(
+        np.zeros((8, 8, 3), np.uint8), seen(0.4, 0.02, 0.0, 0.0, boxes=dets((-1, 0, 0.4))), 0
+    )
+    assert decision is not None and decision.triggers == ["uncertainty", "rare_class"]
+
+
+def test_rare_class_is_off_without_watched_classes() -> None:
+    assert run(HardExampleMiner(TriggerConfig(**QUIET)), [seen(0.5, 0.01)] * 5) == {}
+
+
+def test_rare_class_spends_the_budget_and_is_deduplicated() -> None:
+    clock = FakeClock()
+    config = TriggerConfig(**{**RARE, "budget_per_hour": 120, "budget_burst": 3, "dedup_memory": 256})
+    miner = HardExampleMiner(config, clock=clock, names=PPE)
+    almost = seen(0.9, 0.02, 0.0, 0.0)
+    sent = [miner.observe(scene(i), almost, i) is not None for i in range(5)]
+    assert sent == [True] * 3 + [False] * 2  # the burst, then empty
+    clock.now += 30.5  # 120 an hour is one every 30 s
+    assert miner.observe(scene(0), almost, 5) is None  # an uploaded scene again: a duplicate, free
+    assert miner.observe(scene(5), almost, 6) is not None
+    stats = miner.stats()
+    assert stats["suppressed_by_budget"] == 2 and stats["suppressed_as_duplicate"] == 1 and stats["uploaded"] == 4
+
+
+@pytest.mark.parametrize("band", [(0.25, 0.25), (0.3, 0.2), (-0.1, 0.2), (0.1, 1.5)])
+def test_a_rare_band_out_of_order_or_range_is_refused_naming_it(band: tuple[float, float]) -> None:
+    with pytest.raises(ValueError, match=r"rare_band .* must satisfy 0 <= low < high <= 1"):
+        TriggerConfig(rare_band=band)
+
+
+def test_negative_watch_classes_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"watch_classes .* \[-1\]"):
+        TriggerConfig(watch_classes=(1, -1))
