@@ -20,6 +20,7 @@ import supervision as sv
 from edge.alerts import AlertConfig, Alerter
 from edge.client import IngestClient
 from edge.detectors.base import Detector
+from edge.detectors.postprocess import class_evidence
 from edge.operator import OperatorEndpoint
 from edge.protocol import CaptureMeta, Detection, Heartbeat, utc_now
 from edge.sources import Frame
@@ -70,7 +71,7 @@ class Agent:
             heartbeat=self._heartbeat, heartbeat_interval_s=config.heartbeat_interval_s,
         )
         self.tracker = Tracker()
-        self.miner = HardExampleMiner(config.triggers)
+        self.miner = HardExampleMiner(config.triggers, names=detector.names)
         self.alerter = Alerter(config.alerts, config.device, config.camera) if config.alerts else None
         self.operator: OperatorEndpoint | None = None
         self._latency = _Latency()
@@ -111,6 +112,9 @@ class Agent:
         detections = self.detector.detect(frame.image)
         self._latency.add((time.perf_counter() - t0) * 1000)
         tracked = self.tracker.update(detections)
+        # ByteTrack answers a frame without boxes with fresh Detections, dropping the frame's
+        # metadata; the class evidence of exactly those frames is what rare_class looks at.
+        tracked.metadata = {**detections.metadata, **tracked.metadata}
         if self.alerter:
             self.alerter.observe(tracked, frame.index, frame.captured_at)
         self._recent.append(frame)
@@ -146,7 +150,7 @@ class Agent:
             device=self.config.device, camera=self.config.camera, captured_at=frame.captured_at,
             frame_width=w, frame_height=h, model_version=self.detector.model_version,
             detections=_to_protocol(decision.detections, w, h), triggers=decision.triggers,
-            source=frame.source, note=decision.note,
+            source=frame.source, note=decision.note, class_evidence=_evidence(decision.detections),
         )
         ok, jpeg = cv2.imencode(".jpg", decision.frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
         if not ok:
@@ -194,6 +198,13 @@ class Agent:
             "uptime_s": round(time.monotonic() - self._started, 1),
             "model_version": self.detector.model_version,
         }
+
+
+def _evidence(detections: sv.Detections) -> list[float] | None:
+    """The frame's class evidence for the wire: 5 decimals say enough and keep the meta small."""
+    evidence = class_evidence(detections)
+    # Clipped: the protocol refuses values outside [0, 1], and a capture must never be lost over one.
+    return None if evidence is None else [round(float(v), 5) for v in np.clip(evidence, 0.0, 1.0)]
 
 
 def _to_protocol(detections: sv.Detections, width: int, height: int) -> list[Detection]:

@@ -52,6 +52,7 @@ def run_agent(
     spool: Path = Path("edgeloop-spool"), spool_max_bytes: int = 1024**3, alert_webhook: str | None = None,
     alert_secret: str | None = None, alert_classes: list[str] | None = None, alert_confidence: float = 0.85,
     operator_port: int | None = None, random_rate: float = 0.01, budget_per_hour: float = 120.0,
+    watch_classes: list[str] | None = None, rare_band: tuple[float, float] = (0.001, 0.25),
     heartbeat_s: float = 30.0, max_frames: int | None = None, realtime: bool = False, drain_s: float = 10.0, live: bool = True,
     console: Console | None = None,
 ) -> dict[str, Any]:
@@ -75,6 +76,19 @@ def run_agent(
     if alerts and (unknown := set(alert_classes or []) - set(detector.names.values())):
         raise AgentSetupError(f"--alert-classes {sorted(unknown)} are not classes of the model "
                               f"({', '.join(detector.names.values())})")
+    names = {name: class_id for class_id, name in detector.names.items()}
+    if unknown := [c for c in watch_classes or [] if c not in names]:
+        raise AgentSetupError(f"--watch-classes {unknown[0]!r} is not a class of the model "
+                              f"({', '.join(detector.names.values())})")
+    try:
+        triggers = TriggerConfig(random_rate=random_rate, budget_per_hour=budget_per_hour,
+                                 watch_classes=tuple(names[c] for c in watch_classes or []), rare_band=rare_band)
+    except ValueError as exc:
+        raise AgentSetupError(f"trigger settings: {exc}") from exc
+    threshold = getattr(detector, "conf", 1.0)
+    if watch_classes and rare_band[1] > threshold:
+        raise AgentSetupError(f"--rare-band high {rare_band[1]} lies above the detection threshold {threshold}: "
+                              "such frames already have a box of the class")
     try:
         frames = open_source(source, realtime=True) if realtime and Path(source).is_file() else open_source(source)
     except ValueError as exc:
@@ -85,7 +99,7 @@ def run_agent(
 
     config = AgentConfig(
         server=server, token=token, device=device, camera=camera, spool_dir=spool, spool_max_bytes=spool_max_bytes,
-        triggers=TriggerConfig(random_rate=random_rate, budget_per_hour=budget_per_hour), alerts=alerts,
+        triggers=triggers, alerts=alerts,
         operator_port=operator_port, heartbeat_interval_s=heartbeat_s, max_frames=max_frames,
     )
     agent = Agent(config, detector, frames)

@@ -500,6 +500,10 @@ def agent(
     operator_port: Annotated[Optional[int], typer.Option(help="Serve POST /flag on 127.0.0.1:PORT (0: any).")] = None,
     random_rate: Annotated[float, typer.Option(help="Share of frames uploaded as the unbiased sample.")] = 0.01,
     budget_per_hour: Annotated[float, typer.Option(help="Hard-example uploads allowed per hour.")] = 120.0,
+    watch_classes: Annotated[str, typer.Option(help="Comma-separated rare classes: upload frames where the model "
+                                               "almost saw one (evidence in --rare-band).")] = "",
+    rare_band: Annotated[str, typer.Option(help="LOW,HIGH: evidence band of --watch-classes, below the "
+                                           "detection threshold.")] = "0.001,0.25",
     heartbeat_s: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 30.0,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after N frames (default: run until stopped).")] = None,
     realtime: Annotated[bool, typer.Option(help="Pace a video file at its own fps, like a camera.")] = False,
@@ -510,13 +514,18 @@ def agent(
     from edge.runner import AgentSetupError, run_agent
 
     try:
+        low, high = (float(v) for v in rare_band.split(","))
+    except ValueError:
+        raise fail(f"--rare-band {rare_band!r} must be two numbers LOW,HIGH, e.g. 0.001,0.25") from None
+    try:
         summary = run_agent(
             source=source, model=model, server=server, token=token, device=device, camera=camera,
             spool=spool, spool_max_bytes=spool_max_mb * 1024 * 1024, alert_webhook=alert_webhook,
             alert_secret=alert_secret, alert_classes=[c for c in alert_classes.split(",") if c],
             alert_confidence=alert_confidence, operator_port=operator_port, random_rate=random_rate,
             budget_per_hour=budget_per_hour, heartbeat_s=heartbeat_s, max_frames=max_frames, realtime=realtime, drain_s=drain_s,
-            live=not as_json, console=err,
+            live=not as_json, console=err, watch_classes=[c.strip() for c in watch_classes.split(",") if c.strip()],
+            rare_band=(low, high),
         )
     except AgentSetupError as exc:
         raise fail(str(exc)) from exc
