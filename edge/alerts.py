@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +25,6 @@ import numpy as np
 import supervision as sv
 
 from edge.client import retry_after_s
-from edge.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +113,19 @@ class Alerter:
 
     `observe` never blocks the frame loop: it only appends to a bounded queue (dropping the
     oldest alert when full). Detections without a confirmed `tracker_id` are ignored: an
-    object alerts once, on the first frame its track reaches `min_confidence`. The waits
-    between attempts are taken on `clock`.
+    object alerts once, on the first frame its track reaches `min_confidence`. Between attempts
+    it waits with `wait(event, seconds)`, like `threading.Event.wait`.
     """
 
-    def __init__(self, config: AlertConfig, device: str, camera: str, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        config: AlertConfig,
+        device: str,
+        camera: str,
+        wait: Callable[[threading.Event, float], bool] = threading.Event.wait,
+    ) -> None:
         self.config, self.device, self.camera = config, device, camera
-        self._clock = clock
+        self._wait = wait
         self._classes = np.array(sorted(config.classes), dtype=object)
         self._alerted: OrderedDict[int, None] = OrderedDict()  # used as a bounded, ordered set
         self._queue: deque[_Alert] = deque()
@@ -238,7 +243,7 @@ class Alerter:
                 retry_after = retry_after_s(response)
             if attempt == cfg.max_attempts:
                 break
-            if self._clock.wait(self._abort, self._backoff(attempt, retry_after)):
+            if self._wait(self._abort, self._backoff(attempt, retry_after)):
                 self._count("dropped")  # close() gave up on it
                 return
             self._count("retries")

@@ -10,6 +10,7 @@ import os
 import random
 import re
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +22,6 @@ from urllib.parse import unquote
 import cv2
 import numpy as np
 
-from edge.clock import SYSTEM_CLOCK, Clock
 from edge.protocol import SourceRef
 
 log = logging.getLogger(__name__)
@@ -208,10 +208,15 @@ class VideoFileSource(_Source):
     """Every frame of a video file in order, never dropping; `realtime` paces it like a camera."""
 
     def __init__(
-        self, path: str | os.PathLike[str], realtime: bool = False, loop: bool = False, clock: Clock = SYSTEM_CLOCK
+        self,
+        path: str | os.PathLike[str],
+        realtime: bool = False,
+        loop: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[threading.Event, float], bool] = threading.Event.wait,
     ):
         super().__init__()
-        self._clock = clock
+        self._clock, self._wait = clock, wait  # the pacing's sense of time; tests move it by hand
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path} is not a file")
@@ -242,7 +247,7 @@ class VideoFileSource(_Source):
     def _one_pass(self) -> Generator[Frame, None, int]:
         """One pass through the file; returns how many frames it delivered."""
         # The pacing clock: frame `pts` is due at anchor_wall + (pts - anchor_pts).
-        anchor_wall, anchor_pts = self._clock.now(), 0.0
+        anchor_wall, anchor_pts = self._clock(), 0.0
         position = 0
         while not self._closed.is_set():
             ok, image = self._cap.read()
@@ -253,13 +258,13 @@ class VideoFileSource(_Source):
                 pts = position / self.fps if self.fps > 0 else 0.0
             if self.realtime:
                 if position == 0:
-                    anchor_wall, anchor_pts = self._clock.now(), pts
-                delay = anchor_wall + (pts - anchor_pts) - self._clock.now()
+                    anchor_wall, anchor_pts = self._clock(), pts
+                delay = anchor_wall + (pts - anchor_pts) - self._clock()
                 if delay > 0:
-                    if self._clock.wait(self._closed, delay):
+                    if self._wait(self._closed, delay):
                         return position
                 else:  # a slow consumer slows the clock instead of getting a burst of late frames
-                    anchor_wall, anchor_pts = self._clock.now(), pts
+                    anchor_wall, anchor_pts = self._clock(), pts
             frame = Frame(
                 image=image, index=self._frames_read, timestamp_s=pts, captured_at=datetime.now(UTC),
                 source=SourceRef(uri=self.uri, frame_index=position, timestamp_s=pts),
@@ -291,8 +296,8 @@ class StreamSource(_Source):
     for `read_timeout_s`) is released and reopened with exponential backoff and jitter, forever
     unless `max_reconnects` attempts in a row have failed; the iterator just waits meanwhile.
     `open_capture` replaces OpenCV (tests, unusual devices); by default `url_or_device` is a URL
-    read through FFmpeg, or a camera index (`usb:N`, `N` or an int). `clock` times reads, stream
-    timestamps and the backoff waits.
+    read through FFmpeg, or a camera index (`usb:N`, `N` or an int). `clock` times reads and
+    stream timestamps, `wait(event, seconds)` the backoff (like `threading.Event.wait`).
     """
 
     def __init__(
@@ -304,10 +309,11 @@ class StreamSource(_Source):
         reconnect_backoff: tuple[float, float] = (0.5, 30.0),
         max_reconnects: int | None = None,
         open_capture: Callable[[], Capture] | None = None,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[threading.Event, float], bool] = threading.Event.wait,
     ):
         super().__init__()
-        self._clock = clock
+        self._clock, self._wait = clock, wait
         if isinstance(url_or_device, str) and (m := _CAMERA_SPEC.fullmatch(url_or_device.strip())):
             url_or_device = int(m.group(1))
         self._target = url_or_device
@@ -399,7 +405,7 @@ class StreamSource(_Source):
                     retries += 1
                     delay = backoff_delay(retries, *self.backoff_s)
                     log.info("%s: reconnect attempt %d in %.1f s", self.uri, retries, delay)
-                    if self._clock.wait(self._closed, delay):
+                    if self._wait(self._closed, delay):
                         return
                 first = False
                 cap = self._try_open()
@@ -413,7 +419,7 @@ class StreamSource(_Source):
                 if opened_before:
                     log.info("%s: reconnected", self.uri)
                 else:
-                    started = self._clock.now()
+                    started = self._clock()
                 opened_before = True
                 try:
                     reason = self._read_until_broken(cap, started)
@@ -448,12 +454,12 @@ class StreamSource(_Source):
     def _read_until_broken(self, cap: Capture, started: float) -> str | None:
         """Publish frames until the stream breaks (returns why) or the source closes (returns None)."""
         while not self._closed.is_set():
-            begun = self._clock.now()
+            begun = self._clock()
             try:
                 ok, image = cap.read()
             except Exception as exc:  # noqa: BLE001  (cv2.error from a broken stream is a failure like any other)
                 return f"read failed: {exc}"
-            now = self._clock.now()
+            now = self._clock()
             if self._closed.is_set():
                 return None
             if not ok or image is None:

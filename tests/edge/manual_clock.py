@@ -1,5 +1,5 @@
 """A clock for tests that moves only when told to, or when the code under test waits on it.
-It fits `edge.clock.Clock`, so pacing, timeouts and backoff can be tested without real time passing.
+Pass `clock=c.now, wait=c.wait`: pacing, timeouts and backoff are then tested with no real time passing.
 """
 
 from __future__ import annotations

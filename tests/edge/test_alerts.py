@@ -1,7 +1,7 @@
 """Tests for webhook alerts against a real receiver on loopback that verifies every signature.
 
 The receiver can answer with scripted statuses (503 with Retry-After, 400) to exercise retries, or
-hold its answers; the waits between attempts are taken on a manual clock, so no test waits for real time.
+hold its answers; the waits between attempts go to a manual clock, so no test waits for real time.
 """
 
 from __future__ import annotations
@@ -179,7 +179,8 @@ def test_low_confidence_other_classes_and_untracked_boxes_never_alert(receiver: 
         alerter.observe(dets((1, "person", 0.84), (2, "car", 0.99), (-1, "person", 0.99)), frame, CAPTURED_AT)
     alerter.observe(sv.Detections.empty(), 20, CAPTURED_AT)
     assert alerter.close(timeout=5)  # the queue is empty and the sender has stopped: nothing more can arrive
-    assert receiver.deliveries == [] and alerter.stats() == {"sent": 0, "failed": 0, "dropped": 0, "retries": 0, "queued": 0}
+    assert receiver.deliveries == []
+    assert alerter.stats() == {"sent": 0, "failed": 0, "dropped": 0, "retries": 0, "queued": 0}
 
 
 def test_a_503_is_retried_with_the_same_id_after_retry_after() -> None:
@@ -187,7 +188,7 @@ def test_a_503_is_retried_with_the_same_id_after_retry_after() -> None:
     receiver.script = [503]
     clock = ManualClock()
     try:
-        alerter = Alerter(config(receiver.url), device="jetson-01", camera="gate", clock=clock)
+        alerter = Alerter(config(receiver.url), device="jetson-01", camera="gate", wait=clock.wait)
         alerter.observe(dets((9, "person", 0.95)), 1, CAPTURED_AT)
         assert alerter.close(timeout=5)
         first, second = receiver.deliveries
@@ -202,7 +203,7 @@ def test_a_503_is_retried_with_the_same_id_after_retry_after() -> None:
 def test_gives_up_after_max_attempts_and_never_retries_a_400(receiver: Receiver) -> None:
     receiver.script = [503, 429, 503, 400]
     clock = ManualClock()
-    alerter = Alerter(config(receiver.url, max_attempts=3), device="jetson-01", camera="gate", clock=clock)
+    alerter = Alerter(config(receiver.url, max_attempts=3), device="jetson-01", camera="gate", wait=clock.wait)
     alerter.observe(dets((1, "person", 0.95)), 1, CAPTURED_AT)
     alerter.observe(dets((2, "person", 0.95)), 2, CAPTURED_AT)
     assert alerter.close(timeout=5)
@@ -252,7 +253,9 @@ def test_close_gives_up_on_a_receiver_that_is_down() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     clock = StoppedClock()
-    alerter = Alerter(config(f"http://127.0.0.1:{port}/", queue_size=10), device="jetson-01", camera="gate", clock=clock)
+    alerter = Alerter(
+        config(f"http://127.0.0.1:{port}/", queue_size=10), device="jetson-01", camera="gate", wait=clock.wait
+    )
     for frame in range(1000):
         alerter.observe(dets((frame, "person", 0.95)), frame, CAPTURED_AT)
     stats = alerter.stats()

@@ -129,7 +129,7 @@ def test_video_file_source_realtime_paces_to_the_file_fps(clip: tuple[Path, list
     path, _ = clip
     clock = ManualClock()
     handed_at = []
-    with VideoFileSource(path, realtime=True, clock=clock) as source:
+    with VideoFileSource(path, realtime=True, clock=clock.now, wait=clock.wait) as source:
         for _ in itertools.islice(source, 13):
             handed_at.append(clock.now())
     # Each frame is handed over when the clock reaches its place in the file, and not before.
@@ -141,7 +141,7 @@ def test_video_file_source_realtime_paces_to_the_file_fps(clip: tuple[Path, list
 def test_realtime_video_slows_its_clock_for_a_slow_consumer_instead_of_bursting(clip: tuple[Path, list[Scene]]) -> None:
     path, _ = clip
     clock = ManualClock()
-    with VideoFileSource(path, realtime=True, clock=clock) as source:
+    with VideoFileSource(path, realtime=True, clock=clock.now, wait=clock.wait) as source:
         frames = iter(source)
         next(frames), next(frames)  # at 0 and 1/FPS
         clock.advance(5 / FPS)  # the consumer works five frame periods on the second frame
@@ -347,7 +347,8 @@ def test_a_failed_read_reconnects_and_the_index_runs_on(caplog: pytest.LogCaptur
     clock = ManualClock()
     opened, opener = cameras(Camera(fail_after=5))
     with StreamSource(
-        "rtsp://admin:hunter2@h/s", open_capture=opener, reconnect_backoff=(0.05, 0.2), clock=clock
+        "rtsp://admin:hunter2@h/s", open_capture=opener, reconnect_backoff=(0.05, 0.2),
+        clock=clock.now, wait=clock.wait,
     ) as source:
         got = []
         for frame in source:
@@ -368,7 +369,8 @@ def test_a_read_slower_than_the_read_timeout_reconnects(stall_s: float, reconnec
     clock = ManualClock()
     opened, opener = cameras(Camera(stall_after=3, stall_s=stall_s, clock=clock))
     with StreamSource(
-        "rtsp://h/s", open_capture=opener, read_timeout_s=0.2, reconnect_backoff=(0.05, 0.1), clock=clock
+        "rtsp://h/s", open_capture=opener, read_timeout_s=0.2, reconnect_backoff=(0.05, 0.1),
+        clock=clock.now, wait=clock.wait,
     ) as source:
         got = [f for f in itertools.islice(source, 8)]  # frames flow on after the stall either way
         stats = source.stats()
@@ -389,7 +391,8 @@ def test_gives_up_after_max_reconnects_with_growing_backoff() -> None:
         raise ConnectionRefusedError("connection refused by rtsp://admin:hunter2@h/s")
 
     source = StreamSource(
-        "rtsp://admin:hunter2@h/s", open_capture=refuse, max_reconnects=3, reconnect_backoff=(0.1, 10.0), clock=clock
+        "rtsp://admin:hunter2@h/s", open_capture=refuse, max_reconnects=3, reconnect_backoff=(0.1, 10.0),
+        clock=clock.now, wait=clock.wait,
     )
     assert list(source) == []
     assert len(attempts) == 4  # the first open and three reconnect attempts
