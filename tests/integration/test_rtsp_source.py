@@ -38,25 +38,22 @@ def scene_matcher(server) -> Callable[[np.ndarray], float]:
     return position
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float) -> float:
-    """Seconds until `condition()` held; fails after `timeout_s`."""
-    start = time.monotonic()
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Poll until `condition()` holds; fail with `what` if it never does."""
+    deadline = time.monotonic() + timeout_s
     while not condition():
-        if time.monotonic() - start > timeout_s:
-            pytest.fail(f"condition not met within {timeout_s} s")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} (waited {timeout_s} s)")
         time.sleep(0.01)
-    return time.monotonic() - start
 
 
-def test_live_frames_and_a_slow_consumer_stays_current(rtsp_server) -> None:
+def test_live_frames_and_a_slow_consumer_gets_the_newest(rtsp_server) -> None:
     position = scene_matcher(rtsp_server)
-    loop_s = len(rtsp_server.scenes) * rtsp_server.hold / rtsp_server.fps
+    fps, loop_s = rtsp_server.fps, len(rtsp_server.scenes) * rtsp_server.hold / rtsp_server.fps
     source = StreamSource(rtsp_server.url, open_timeout_s=OPEN_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S)
     with source:
-        start = time.monotonic()
         frames = iter(source)
         first = next(frames)
-        opened_s = time.monotonic() - start
         assert first.image.shape == (240, 320, 3) and first.image.dtype == np.uint8
         assert first.source.uri == rtsp_server.url
 
@@ -64,28 +61,23 @@ def test_live_frames_and_a_slow_consumer_stays_current(rtsp_server) -> None:
         seen = [next(frames) for _ in range(25)]
         assert len({position(f.image) for f in seen}) >= 3, "the picture does not change"
 
-        # A consumer at 5 fps on a 25 fps stream: each frame it gets must be what the camera shows now.
-        # Position in the clip must advance with the wall clock; a consumer reading every frame would
-        # advance one fifth as fast and fall 3.2 s behind in these 4 s.
-        dropped_before = source.stats()["frames_dropped"]
-        marks: list[tuple[float, float]] = []
-        ages: list[float] = []
-        for frame in frames:
-            ages.append((datetime.now(UTC) - frame.captured_at).total_seconds())
-            marks.append((time.monotonic(), position(frame.image)))
-            time.sleep(0.2)  # the work on each frame
-            if marks[-1][0] - marks[0][0] >= 4.0:
-                break
+        # A slow consumer: while it works on a frame, the stream moves on by a second (25 frames).
+        # The next frame it gets must be the newest grabbed, not the one after the frame it took.
+        got: list[Frame] = []
+        for _ in range(4):
+            got.append(next(frames))
+            taken = got[-1].index
+            wait_until(lambda: source.stats()["frames_read"] > taken + fps, "the stream stopped")
+        got.append(next(frames))
         stats = source.stats()
-    wall = marks[-1][0] - marks[0][0]
-    advanced = (marks[-1][1] - marks[0][1]) % loop_s  # the clip loops every 12 s
-    lag_growth = wall - advanced
-    print(f"\nopen to first frame {opened_s:.2f} s; slow consumer: {len(marks)} frames in {wall:.1f} s, "
-          f"clip advanced {advanced:.1f} s (lag grew {lag_growth:+.2f} s), "
-          f"{stats['frames_dropped'] - dropped_before} dropped, frame age max {max(ages) * 1000:.0f} ms")  # fmt: skip
-    assert abs(lag_growth) <= 0.6  # scene granularity 0.2 s, plus the frame in flight
-    assert stats["frames_dropped"] - dropped_before > 50  # ~80 expected: 20 of every 25 frames
-    assert max(ages) < 0.25  # the frame handed over was grabbed moments ago (~40 ms; slack for busy CI)
+    for a, b in itertools.pairwise(got):
+        assert b.index >= a.index + fps, [f.index for f in got]
+        # ...and its picture moved on as far as the frame count did: it really is that later frame.
+        shown = (position(b.image) - position(a.image)) % loop_s
+        counted = ((b.index - a.index) / fps) % loop_s
+        off = min(abs(shown - counted), loop_s - abs(shown - counted))
+        assert off <= 0.3, f"frame {b.index} shows {shown:.2f} s after frame {a.index}, not {counted:.2f} s"
+    assert stats["frames_dropped"] >= sum(b.index - a.index - 1 for a, b in itertools.pairwise(got))
     assert stats["reconnects"] == 0 and stats["last_error"] is None
 
 
@@ -97,37 +89,33 @@ def test_a_frozen_or_killed_server_is_noticed_and_the_source_reconnects(rtsp_ser
     consumer = threading.Thread(target=lambda: got.extend(source), daemon=True)
     consumer.start()
     try:
-        wait_until(lambda: len(got) >= 10, timeout_s=OPEN_TIMEOUT_S + 2)
+        wait_until(lambda: len(got) >= 10, "no frames from the stream")
 
-        # Frozen: the TCP connection stays up and silent, as when a network path dies.
+        # Frozen: the TCP connection stays up and silent, as when a network path dies. Without the
+        # read timeout FFmpeg would wait 30 s; the deadline here is half that.
         rtsp_server.freeze()
-        noticed_freeze_s = wait_until(lambda: not source.stats()["connected"], timeout_s=READ_TIMEOUT_S + 0.5)
+        wait_until(lambda: not source.stats()["connected"], "a frozen stream was not noticed", timeout_s=15)
         # Usually "stalled" (FFmpeg's decoder still hands out a frame per timeout), else "read failed".
         assert any(why in source.stats()["last_error"] for why in ("stalled", "read failed"))
         rtsp_server.thaw()
         resumed_at = len(got)
-        back_after_thaw_s = wait_until(lambda: len(got) > resumed_at + 5, timeout_s=OPEN_TIMEOUT_S + 3)
+        wait_until(lambda: len(got) > resumed_at + 5, "no frames after the thaw")
         assert source.stats()["reconnects"] == 1
 
         # Killed: the connection drops. Then a new server process on the same port.
         rtsp_server.kill()
-        killed_at = time.monotonic()
-        noticed_kill_s = wait_until(lambda: not source.stats()["connected"], timeout_s=READ_TIMEOUT_S + 0.5)
-        time.sleep(0.5)  # stay down for a few reconnect attempts
+        wait_until(lambda: not source.stats()["connected"], "a killed server was not noticed", timeout_s=15)
+        wait_until(lambda: "open" in source.stats()["last_error"], "no reconnect attempt while the server was down")
         count_while_down = len(got)
+        restarted_at = datetime.now(UTC)
         rtsp_server.start()
-        restarted_at = time.monotonic()
-        back_after_restart_s = wait_until(lambda: len(got) > count_while_down + 5, timeout_s=OPEN_TIMEOUT_S + 3)
+        wait_until(lambda: len(got) > count_while_down + 5, "no frames after the restart")
         stats = source.stats()
         assert stats["reconnects"] == 2 and stats["connected"]
         last = got[-1]
-        assert last.image.shape == (240, 320, 3) and last.captured_at.timestamp() > time.time() - 1
+        assert last.image.shape == (240, 320, 3) and last.captured_at > restarted_at
         assert all(b.index > a.index for a, b in itertools.pairwise(got))  # one count across reconnects
-        print(f"\nfreeze noticed in {noticed_freeze_s:.2f} s, frames back {back_after_thaw_s:.2f} s after thaw; "
-              f"kill noticed in {noticed_kill_s:.2f} s; down {restarted_at - killed_at:.1f} s; "
-              f"frames back {back_after_restart_s:.2f} s after restart; {stats}")  # fmt: skip
     finally:
-        start = time.monotonic()
         source.close()
-        consumer.join(timeout=1.0)
-        assert not consumer.is_alive() and time.monotonic() - start < READ_TIMEOUT_S + 0.5
+        consumer.join(timeout=30)
+        assert not consumer.is_alive(), "close() did not end the consumer"
