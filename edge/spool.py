@@ -35,6 +35,10 @@ class SpoolFull(Exception):
     """The entry ranks below everything in a full spool, so it was not stored (and is counted)."""
 
 
+class SpoolWriteError(Exception):
+    """The disk refused an entry (full, file too large, I/O error); nothing of it was kept."""
+
+
 class CorruptEntry(Exception):
     """A spool file that fails its checksum or does not parse."""
 
@@ -188,7 +192,11 @@ class Spool:
     # --- writing ---------------------------------------------------------------------
 
     def put(self, meta_json: bytes, image: bytes, media_type: str, priority: int = 0) -> str:
-        """Store one entry durably and return its id; raises `SpoolFull` if it ranks too low to fit."""
+        """Store one entry durably and return its id.
+
+        Raises `SpoolFull` if it ranks too low to fit, `SpoolWriteError` if the disk refuses it;
+        either way nothing of the entry is left on disk.
+        """
         data = _encode(_Record(priority, time.time(), media_type, meta_json, image))
         tmp = self._tmp / f"{uuid.uuid4().hex}.tmp"
         try:
@@ -207,9 +215,16 @@ class Spool:
                 for victim in victims:
                     self._evict(victim)
                 entry_id = self._new_id()
-                os.rename(tmp, self._ready / _file_name(entry_id, priority))
+                final = self._ready / _file_name(entry_id, priority)
+                os.rename(tmp, final)
+                try:
+                    _fsync_dir(self._ready)
+                except OSError:
+                    final.unlink(missing_ok=True)  # not acknowledged, so not kept: the caller was told it failed
+                    raise
                 self._index(entry_id, _Slot(priority, len(data)))
-                _fsync_dir(self._ready)
+        except OSError as exc:
+            raise SpoolWriteError(f"spool {self.root} could not store a {len(data)}-byte entry: {exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)  # gone already when the rename happened
         for listener in self._listeners:

@@ -1,7 +1,11 @@
-"""Tests for the durable spool: order, bounds, recovery after corruption and kill -9."""
+"""Tests for the durable spool: order, bounds, flush order, a full disk, recovery after corruption and kill -9.
+
+Flushes are observed by wrapping os functions; the full disk is a real EFBIG under RLIMIT_FSIZE.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.spool import Spool, SpoolFull
+from edge.spool import Spool, SpoolFull, SpoolWriteError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,6 +95,112 @@ def test_eviction_takes_lowest_priority_then_oldest_and_counts(tmp_path: Path) -
         assert spool.size_bytes() == 3 * size
         assert len(list((tmp_path / "s" / "ready").iterdir())) == 3
         assert list((tmp_path / "s" / "tmp").iterdir()) == []  # refused writes are cleaned up
+
+
+def test_put_flushes_the_data_before_the_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, ...]] = []
+    real_fsync, real_rename, real_replace = os.fsync, os.rename, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))  # the file or folder behind fd
+        real_fsync(fd)
+
+    def rename(src: str, dst: str, **kwargs: object) -> None:
+        calls.append(("rename", os.fspath(src), os.fspath(dst)))
+        real_rename(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    def replace(src: str, dst: str, **kwargs: object) -> None:
+        calls.append(("rename", os.fspath(src), os.fspath(dst)))
+        real_replace(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    root = tmp_path.resolve()
+    with Spool(root) as spool:
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "rename", rename)
+        monkeypatch.setattr(os, "replace", replace)
+        entry_id = _put(spool, "x")
+        monkeypatch.undo()
+
+    [(i, (_, temporary, final))] = [(i, c) for i, c in enumerate(calls) if c[0] == "rename"]
+    assert final == str(root / "ready" / f"{entry_id}_p0.entry")
+    assert Path(temporary).parent == root / "tmp"
+    assert ("fsync", temporary) in calls[:i]  # the bytes are on disk before any name points at them
+    assert ("fsync", str(root / "ready")) in calls[i + 1 :]  # and the new name is, before put returns
+
+
+FULL_DISK_CHILD = textwrap.dedent(
+    """
+    import json, resource, signal, sys
+    from pathlib import Path
+    from edge.spool import Spool
+
+    root, limit = Path(sys.argv[1]), int(sys.argv[2])
+    # Ignored, SIGXFSZ no longer kills the process: a write past the limit fails with EFBIG.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    spool = Spool(root)
+    spool.put(b'{"i": 0}', b"a" * 1000, "image/jpeg")
+    files = lambda: sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    before = files()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    try:
+        spool.put(b'{"i": 1}', b"b" * (4 * limit), "image/jpeg")
+        outcome = {"raised": None}
+    except Exception as exc:
+        cause = exc.__cause__
+        outcome = {"raised": type(exc).__name__, "message": str(exc), "cause_errno": getattr(cause, "errno", None)}
+    outcome["unchanged"] = files() == before
+    outcome["depth_after_failure"] = spool.depth()
+    spool.put(b'{"i": 2}', b"c" * 1000, "image/jpeg")  # small enough: the spool is still usable
+    outcome["size_bytes"] = spool.size_bytes()
+    print(json.dumps(outcome))
+    """
+)
+
+
+def test_a_full_disk_during_put_leaves_nothing_behind_and_says_so(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(FULL_DISK_CHILD)
+    root = tmp_path / "spool"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, str(script), str(root), str(64 * 1024)],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+
+    assert outcome["raised"] == SpoolWriteError.__name__, outcome
+    assert str(root) in outcome["message"] and os.strerror(errno.EFBIG) in outcome["message"]
+    assert outcome["cause_errno"] == errno.EFBIG
+    assert outcome["unchanged"] and outcome["depth_after_failure"] == 1  # no entry, no temp file
+    ready = sorted((root / "ready").iterdir())
+    assert outcome["size_bytes"] == sum(p.stat().st_size for p in ready)
+    with Spool(root) as spool:  # and nothing for recovery to clean up either
+        assert [json.loads(e.meta_json) for e in spool.next_batch(10)] == [{"i": 0}, {"i": 2}]
+        assert (spool.tmp_removed, spool.corrupt_entries) == (0, 0)
+
+
+def test_a_put_whose_name_cannot_be_flushed_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path.resolve()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}") == str(root / "ready"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))  # what a dying eMMC answers
+        real_fsync(fd)
+
+    with Spool(root) as spool:
+        kept = _put(spool, "before")
+        monkeypatch.setattr(os, "fsync", fsync)
+        with pytest.raises(SpoolWriteError, match=os.strerror(errno.EIO)):
+            _put(spool, "unflushed")
+        monkeypatch.undo()
+        # Raised means not stored: the caller may count it lost, and it never shows up later.
+        assert [e.id for e in spool.next_batch(10)] == [kept]
+    assert [p.name for p in (root / "ready").iterdir()] == [f"{kept}_p0.entry"]
+    assert list((root / "tmp").iterdir()) == []
 
 
 def test_corrupt_entries_are_quarantined_at_reopen(tmp_path: Path) -> None:
