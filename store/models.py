@@ -27,6 +27,11 @@ class ModelRecord:
     status: str
     created_at: datetime
     metrics: dict[str, Any] | None
+    origin: str | None = None  # trained (here) | external (registered); see migration 0004
+    note: str | None = None
+
+
+_COLUMNS = "id, weights_sha256, parent_id, dataset_version, classes, imgsz, status, created_at, metrics, origin, note"
 
 
 def model_id_for(weights_sha256: str) -> str:
@@ -35,34 +40,35 @@ def model_id_for(weights_sha256: str) -> str:
 
 def register_model(
     con: duckdb.DuckDBPyConnection, weights_sha256: str, *, classes: list[str], imgsz: int,
-    parent_id: str | None = None, dataset_version: int | None = None,
+    parent_id: str | None = None, dataset_version: int | None = None, origin: str = "trained",
+    note: str | None = None,
 ) -> str:
-    """Add a candidate (idempotent: the same weights are the same model)."""
+    """Add a candidate (idempotent: the same weights are the same model, whatever came with them later)."""
     model_id = model_id_for(weights_sha256)
     con.execute(
-        "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, 'candidate', ?, NULL) ON CONFLICT DO NOTHING",
-        [model_id, weights_sha256, parent_id, dataset_version, json.dumps(classes), imgsz, utc_now()],
+        f"INSERT INTO models ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 'candidate', ?, NULL, ?, ?) ON CONFLICT DO NOTHING",
+        [model_id, weights_sha256, parent_id, dataset_version, json.dumps(classes), imgsz, utc_now(), origin, note],
     )
     return model_id
 
 
 def _record(row: tuple) -> ModelRecord:
     return ModelRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6], row[7],
-                       json.loads(row[8]) if row[8] else None)
+                       json.loads(row[8]) if row[8] else None, row[9], row[10])
 
 
 def get_model(con: duckdb.DuckDBPyConnection, model_id: str) -> ModelRecord | None:
-    row = con.execute("SELECT * FROM models WHERE id = ?", [model_id]).fetchone()
+    row = con.execute(f"SELECT {_COLUMNS} FROM models WHERE id = ?", [model_id]).fetchone()
     return _record(row) if row else None
 
 
 def champion(con: duckdb.DuckDBPyConnection) -> ModelRecord | None:
-    row = con.execute("SELECT * FROM models WHERE status = 'champion'").fetchone()
+    row = con.execute(f"SELECT {_COLUMNS} FROM models WHERE status = 'champion'").fetchone()
     return _record(row) if row else None
 
 
 def list_models(con: duckdb.DuckDBPyConnection) -> list[ModelRecord]:
-    return [_record(r) for r in con.execute("SELECT * FROM models ORDER BY created_at").fetchall()]
+    return [_record(r) for r in con.execute(f"SELECT {_COLUMNS} FROM models ORDER BY created_at").fetchall()]
 
 
 def record_training_run(
@@ -81,13 +87,16 @@ def record_training_run(
 def record_gate_decision(
     con: duckdb.DuckDBPyConnection, *, challenger_id: str, champion_id: str | None, dataset_version: int | None,
     promoted: bool, reasons: list[str], challenger_metrics: dict, champion_metrics: dict | None,
+    margin: float, tolerance: float,
 ) -> str:
     """Store the verdict and, if promoted, make the challenger the one champion (caller's transaction)."""
     decision_id = uuid.uuid4().hex
     con.execute(
-        "INSERT INTO gate_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO gate_decisions (id, challenger_id, champion_id, dataset_version, promoted, reasons, "
+        "challenger_metrics, champion_metrics, decided_at, margin, tolerance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [decision_id, challenger_id, champion_id, dataset_version, promoted, json.dumps(reasons),
-         json.dumps(challenger_metrics), json.dumps(champion_metrics) if champion_metrics else None, utc_now()],
+         json.dumps(challenger_metrics), json.dumps(champion_metrics) if champion_metrics else None, utc_now(),
+         margin, tolerance],
     )
     con.execute("UPDATE models SET metrics = ? WHERE id = ?", [json.dumps(challenger_metrics), challenger_id])
     if promoted:

@@ -1,4 +1,5 @@
-"""`edgeloop gate`: evaluate challenger and champion on the real holdout, decide, record.
+"""`edgeloop gate`: evaluate challenger and champion on the real holdout, decide, record;
+and `edgeloop models register`: a checkpoint trained elsewhere enters the registry (the gate's path for a .pt).
 
 Both are judged on the same, latest dataset version's holdout (real images only).
 """
@@ -11,15 +12,18 @@ from typing import Any
 
 from feedback.evaluation.evaluate import evaluate
 from feedback.training.gate import DEFAULT_MARGIN, DEFAULT_TOLERANCE, GateDecision, decide
-from store.blobs import sha256_hex
 from store.datasets import DatasetError, build_dataset, materialise
 from store.labels import catalog_classes
-from store.models import ModelRecord, champion, get_model, record_gate_decision, register_model
+from store.models import ModelRecord, champion, get_model, model_id_for, record_gate_decision, register_model
 from store.settings import Workspace
 
 
 class GateError(ValueError):
-    pass
+    """The gate refuses to judge; the message names the bad value."""
+
+
+class RegistryError(GateError):
+    """Weights the registry refuses, and so the gate too, which registers a .pt on the way in."""
 
 
 @dataclass(frozen=True)
@@ -32,24 +36,56 @@ class GateReport:
     champion_metrics: dict[str, Any] | None
 
 
+def _checkpoint(path: Path) -> tuple[list[str], int]:
+    """The class names and training image size an ultralytics checkpoint carries."""
+    from ultralytics import YOLO  # heavy (torch): only when a file is registered
+
+    try:
+        model = YOLO(str(path), task="detect")
+        names = model.names
+    except Exception as exc:  # torch and ultralytics raise many kinds for a file that is not theirs
+        raise RegistryError(f"{path}: not an ultralytics checkpoint ({exc})") from exc
+    return [names[i] for i in sorted(names)], int(model.overrides.get("imgsz") or 640)
+
+
+def register_weights(
+    ws: Workspace, path: Path | str, *, parent: str | None = None, note: str | None = None
+) -> tuple[ModelRecord, bool]:
+    """Record a checkpoint trained elsewhere, lineage "external": (its record, whether it is new).
+
+    Its classes must be the catalog's, in order, since the holdout is labelled in them. The same
+    weights are the same model: registering them again changes nothing and returns the record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RegistryError(f"{path}: no such file")
+    if path.suffix != ".pt":
+        raise RegistryError(f"{path}: not a .pt file (the registry takes ultralytics .pt weights; ONNX is for devices)")
+    with ws.catalog.connect() as con:
+        catalog = catalog_classes(con)
+        if parent is not None and get_model(con, parent) is None:
+            raise RegistryError(f"parent {parent!r}: no such model in the registry (see `edgeloop models`)")
+    if not catalog:
+        raise RegistryError(f"the catalog has no class list yet to check {path} against (run `edgeloop import` first)")
+    classes, imgsz = _checkpoint(path)
+    if classes != catalog:
+        raise RegistryError(f"{path}: its classes {classes} are not the catalog's {catalog}")
+    sha = ws.blobs.put_file(path)
+    with ws.catalog.connect() as con:
+        new = get_model(con, model_id_for(sha)) is None
+        model_id = register_model(con, sha, classes=classes, imgsz=imgsz, parent_id=parent, origin="external",
+                                  note=note)
+        return get_model(con, model_id), new  # type: ignore[return-value]
+
+
 def resolve_model(ws: Workspace, ref: str) -> ModelRecord:
-    """A registry id (m-...), or a .pt file that is registered on the way in."""
+    """A registry id (m-...), or a .pt file, registered on the way in as `models register` does."""
     with ws.catalog.connect() as con:
         if found := get_model(con, ref):
             return found
-    path = Path(ref)
-    if not path.is_file():
+    if not Path(ref).is_file():
         raise GateError(f"{ref!r} is neither a model id in the registry nor a weights file")
-    if path.suffix != ".pt":
-        raise GateError(f"{ref}: the gate takes ultralytics .pt weights (ONNX is for devices)")
-    data = path.read_bytes()
-    sha = ws.blobs.put(data)
-    from ultralytics import YOLO  # only to read the file's own image size
-
-    imgsz = int(YOLO(str(path)).overrides.get("imgsz") or 640)
-    with ws.catalog.connect() as con:
-        model_id = register_model(con, sha256_hex(data), classes=catalog_classes(con), imgsz=imgsz)
-        return get_model(con, model_id)  # type: ignore[return-value]
+    return register_weights(ws, ref)[0]
 
 
 def _weights(ws: Workspace, model: ModelRecord, folder: Path) -> Path:
@@ -75,6 +111,9 @@ def run_gate(
         current = resolve_model(ws, champion_ref) if champion_ref else champion(con)
     if current is not None and current.id == challenger.id:
         raise GateError(f"{challenger.id} is already the champion")
+    for role, model in (("challenger", challenger), ("champion", current)):
+        if model is not None and model.classes != names:
+            raise GateError(f"{role} {model.id} has classes {model.classes}, not the catalog's {names}")
     try:
         version = build_dataset(ws.catalog).version  # the newest holdout: it only ever grows
     except DatasetError as exc:
@@ -98,6 +137,7 @@ def run_gate(
             con, challenger_id=challenger.id, champion_id=current.id if current else None,
             dataset_version=version, promoted=decision.promoted, reasons=decision.reasons,
             challenger_metrics=challenger_metrics, champion_metrics=champion_metrics,
+            margin=decision.margin, tolerance=decision.tolerance,
         )
         con.commit()
     return GateReport(decision, challenger.id, current.id if current else None, version,
