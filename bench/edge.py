@@ -2,7 +2,8 @@
 
 All three see the same pre-decoded frames, so decoding is out of the comparison:
 - bare: resize + normalise + `session.run` only (the floor: no letterbox, decode, NMS or anything else);
-- agent: `Agent.step` per frame: detect (letterbox, ORT, decode, NMS), track, alert check, mine, spool;
+- agent: `Agent.step` per frame: detect (letterbox, ORT, decode with class evidence, NMS), track, alert
+  check, mine (with the rare_class trigger when `--watch-classes` names classes), spool;
 - ultralytics: `YOLO(onnx).predict(stream=True)` on the same frames and ONNX file.
 Prints one JSON line last: {"agent_fps", "bare_infer_fps", "ratio", "ultralytics_fps", ...}.
 """
@@ -24,9 +25,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge.triggers import TriggerConfig
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -65,13 +70,13 @@ def bare_fps(model: Path, images: list[np.ndarray], threads: int | None) -> floa
     return len(images) / (time.perf_counter() - t0)
 
 
-def agent_fps(model: Path, frames: list, spool: Path) -> tuple[float, dict]:
+def agent_fps(model: Path, frames: list, spool: Path, triggers: TriggerConfig) -> tuple[float, dict]:
     from edge.agent import Agent, AgentConfig
     from edge.detectors.base import load_detector
 
     # Nothing listens on port 9: uploads back off quietly on their own thread, as on a site
     # whose uplink is down; the frame loop is what is measured.
-    config = AgentConfig(server="http://127.0.0.1:9", token="bench", device="bench", spool_dir=spool)
+    config = AgentConfig(server="http://127.0.0.1:9", token="bench", device="bench", spool_dir=spool, triggers=triggers)
     agent = Agent(config, load_detector(model), frames)
     agent.uploader.start()
     for frame in frames[:10]:
@@ -104,20 +109,30 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300, help="frames per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="best of N for each contender")
     parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads for the bare run")
+    parser.add_argument("--watch-classes", default="", help="comma-separated class names for the rare_class trigger")
+    parser.add_argument("--rare-band", default="0.001,0.25", help="LOW,HIGH evidence band of the watched classes")
     args = parser.parse_args()
 
     frames = read_frames(args.source, args.frames)
     images = [f.image for f in frames]
     from edge.detectors.base import load_detector
+    from edge.triggers import TriggerConfig
 
-    imgsz = load_detector(args.model).input_size[0]
+    detector = load_detector(args.model)
+    imgsz = detector.input_size[0]
+    ids = {name: i for i, name in detector.names.items()}
+    watched = [c for c in args.watch_classes.split(",") if c]
+    if unknown := [c for c in watched if c not in ids]:
+        parser.error(f"--watch-classes {unknown[0]!r} is not a class of the model ({', '.join(ids)})")
+    low, high = (float(v) for v in args.rare_band.split(","))
+    triggers = TriggerConfig(watch_classes=tuple(ids[c] for c in watched), rare_band=(low, high))
     results: dict[str, list[float]] = {"bare": [], "agent": [], "ultralytics": []}
     status: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         # Interleaved repeats, best of each: the fairest reading on a machine with other load.
         for i in range(args.repeats):
             results["bare"].append(bare_fps(args.model, images, args.threads))
-            fps, status = agent_fps(args.model, frames, Path(tmp) / f"spool{i}")
+            fps, status = agent_fps(args.model, frames, Path(tmp) / f"spool{i}", triggers)
             results["agent"].append(fps)
             results["ultralytics"].append(ultralytics_fps(args.model, images, imgsz))
     best = {k: max(v) for k, v in results.items()}
@@ -132,6 +147,8 @@ def main() -> None:
         "frame_size": list(images[0].shape[:2]),
         "agent_inference_ms_p50": status.get("inference_ms_p50"),
         "spooled_during_run": status.get("spooled"),
+        "watch_classes": watched,
+        "triggers_fired": status.get("triggers", {}).get("fired"),
         "runs": {k: [round(x, 1) for x in v] for k, v in results.items()},
     }))
 
