@@ -25,7 +25,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from feedback.review.embeddings import KIND, settings_embedder_name  # noqa: E402
+from feedback.embeddings.catalog import CAPTURE as KIND
+from feedback.embeddings.clip import settings_embedder_name  # noqa: E402
 from feedback.review.selection import (  # noqa: E402
     POOL_PER_PICK, _pool_vectors, pool_indices, select_captures, select_indices,
 )
@@ -124,7 +125,7 @@ def main() -> None:
             # The pool select_captures reads: uncertainty = 1 - |2·confidence - 1| = priority here.
             pool_ids = np.asarray([f"cap{i:07d}" for i in pool_indices(priority, flagged, args.budget)], object)
             started = time.perf_counter()
-            _pool_vectors(ws, pool_ids)
+            _pool_vectors(ws, pool_ids, settings_embedder_name(ws.settings))
             result["catalog_load_pool_seconds"] = round(time.perf_counter() - started, 3)
             started = time.perf_counter()
             chosen = select_captures(ws, args.budget)

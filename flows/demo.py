@@ -24,9 +24,10 @@ from edge.triggers import TriggerConfig
 from feedback.datasets.yolo_import import import_yolo
 from feedback.evaluation.evaluate import format_table
 from feedback.ingest.serving import BackgroundServer
-from feedback.review.embeddings import ImageEmbedder, embed_captures
+from feedback.review.boxes import prepare_vectors
 from feedback.review.failures import failure_summary, format_failures
 from feedback.review.oracle import OracleReviewer
+from feedback.review.selection import SelectionConfig
 from feedback.review.workflow import pull_reviews, push_for_review
 from feedback.scenes import CLASSES, write_video, write_yolo_dataset
 from feedback.training.export import export_onnx
@@ -137,10 +138,11 @@ def run_demo(path: Path, plan: DemoPlan = DemoPlan(), console: Console | None = 
 
     stage(4, "ingest the inbox; pick the captures most worth a person's time; review them (oracle)")
     loaded = load_inbox(ws.catalog, ws.inbox)
-    embed_captures(ws, ImageEmbedder(), progress=False)  # random CLIP weights offline: diversity still works
+    # The champion's own features: frames for diversity, boxes for the rare-class probe.
+    embedder = prepare_vectors(ws, progress=False)
     budget = max(1, int(loaded.captures_added * plan.review_share))
     reviewer = OracleReviewer(labels)
-    pushed = push_for_review(ws, budget, reviewer=reviewer)
+    pushed = push_for_review(ws, budget, reviewer=reviewer, selection=SelectionConfig(embedder=embedder))
     pulled = pull_reviews(ws, reviewer=reviewer)
     console.print(f"loaded {loaded.captures_added} captures and {loaded.heartbeats_added} heartbeats; "
                   f"active selection sent {pushed.pushed} of them to review; {pulled.verified} verified "

@@ -27,21 +27,36 @@ def ppe_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def scene_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A YOLOv8n for the generated scenes' classes, random weights, exported to ONNX at imgsz 160.
-
-    Random weights detect nothing above 0.25: tests that use it drive uploads by other triggers.
-    """
+def scene_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A YOLOv8n checkpoint for the generated scenes' classes with random (seeded) weights."""
+    import torch
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
 
     from feedback.scenes import CLASSES
 
     model = YOLO("yolov8n.yaml")  # built from the packaged yaml: nothing is fetched
-    model.model = DetectionModel("yolov8n.yaml", nc=len(CLASSES), verbose=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model.model = DetectionModel("yolov8n.yaml", nc=len(CLASSES), verbose=False)
     model.model.names = dict(enumerate(CLASSES))
     pt = tmp_path_factory.mktemp("scene_model") / "scene_random.pt"
     model.save(str(pt))
+    return pt
+
+
+@pytest.fixture(scope="session")
+def scene_onnx(scene_pt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`scene_pt` exported to ONNX at imgsz 160.
+
+    Random weights detect nothing above 0.25: tests that use it drive uploads by other triggers.
+    """
+    import shutil
+
+    from ultralytics import YOLO
+
+    pt = tmp_path_factory.mktemp("scene_onnx") / scene_pt.name
+    shutil.copyfile(scene_pt, pt)  # export writes beside its input
     return Path(YOLO(str(pt)).export(format="onnx", imgsz=160, verbose=False))
 
 

@@ -1,4 +1,4 @@
-"""Choosing which captures people review: operator flags first, then uncertain, rare and unlike each other.
+"""Choosing which captures people review: operator flags first, then uncertain, likely rare and unlike each other.
 
 Annotators' time is the scarce resource; `select_captures` documents the score, `select_indices` the picking.
 """
@@ -6,19 +6,27 @@ Annotators' time is the scarce resource; `select_captures` documents the score, 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from feedback.review.embeddings import KIND, settings_embedder_name
+from feedback.embeddings.catalog import CAPTURE, read_vectors
+from feedback.embeddings.clip import settings_embedder_name
+from feedback.embeddings.port import unit_rows
+from feedback.review.boxes import BOX, CANDIDATES_SQL, CROP, LABEL_BOX
+from feedback.review.probe import Probe, fit_probe, rare_classes
 from store.settings import Workspace
 
 log = logging.getLogger(__name__)
 
-TRIGGER_WEIGHTS = {"flicker": 0.75, "uncertainty": 0.25, "random": 0.0, "operator": 0.0}
+TRIGGER_WEIGHTS = {"flicker": 0.75, "uncertainty": 0.25, "rare_class": 0.25, "random": 0.0, "operator": 0.0}
+# How much each part of a capture's priority counts (see `select_captures`). The probe's answer weighs most:
+# on PPE it alone finds 2.7x the rare boxes random does, sub-threshold evidence alone 2.2x (NOTES.md).
+WEIGHTS = {"uncertainty": 0.5, "rare": 2.0, "evidence": 1.0, "class_balance": 0.5, "failure": 0.5}
 EPS = 0.05
 MAX_NOVELTY = 2.0  # cosine distance between opposite unit vectors
 POOL_PER_PICK = 20
@@ -26,18 +34,25 @@ POOL_PER_PICK = 20
 
 @dataclass
 class SelectionConfig:
+    """Which parts of the active score are on (each can be switched off for ablation)."""
+
     strategy: Literal["active", "random"] = "active"
     uncertainty: bool = True
     diversity: bool = True
     class_balance: bool = True
+    rare: bool = True  # the box probe's "this box is really a rare class"
+    evidence: bool = True  # the device's sub-threshold evidence for rare classes
+    failure: bool = True  # boxes near verified missed/confused boxes
     seed: int = 0  # for the random strategy
+    embedder: str | None = None  # name of the vectors to use; None: the configured CLIP model's
+    watch_classes: Sequence[int] = field(default_factory=tuple)  # rare whatever their verified counts
 
 
 @dataclass
 class Candidate:
     capture_id: str
     score: float  # novelty · (EPS + priority) at the time of the pick; priority without diversity; 0 for random
-    parts: dict[str, float]  # uncertainty, class_balance, diversity (novelty at pick), operator (1 or 0)
+    parts: dict[str, float]  # each part's value in [0, 1], diversity (novelty at pick), operator (1 or 0)
 
 
 def select_captures(ws: Workspace, budget: int, config: SelectionConfig | None = None) -> list[Candidate]:
@@ -47,56 +62,58 @@ def select_captures(ws: Workspace, budget: int, config: SelectionConfig | None =
     frame uploaded twice is offered once, as its earliest capture). `random` takes a seeded uniform
     sample, operator-flagged first, and ignores every score: it is the baseline active is judged by.
 
-    `active` scores each candidate i, then picks with `select_indices`:
+    `active` scores each candidate i, each part in [0, 1], then picks with `select_indices`:
 
-    - margin_i   = max over its detections of 1 - |2·confidence - 1|: 1 at 0.5, 0 at 0 or 1 (0 without detections);
-    - triggers_i = min(1, sum of TRIGGER_WEIGHTS over its upload reasons): flicker 0.75, uncertainty 0.25,
-                   random and operator 0 (operator is a flag, not a score);
-    - uncertainty_i   = (margin_i + triggers_i) / 2, in [0, 1];
-    - class_balance_i = max over its predicted classes c of w_c / max_k w_k, w_c = 1 / sqrt(1 + n_c), n_c the
-                        boxes of class c in the latest verified label of every real image (synthetic images are
-                        cheap to make more of; verified real ones are what is scarce). k runs over the catalog's
-                        classes and every predicted one, so the rarest class scores 1. 0 without detections;
-    - priority_i = uncertainty_i + class_balance_i, a switched-off part counting 0; in [0, 2];
-    - flagged_i  = a person flagged the frame on the device (trigger 'operator').
+    - uncertainty_i = (margin_i + triggers_i) / 2: margin_i = max over its detections of 1 - |2·conf - 1|;
+      triggers_i = min(1, sum of TRIGGER_WEIGHTS over its upload reasons) (operator is a flag, not a score);
+    - rare_i = max over its candidate boxes b and rare classes c of P_c(b), the box probe's probability
+      (`probe.py`: logistic regression on the embedder's crops of verified boxes, refit on every call).
+      Candidate boxes are what `boxes.scan_candidates` found (the deployed model at a low confidence).
+      Rare classes: `watch_classes` and those with under RARE_SHARE of the commonest class's verified boxes;
+    - evidence_i = max over rare c of the percentile rank, among candidates, of the device's sub-threshold
+      evidence for c (`captures.class_evidence`, the per-class maximum score over the frame); 0 without it;
+    - class_balance_i = max over classes c of expected_ic · w_c / max_k w_k, w_c = 1 / sqrt(1 + n_c), n_c the
+      verified boxes of c in real images; expected_ic = 1 if the device predicted c, else the probe's P_c for
+      rare classes (so a class the model never predicts still counts), else 0;
+    - failure_i = max over its candidate boxes and verified missed/confused failure crops of their cosine
+      similarity, after centring both on the mean verified-box vector, clipped to [0, 1];
+    - priority_i = sum over the parts that are on of WEIGHTS[part] · part_i;
+    - flagged_i = a person flagged the frame on the device (trigger 'operator').
 
-    Diversity uses the vectors of the configured CLIP model (`Settings.clip_*`, see `embeddings.py`); run
-    `embed_captures` first. A candidate without one counts as maximally novel (see `select_indices`).
+    Diversity is k-center over the capture vectors of `config.embedder` (detector ones centred), see
+    `select_indices`; a candidate without a vector counts as maximally novel. Parts that need vectors
+    (rare, failure) count 0 where none were computed: run `boxes.scan_candidates` and
+    `boxes.embed_verified_boxes` first (`review push` does).
     """
     config = config or SelectionConfig()
+    model = config.embedder or settings_embedder_name(ws.settings)
     with ws.catalog.connect() as con:
-        ids, margin, triggers, balance, flagged = _candidate_scores(con)
-    if budget <= 0 or not len(ids):
-        return []
+        c = _candidate_columns(con)
+        ids, flagged = c["id"], c["flagged"]
+        if budget <= 0 or not len(ids):
+            return []
+        if config.strategy == "random":
+            rng = np.random.default_rng(config.seed)
+            order = np.lexsort((rng.permutation(len(ids)), ~flagged))[:budget]
+            return [Candidate(str(ids[i]), 0.0, {"operator": float(flagged[i])}) for i in order]
+        parts = _parts(con, c, config, model)
 
-    if config.strategy == "random":
-        rng = np.random.default_rng(config.seed)
-        order = np.lexsort((rng.permutation(len(ids)), ~flagged))[:budget]
-        return [Candidate(str(ids[i]), 0.0, {"operator": float(flagged[i])}) for i in order]
-
-    uncertainty = (margin + np.minimum(triggers, 1.0)) / 2
     priority = np.zeros(len(ids), np.float32)
-    if config.uncertainty:
-        priority += uncertainty
-    if config.class_balance:
-        priority += balance
+    for name, values in parts.items():
+        priority += np.float32(WEIGHTS[name]) * values
     pool = pool_indices(priority, flagged, budget)
-    vectors = _pool_vectors(ws, ids[pool]) if config.diversity else None
+    vectors = _pool_vectors(ws, ids[pool], model) if config.diversity else None
     picks, novelty = _select(vectors, priority[pool], flagged[pool], budget, diversity=config.diversity)
 
     out = []
     for pick, nov in zip(pool[picks], novelty, strict=True):
-        parts = {"operator": float(flagged[pick])}
-        if config.uncertainty:
-            parts["uncertainty"] = float(uncertainty[pick])
-        if config.class_balance:
-            parts["class_balance"] = float(balance[pick])
+        explained = {"operator": float(flagged[pick]), **{name: float(v[pick]) for name, v in parts.items()}}
         if config.diversity:
-            parts["diversity"] = float(nov)
+            explained["diversity"] = float(nov)
             score = float(nov) * (EPS + float(priority[pick]))
         else:
             score = float(priority[pick])
-        out.append(Candidate(str(ids[pick]), score, parts))
+        out.append(Candidate(str(ids[pick]), score, explained))
     return out
 
 
@@ -200,82 +217,171 @@ def _greedy(
     return np.asarray(picks, dtype=np.int64), np.asarray(at_pick, dtype=np.float32)
 
 
-def _candidate_scores(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, ...]:
-    """(ids, margin, trigger weight sum, class balance, operator flag) of every candidate, ordered by id."""
+def _candidate_columns(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+    """Per candidate, ordered by id: id, margin, trigger weight sum, operator flag, predicted classes, evidence."""
     weights = pa.table({"reason": list(TRIGGER_WEIGHTS), "weight": list(TRIGGER_WEIGHTS.values())})
     con.register("trigger_weights", weights)
     columns = con.execute(
-        """
-        WITH excluded AS (
-            SELECT c.sha256 FROM review_tasks r JOIN captures c ON c.id = r.capture_id
-            UNION SELECT image_sha256 FROM labels WHERE status = 'verified'
-        ),
-        candidates AS (
-            SELECT id FROM captures WHERE sha256 NOT IN (SELECT sha256 FROM excluded)
-            QUALIFY row_number() OVER (PARTITION BY sha256 ORDER BY captured_at, id) = 1
-        ),
-        latest_real AS (
-            SELECT l.id FROM labels l JOIN images i ON i.sha256 = l.image_sha256
-            WHERE l.status = 'verified' AND i.origin = 'real'
-            QUALIFY row_number() OVER (PARTITION BY l.image_sha256 ORDER BY l.created_at DESC, l.id) = 1
-        ),
-        verified_boxes AS (
-            SELECT b.class_id, b.label_id FROM label_boxes b JOIN latest_real l ON l.id = b.label_id
-        ),
-        class_weights AS (
-            SELECT k.class_id, 1 / sqrt(1 + count(b.label_id)) AS w
-            FROM (SELECT id AS class_id FROM classes UNION SELECT DISTINCT class_id FROM detections) k
-            LEFT JOIN verified_boxes b USING (class_id)
-            GROUP BY k.class_id
-        ),
+        f"""
+        WITH candidates AS ({CANDIDATES_SQL}),
         det AS (
-            SELECT d.capture_id, max(1 - abs(2 * d.confidence - 1)) AS margin, max(w.w) AS w
-            FROM detections d JOIN class_weights w USING (class_id)
-            GROUP BY d.capture_id
+            SELECT capture_id, max(1 - abs(2 * confidence - 1)) AS margin, list(DISTINCT class_id) AS predicted
+            FROM detections GROUP BY capture_id
         ),
         trg AS (
             SELECT t.capture_id, sum(coalesce(w.weight, 0)) AS weight, bool_or(t.reason = 'operator') AS flagged
             FROM triggers t LEFT JOIN trigger_weights w USING (reason)
             GROUP BY t.capture_id
         )
-        SELECT c.id,
-               coalesce(det.margin, 0) AS margin,
-               coalesce(trg.weight, 0) AS triggers,
-               coalesce(det.w / (SELECT max(w) FROM class_weights), 0) AS balance,
-               coalesce(trg.flagged, false) AS flagged
+        SELECT c.id, coalesce(det.margin, 0) AS margin, coalesce(trg.weight, 0) AS triggers,
+               coalesce(trg.flagged, false) AS flagged, coalesce(det.predicted, []) AS predicted,
+               cap.class_evidence AS evidence
         FROM candidates c
+        JOIN captures cap ON cap.id = c.id
         LEFT JOIN det ON det.capture_id = c.id
         LEFT JOIN trg ON trg.capture_id = c.id
         ORDER BY c.id
         """
     ).fetchnumpy()
     con.unregister("trigger_weights")
-    return (
-        np.asarray(columns["id"], dtype=object),
-        *(np.asarray(columns[name], dtype=np.float32) for name in ("margin", "triggers", "balance")),
-        np.asarray(columns["flagged"], dtype=bool),
-    )
+    return {
+        "id": np.asarray(columns["id"], dtype=object),
+        "margin": np.asarray(columns["margin"], dtype=np.float32),
+        "triggers": np.asarray(columns["triggers"], dtype=np.float32),
+        "flagged": np.asarray(columns["flagged"], dtype=bool),
+        "predicted": np.asarray(columns["predicted"], dtype=object),
+        "evidence": np.asarray(columns["evidence"], dtype=object),
+    }
 
 
-def _pool_vectors(ws: Workspace, ids: np.ndarray) -> np.ndarray | None:
-    """The pool's vectors from the configured CLIP model, zero rows where a capture has none."""
-    model = settings_embedder_name(ws.settings)
-    with ws.catalog.connect() as con:
-        con.register("pool", pa.table({"i": np.arange(len(ids)), "ref": pa.array(list(ids), pa.string())}))
-        table = con.sql(
-            "SELECT p.i, e.vector FROM pool p JOIN embeddings e ON e.ref = p.ref"
-            " WHERE e.kind = $kind AND e.model = $model",
-            params={"kind": KIND, "model": model},
-        ).to_arrow_table()
-        con.unregister("pool")
-    if table.num_rows == 0:
-        log.warning("no candidate has an embedding from %s: selecting on priority alone (run embed_captures)", model)
+def verified_counts(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
+    """Boxes per catalog class in the latest verified label of every real image (0 for classes without any)."""
+    rows = con.execute(
+        """
+        WITH latest AS (
+            SELECT l.id FROM labels l JOIN images i ON i.sha256 = l.image_sha256
+            WHERE l.status = 'verified' AND i.origin = 'real'
+            QUALIFY row_number() OVER (PARTITION BY l.image_sha256 ORDER BY l.created_at DESC, l.id) = 1
+        )
+        SELECT k.id, count(b.label_id) FROM classes k
+        LEFT JOIN (SELECT b.* FROM label_boxes b JOIN latest l ON l.id = b.label_id) b ON b.class_id = k.id
+        GROUP BY k.id ORDER BY k.id
+        """).fetchall()
+    return {int(c): int(n) for c, n in rows}
+
+
+def _parts(con: duckdb.DuckDBPyConnection, c: dict[str, np.ndarray], config: SelectionConfig,
+           model: str) -> dict[str, np.ndarray]:
+    n = len(c["id"])
+    counts = verified_counts(con)
+    rare = rare_classes(counts, config.watch_classes)
+    parts: dict[str, np.ndarray] = {}
+    if config.uncertainty:
+        parts["uncertainty"] = (c["margin"] + np.minimum(c["triggers"], 1.0)) / 2
+
+    need_boxes = config.rare or config.class_balance or config.failure
+    boxes = _candidate_boxes(con, c["id"], model) if need_boxes else None
+    probe_p = np.zeros((n, len(rare)), np.float32)  # per capture, max over its boxes of P_c, c in `rare`
+    if boxes is not None and (config.rare or config.class_balance) and rare:
+        probe = _fit_probe(con, model, rare)
+        if probe.classes:
+            scores = probe.score(boxes["vectors"]).astype(np.float32)
+            cols = [rare.index(k) for k in probe.classes]
+            np.maximum.at(probe_p, (boxes["row"][:, None], np.asarray(cols)[None, :]), scores)
+    if config.rare:
+        parts["rare"] = probe_p.max(axis=1) if rare else np.zeros(n, np.float32)
+    if config.evidence:
+        parts["evidence"] = _evidence(c["evidence"], rare)
+    if config.class_balance:
+        parts["class_balance"] = _balance(c["predicted"], counts, rare, probe_p)
+    if config.failure:
+        parts["failure"] = _failure(con, boxes, model, n)
+    return parts
+
+
+def _candidate_boxes(con: duckdb.DuckDBPyConnection, ids: np.ndarray, model: str) -> dict[str, np.ndarray] | None:
+    """The candidates' scanned boxes: row (index into `ids`) and vector of each; None if none was scanned."""
+    refs, vectors = read_vectors(con, BOX, model)
+    if not refs:
         return None
-    if table.num_rows < len(ids):
-        log.warning("%d of %d candidates have no embedding from %s: they count as maximally novel "
-                    "(run embed_captures first)", len(ids) - table.num_rows, len(ids), model)
-    flat = table.column("vector").combine_chunks().flatten().to_numpy()
-    rows = table.column("i").to_numpy()
-    vectors = np.zeros((len(ids), flat.size // table.num_rows), np.float32)
-    vectors[rows] = flat.reshape(table.num_rows, -1)
+    row_of = {str(capture_id): i for i, capture_id in enumerate(ids)}
+    rows = np.asarray([row_of.get(ref.rsplit("/", 1)[0], -1) for ref in refs])
+    keep = rows >= 0  # boxes of captures that are no longer candidates
+    return {"row": rows[keep], "vectors": vectors[keep]}
+
+
+def _fit_probe(con: duckdb.DuckDBPyConnection, model: str, rare: list[int]) -> Probe:
+    refs, vectors = read_vectors(con, LABEL_BOX, model)
+    if not refs:
+        log.warning("no verified box has a vector from %s: the probe has nothing to learn from", model)
+        return Probe({}, {}, {})
+    classes = dict(((f"{label_id}/{idx}"), k) for label_id, idx, k in con.execute(
+        "SELECT label_id, idx, class_id FROM label_boxes WHERE list_contains(?, label_id)",
+        [sorted({r.rsplit("/", 1)[0] for r in refs})]).fetchall())
+    return fit_probe(vectors, np.asarray([classes[r] for r in refs]), rare)
+
+
+def _evidence(evidence: np.ndarray, rare: list[int]) -> np.ndarray:
+    """Max over rare classes of the percentile rank of the device's evidence (0 where a device sent none)."""
+    n = len(evidence)
+    out = np.zeros(n, np.float32)
+    for k in rare:
+        values = np.asarray([e[k] if e is not None and len(e) > k else np.nan for e in evidence], np.float64)
+        has = ~np.isnan(values)
+        if has.sum() > 1:
+            ranks = values[has].argsort().argsort()
+            out[has] = np.maximum(out[has], ranks / (has.sum() - 1))
+    return out
+
+
+def _balance(predicted: np.ndarray, counts: dict[int, int], rare: list[int], probe_p: np.ndarray) -> np.ndarray:
+    every = sorted(set(counts) | {int(k) for p in predicted for k in p})
+    if not every:
+        return np.zeros(len(predicted), np.float32)
+    weight = {k: 1 / np.sqrt(1 + counts.get(k, 0)) for k in every}
+    top = max(weight.values())
+    expected = np.zeros((len(predicted), len(every)), np.float32)
+    col = {k: j for j, k in enumerate(every)}
+    for i, p in enumerate(predicted):
+        for k in p:
+            expected[i, col[int(k)]] = 1.0
+    for j, k in enumerate(rare):
+        if k in col:
+            expected[:, col[k]] = np.maximum(expected[:, col[k]], probe_p[:, j])
+    return (expected * np.asarray([weight[k] / top for k in every], np.float32)).max(axis=1)
+
+
+def _failure(con: duckdb.DuckDBPyConnection, boxes: dict[str, np.ndarray] | None, model: str, n: int) -> np.ndarray:
+    out = np.zeros(n, np.float32)
+    if boxes is None:
+        return out
+    wanted = [f for (f,) in con.execute("SELECT id FROM failures WHERE kind IN ('missed', 'confusion')").fetchall()]
+    _, crops = read_vectors(con, CROP, model, wanted) if wanted else ([], None)
+    _, verified = read_vectors(con, LABEL_BOX, model)
+    if crops is None or not len(crops):
+        return out
+    # Pooled detector features are all of one sign, so raw cosines crowd near 1; centring spreads them.
+    centre = verified.mean(axis=0) if len(verified) else boxes["vectors"].mean(axis=0)
+    sims = unit_rows(boxes["vectors"] - centre) @ unit_rows(crops - centre).T
+    np.maximum.at(out, boxes["row"], np.clip(sims.max(axis=1), 0, 1).astype(np.float32))
+    return out
+
+
+def _pool_vectors(ws: Workspace, ids: np.ndarray, model: str) -> np.ndarray | None:
+    """The pool's capture vectors from `model`, centred on their mean; zero rows where a capture has none."""
+    with ws.catalog.connect() as con:
+        refs, found = read_vectors(con, CAPTURE, model, [str(i) for i in ids])
+    if not refs:
+        log.warning("no candidate has an embedding from %s: selecting on priority alone (embed captures first)",
+                    model)
+        return None
+    if len(refs) < len(ids):
+        log.warning("%d of %d candidates have no embedding from %s: they count as maximally novel",
+                    len(ids) - len(refs), len(ids), model)
+    if model.startswith("detector:"):
+        # Pooled detector features are all of one sign: every pair looks alike until they are centred.
+        found = found - found.mean(axis=0)
+    row_of = {str(capture_id): i for i, capture_id in enumerate(ids)}
+    vectors = np.zeros((len(ids), found.shape[1]), np.float32)
+    vectors[[row_of[r] for r in refs]] = found
     return vectors

@@ -17,7 +17,9 @@ import numpy as np
 from edge.protocol import utc_now
 from feedback.review.failures import record_failures
 from feedback.review.selection import SelectionConfig, select_captures
-from store.labels import add_image, add_label, assign_split, catalog_classes, holdout_by_hash, label_hash
+from store.labels import (
+    add_image, add_label, assign_split, catalog_classes, ensure_classes, holdout_by_hash, label_hash,
+)
 from store.settings import Workspace
 from store.signing import signed_blob_url, signing_key
 
@@ -123,6 +125,7 @@ class PushReport:
     strategy: str
     tasks: dict[str, str] = field(default_factory=dict)  # capture id -> task id, pushed now
     already_pushed: int = 0  # picks that had a review task already
+    picks: list[Pick] = field(default_factory=list)  # what selection chose, with each score's parts
 
     @property
     def pushed(self) -> int:
@@ -156,8 +159,10 @@ def push_for_review(
     """Choose up to `budget` captures (operator-flagged first) and send them to `reviewer`."""
     config = selection or SelectionConfig()
     picks = select_captures(ws, budget, config)
-    return push_captures(ws, picks, reviewer=reviewer, strategy=config.strategy, public_url=public_url,
-                         project_title=project_title)
+    report = push_captures(ws, picks, reviewer=reviewer, strategy=config.strategy, public_url=public_url,
+                           project_title=project_title)
+    report.picks = list(picks)
+    return report
 
 
 def push_captures(
@@ -171,7 +176,7 @@ def push_captures(
 ) -> PushReport:
     """Create review tasks for `picks`; review_tasks rows are written only once the reviewer took them."""
     with ws.catalog.connect() as con:
-        classes = catalog_classes(con)
+        classes = catalog_classes(con) or _adopt_model_classes(con)
         done = {c for (c,) in con.execute(
             "SELECT capture_id FROM review_tasks WHERE list_contains(?, capture_id)", [[p.capture_id for p in picks]]
         ).fetchall()}
@@ -181,8 +186,8 @@ def push_captures(
     if not fresh:
         return report
     if not classes:
-        raise ReviewConfigError("the catalog has no class list yet: import a labelled data set first "
-                                "(`edgeloop import`)")
+        raise ReviewConfigError("the catalog has no class list yet and no model to take one from: import a "
+                                "labelled data set (`edgeloop import`) or register a model (`edgeloop gate`)")
     if reviewer.shows_images:
         items = _with_image_urls(ws, items, public_url)
 
@@ -203,6 +208,17 @@ def push_captures(
         con.commit()
     report.tasks = {p.capture_id: task_id for p, task_id in zip(fresh, task_ids, strict=True)}
     return report
+
+
+def _adopt_model_classes(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """A workspace with captures but no imported labels labels in the deployed model's classes: the champion's,
+    else the newest registered model's. Adopted into the catalog, so every later import must match them."""
+    row = con.execute("SELECT classes FROM models ORDER BY status = 'champion' DESC, created_at DESC LIMIT 1").fetchone()
+    if row is None:
+        return []
+    classes = list(json.loads(row[0]))
+    ensure_classes(con, classes)
+    return classes
 
 
 def _with_image_urls(ws: Workspace, items: list[ReviewItem], public_url: str | None) -> list[ReviewItem]:

@@ -1,6 +1,6 @@
-"""CLIP image embeddings of captures, stored in the catalog so review selection can spread its picks.
+"""The CLIP adapter of the embedder port (open_clip), for users who have pretrained weights.
 
-Each vector is stored under the name of the model and weights that made it, so vectors never mix.
+Without weights it runs randomly initialised: fit for tests, meaningless for selection.
 """
 
 from __future__ import annotations
@@ -10,20 +10,16 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
-import pyarrow as pa
-from rich.progress import Progress
 
-from edge.protocol import utc_now
-from store.settings import Settings, Workspace
+from feedback.embeddings.port import crop_with_context
+from store.settings import Settings
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-KIND = "capture"
 # Random initialisation is seeded so that two processes testing with random weights agree.
 RANDOM_INIT_SEED = 0
 
@@ -108,72 +104,12 @@ class ImageEmbedder:
     def dim(self) -> int:
         return int(self._model.visual.output_dim)
 
+    def embed_boxes(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
+        boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+        return self.embed([crop_with_context(image_bgr, b) for b in boxes])
+
     def _to_tensor(self, image_bgr: np.ndarray) -> torch.Tensor:
         from PIL import Image
 
         # The checkpoint's own preprocessing (resize, crop, normalise) on RGB, as it was trained.
         return self._preprocess(Image.fromarray(np.ascontiguousarray(image_bgr[..., ::-1])))
-
-
-def embed_captures(ws: Workspace, embedder: ImageEmbedder, *, batch_size: int = 32, progress: bool = True) -> int:
-    """Embed every capture that has no vector from this model yet; returns how many vectors were added.
-
-    The catalog is opened briefly per batch, never across inference, so ingest and review
-    flows can write in between. Captures sharing an image (same sha256) are embedded once.
-    Unreadable images are logged and skipped (they are retried on the next run).
-    """
-    with ws.catalog.connect() as con:
-        todo = con.execute(
-            "SELECT id, sha256 FROM captures c WHERE NOT EXISTS (SELECT 1 FROM embeddings e "
-            "WHERE e.kind = ? AND e.ref = c.id AND e.model = ?) ORDER BY sha256, id",
-            [KIND, embedder.name],
-        ).fetchall()
-    by_sha: dict[str, list[str]] = {}
-    for capture_id, sha in todo:
-        by_sha.setdefault(sha, []).append(capture_id)
-    shas = list(by_sha)
-    added = 0
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"embedding captures with {embedder.name}", total=len(todo))
-        for start in range(0, len(shas), batch_size):
-            batch = shas[start : start + batch_size]
-            images = {sha: img for sha in batch if (img := _read_image(ws, sha)) is not None}
-            vectors = embedder.embed(list(images.values()))
-            rows = [(capture_id, vec) for sha, vec in zip(images, vectors) for capture_id in by_sha[sha]]
-            added += _store(ws, embedder.name, rows)
-            bar.advance(task, sum(len(by_sha[sha]) for sha in batch))
-    return added
-
-
-def _read_image(ws: Workspace, sha: str) -> np.ndarray | None:
-    try:
-        data = ws.blobs.get(sha)
-    except KeyError:
-        log.warning("capture image %s is missing from the blob store; not embedded", sha)
-        return None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        log.warning("capture image %s could not be decoded; not embedded", sha)
-    return image
-
-
-def _store(ws: Workspace, model: str, rows: list[tuple[str, np.ndarray]]) -> int:
-    if not rows:
-        return 0
-    flat = np.concatenate([vec for _, vec in rows]).astype(np.float32, copy=False)
-    dim = flat.size // len(rows)
-    # One Arrow list column built from the flat buffer: no per-float Python objects.
-    vectors = pa.ListArray.from_arrays(pa.array(np.arange(0, flat.size + 1, dim, dtype=np.int32)), pa.array(flat))
-    table = pa.table({
-        "kind": pa.array([KIND] * len(rows)),
-        "ref": pa.array([capture_id for capture_id, _ in rows]),
-        "model": pa.array([model] * len(rows)),
-        "vector": vectors,
-        "created_at": pa.array([utc_now()] * len(rows), pa.timestamp("us", tz="UTC")),
-    })
-    with ws.catalog.connect() as con:
-        con.register("batch", table)
-        # A concurrent run may have stored some of these already; theirs stand.
-        added = con.execute("INSERT INTO embeddings BY NAME SELECT * FROM batch ON CONFLICT DO NOTHING").fetchone()[0]
-        con.unregister("batch")
-    return int(added)
