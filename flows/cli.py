@@ -409,6 +409,7 @@ def gate(
         raise fail(str(exc)) from exc
     out = {"promoted": r.decision.promoted, "reasons": r.decision.reasons, "challenger": r.challenger_id,
            "champion": r.champion_id, "dataset_version": r.dataset_version,
+           "margin": r.decision.margin, "tolerance": r.decision.tolerance,
            "challenger_map50_95": r.challenger_metrics["map50_95"],
            "champion_map50_95": r.champion_metrics["map50_95"] if r.champion_metrics else None}
     if as_json:
@@ -421,11 +422,17 @@ def gate(
     console.print(f"{verdict}: " + "; ".join(r.decision.reasons))
 
 
-@app.command()
-def models(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+models_app = typer.Typer(help="The model registry: lineage, dataset version, status and holdout mAP.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """The model registry: lineage, dataset version, status and holdout mAP."""
     from store.models import list_models
 
+    if ctx.invoked_subcommand is not None:  # `models register ...`: the listing is only for `models` alone
+        return
     with _workspace(workspace).catalog.connect() as con:
         rows = list_models(con)
     if as_json:
@@ -438,6 +445,28 @@ def models(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
         table.add_row(m.id, m.parent_id or "", str(m.dataset_version or ""), m.status,
                       f"{score:.4f}" if score is not None else "")
     console.print(table)
+
+
+@models_app.command("register")
+def models_register(
+    weights: Annotated[Path, typer.Argument(help="An ultralytics .pt trained elsewhere (a GPU box, a cloud job).")],
+    parent: Annotated[Optional[str], typer.Option(help="The registered model it was tuned from (m-...).")] = None,
+    note: Annotated[Optional[str], typer.Option(help="Where and how it was trained, for people.")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a checkpoint trained elsewhere as a candidate (lineage "external"); then `gate` it."""
+    from feedback.training.promote import RegistryError, register_weights
+
+    try:
+        with _ultralytics_to_stderr():
+            m, new = register_weights(_workspace(workspace), weights, parent=parent, note=note)
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+    out = {"id": m.id, "new": new, "origin": m.origin, "parent": m.parent_id, "note": m.note, "status": m.status,
+           "classes": m.classes, "imgsz": m.imgsz, "weights_sha256": m.weights_sha256}
+    emit(out, as_json, f"{m.id} {'registered' if new else 'was already in the registry'} "
+                       f"({m.origin}, {m.status}{', parent ' + m.parent_id if m.parent_id else ''})")
 
 
 @app.command()

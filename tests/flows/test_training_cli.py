@@ -1,4 +1,5 @@
-"""import → train → gate → models through the CLI, on generated scenes, training for real (tiny)."""
+"""import → train → gate → models (and models register) through the CLI, on generated scenes,
+training for real (tiny)."""
 
 from __future__ import annotations
 
@@ -75,3 +76,75 @@ def test_eval_writes_json_predictions_and_report(tmp_path: Path) -> None:
     assert any(report.iterdir())
     code, _, err = run("eval", "--model", str(tmp_path / "nope.pt"), "--data", str(data), "--json", str(out))
     assert code == 2 and "nope.pt" in err
+
+
+def scene_model(path: Path, seed: int, names: list[str] = CLASSES) -> Path:
+    """A YOLOv8n for the scenes with seeded random weights, saved as trained at imgsz 160."""
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = YOLO("yolov8n.yaml")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.model = DetectionModel("yolov8n.yaml", nc=len(names), verbose=False)
+    model.model.names = dict(enumerate(names))
+    model.ckpt = {"train_args": {"imgsz": 160}}  # saved beside the weights, as a training run would
+    model.save(str(path))
+    return path
+
+
+def test_models_register_records_external_lineage_and_gate_uses_it(tmp_path: Path) -> None:
+    ws = str(tmp_path / "ws")
+    run("import", str(write_yolo_dataset(tmp_path / "t", range(4))), "--split", "train", "-w", ws)
+    run("import", str(write_yolo_dataset(tmp_path / "h", range(900, 903))), "--split", "holdout", "-w", ws)
+    a, b, c = (scene_model(tmp_path / f"{n}.pt", seed) for n, seed in (("a", 1), ("b", 2), ("c", 3)))
+
+    code, out, err = run("models", "register", str(a), "--note", "cloud job 17", "-w", ws, "--json")
+    assert code == 0, err
+    first = json.loads(out)
+    assert (first["new"], first["origin"], first["parent"], first["note"], first["status"], first["imgsz"]) == (
+        True, "external", None, "cloud job 17", "candidate", 160)
+    code, out, err = run("models", "register", str(b), "--parent", first["id"], "-w", ws, "--json")
+    assert code == 0, err
+    second = json.loads(out)
+    assert (second["parent"], second["origin"], second["note"]) == (first["id"], "external", None)
+    again = json.loads(run("models", "register", str(a), "-w", ws, "--json")[1])
+    assert again["id"] == first["id"] and again["new"] is False
+
+    # `models` alone lists the registry as it always has.
+    listed = json.loads(run("models", "-w", ws, "--json")[1])
+    assert [(m["id"], m["parent"]) for m in listed] == [(first["id"], None), (second["id"], first["id"])]
+    assert all(set(m) == {"id", "parent", "dataset_version", "status", "map50_95"} for m in listed)
+    code, table, _ = run("models", "-w", ws)
+    assert code == 0 and first["id"] in table and second["id"] in table
+
+    # A .pt given to the gate comes in through the same registration: external, the file's imgsz.
+    code, out, err = run("gate", str(c), "-w", ws, "--json")
+    assert code == 0, err
+    verdict = json.loads(out)
+    assert verdict["promoted"] is True and (verdict["margin"], verdict["tolerance"]) == (0.005, 0.02)
+    gated = json.loads(run("models", "register", str(c), "-w", ws, "--json")[1])
+    assert (gated["id"], gated["new"], gated["origin"], gated["status"], gated["imgsz"]) == (
+        verdict["challenger"], False, "external", "champion", 160)
+
+
+def test_models_register_errors_name_the_bad_value(tmp_path: Path) -> None:
+    ws = str(tmp_path / "ws")
+    run("import", str(write_yolo_dataset(tmp_path / "t", range(2))), "--split", "train", "-w", ws)
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    good = scene_model(tmp_path / "good.pt", 1)
+    crate = ["helmet", "no_helmet", "vest", "crate"]
+    other = scene_model(tmp_path / "other.pt", 1, names=crate)
+    for args, named in [
+        ((str(tmp_path / "absent.pt"),), "absent.pt: no such file"),
+        ((str(onnx),), "model.onnx: not a .pt file"),
+        ((str(good), "--parent", "m-nosuchmodel"), "parent 'm-nosuchmodel': no such model"),
+        ((str(other),), f"its classes {crate} are not the catalog's {list(CLASSES)}"),
+    ]:
+        code, out, err = run("models", "register", *args, "-w", ws, "--json")
+        assert code == 2 and out == "" and named in " ".join(err.split()), err
+    code, _, err = run("gate", str(other), "-w", ws)
+    assert code == 2 and f"are not the catalog's {list(CLASSES)}" in " ".join(err.split())
+    assert json.loads(run("models", "-w", ws, "--json")[1]) == []
