@@ -1,6 +1,7 @@
 """Runs a detector (.pt or .onnx, through ultralytics) over images at mAP's low confidence.
 
-Settings follow ultralytics' own val (conf 0.001, NMS IoU 0.7, 300 boxes) at the model's own imgsz.
+Settings follow ultralytics' own val (conf 0.001, NMS IoU 0.7, 300 boxes) at the model's own imgsz,
+letterboxed to the full square as the device's static ONNX export is.
 """
 
 from __future__ import annotations
@@ -65,9 +66,13 @@ def predict_images(
     if device is not None:
         overrides["device"] = device
     results: dict[str, sv.Detections] = {}
+    # rect=False: ultralytics letterboxes a .pt batch whose images share one shape to a smaller
+    # rectangle, so an image's boxes would hang on its batch-mates (a fixed camera's holdout is all
+    # one shape) and differ from what the devices' static square ONNX export sees.
     stream = detector.model.predict(
         [str(p) for p in paths],
-        stream=True, conf=conf, iou=iou, max_det=max_det, batch=batch, verbose=False, save=False, **overrides,
+        stream=True, conf=conf, iou=iou, max_det=max_det, batch=batch, rect=False, verbose=False, save=False,
+        **overrides,
     )  # fmt: skip
     # stderr, so a CLI that prints JSON on stdout stays parseable.
     with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
