@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,12 @@ PPE_NAMES = ["helmet", "no_helmet", "no_wear", "wear"]
 
 @pytest.fixture(scope="module")
 def evaluated(ppe_dir: Path, models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """The whole val split, evaluated once for the tests below; how long it takes is bench/evaluate.py's."""
     out = tmp_path_factory.mktemp("ppe_eval")
-    started = time.perf_counter()
     result = evaluate(
         models_dir / "ppe_base.pt", ppe_dir / "val", names=PPE_NAMES,
         report_dir=out / "report", coco_predictions=out / "pred.json", progress=False,
     )  # fmt: skip
-    seconds = time.perf_counter() - started
-    print(f"\nppe val: {seconds:.1f} s, map50 {result['map50']:.4f}, map50_95 {result['map50_95']:.4f}")
     return result, out
 
 
@@ -103,7 +100,7 @@ def test_onnx_export_scores_like_the_checkpoint(ppe_dir: Path, models_dir: Path,
     from_pt = evaluate(checkpoint, subset, progress=False)
     from_onnx = evaluate(onnx, subset, progress=False)
     assert from_onnx["imgsz"] == [320, 320] and list(from_onnx["per_class"]) == PPE_NAMES
-    # Same weights and, for batches of mixed shapes, the same 320×320 letterbox: equal here up to arithmetic.
-    # (A .pt batch of one shape letterboxes tighter than the static ONNX can, hence a tolerance.)
-    assert from_onnx["map50"] == pytest.approx(from_pt["map50"], abs=0.01)
-    assert from_onnx["map50_95"] == pytest.approx(from_pt["map50_95"], abs=0.01)
+    # Same weights, same 320×320 letterbox (test_predict.py compares the boxes themselves): equal up to
+    # float32 rounding, which may reorder a few near-tied low scores.
+    assert from_onnx["map50"] == pytest.approx(from_pt["map50"], abs=1e-3)
+    assert from_onnx["map50_95"] == pytest.approx(from_pt["map50_95"], abs=1e-3)
