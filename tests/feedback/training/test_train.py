@@ -139,7 +139,8 @@ def test_dataset_option_trains_on_that_version_not_the_newest(tmp_path: Path, st
     assert build_dataset(ws.catalog).version == 1
     # Version 2: every vest relabelled as background, and four more images.
     for label in (scenes / "labels").glob("*.txt"):
-        label.write_text("".join(line + "\n" for line in label.read_text().splitlines() if int(line.split()[0]) != VEST))
+        kept = [line for line in label.read_text().splitlines() if int(line.split()[0]) != VEST]
+        label.write_text("".join(line + "\n" for line in kept))
     write_yolo_dataset(scenes, range(12, 16))
     import_yolo(ws, scenes, "train", progress=False)
     v2_labels = labels_by_sha(scenes)
