@@ -1,6 +1,7 @@
 """`edgeloop agent`: assemble the agent from command-line settings and run it with a live status line.
 
-SIGTERM and Ctrl-C stop it cleanly; whatever is still spooled is uploaded on the next start.
+SIGTERM and Ctrl-C stop it cleanly, even while its camera is down: the spool drains for up to `drain_s`,
+the summary is returned, and whatever is still spooled is uploaded on the next start.
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def run_agent(
     )
     agent = Agent(config, detector, frames)
     stop = threading.Event()
+    # The frame loop sees `stop` only between frames, and a camera that is down sends none: closing the
+    # source wakes the loop. A thread closes it: closing takes locks the interrupted loop may hold.
+    closer = threading.Thread(target=lambda: (stop.wait(), frames.close()), name="stop-closer", daemon=True)
+    closer.start()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with Live(console=console, transient=True, auto_refresh=False, redirect_stdout=False) as screen:
@@ -114,6 +119,8 @@ def run_agent(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        stop.set()  # lets the closer end; the source is closed already, and closing it again is harmless
+        closer.join()
         left = agent.close(drain_timeout_s=drain_s)
     # Counters read after the drain, so `uploaded` includes what went out while draining.
     return {**summary, "uploaded": agent.uploader.stats().get("uploaded", 0), "left_in_spool": left}

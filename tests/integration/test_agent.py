@@ -1,5 +1,5 @@
 """`edgeloop agent` as a real process against real servers on loopback: the ingest API going away,
-SIGKILL mid-run, signed alerts to a webhook receiver, and an RTSP camera that drops out.
+SIGKILL and SIGTERM mid-run, signed alerts to a webhook receiver, and an RTSP camera that drops out.
 """
 
 from __future__ import annotations
@@ -86,8 +86,14 @@ def agent_cmd(site: dict, source: str, model: Path, *extra: str) -> list[str]:
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> dict:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err[-3000:]
+    """Wait for the agent to exit; it must exit 0 with its JSON summary as the last line of stdout."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"the agent was still running {timeout} s later")
+    assert proc.returncode == 0, (err or "")[-3000:]
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -98,6 +104,15 @@ def wait_for_spooled(spool: Path, n: int, proc: subprocess.Popen, timeout: float
         assert proc.poll() is None, "the agent exited before spooling anything"
         assert time.monotonic() < deadline, f"the agent spooled fewer than {n} entries in {timeout} s"
         time.sleep(0.05)
+
+
+def wait_for_log(log: Path, text: str, proc: subprocess.Popen, since: int = 0, timeout: float = 60) -> None:
+    """Block until the agent's stderr, written to `log`, shows `text` after byte `since`."""
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace")[since:]:
+        assert proc.poll() is None, f"the agent exited before logging {text!r}"
+        assert time.monotonic() < deadline, f"the agent did not log {text!r} within {timeout} s"
+        time.sleep(0.1)
 
 
 def wait_for_frames(ws: Workspace, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -205,16 +220,57 @@ def test_alerts_reach_the_webhook_signed_once_per_object(site: dict, ppe_onnx: P
     assert len(alerts) < confident
 
 
+def test_sigterm_stops_the_agent_cleanly_and_drains_its_uploads(site: dict, scene_onnx: Path) -> None:
+    site["api"].start()
+    video = site["tmp"] / "v.mp4"
+    write_video(video, range(100), fps=10, hold=3)  # 30 s when paced like a camera
+    proc = subprocess.Popen(agent_cmd(site, str(video), scene_onnx, "--realtime", "--random-rate", "1",
+                                      "--budget-per-hour", "1000000", "--drain-s", "60"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while site["api"].new_captures() < 3:  # frames detected, spooled and uploaded
+        assert proc.poll() is None, "the agent exited before uploading anything"
+        assert time.monotonic() < deadline, "the agent uploaded fewer than 3 captures in 60 s"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    summary = finish(proc)  # exit 0, the JSON summary printed
+    assert 3 <= summary["frames"] < 300  # stopped by the signal, not by the end of the video
+    # runner.py: a clean stop drains the spool for up to --drain-s; what is left stays for the next start.
+    assert summary["left_in_spool"] == 0 and summary["uploaded"] == summary["spooled"] >= 3
+    assert len(site["ws"].objects.list("inbox/captures")) == summary["spooled"] == site["api"].new_captures()
+    with Spool(site["tmp"] / "spool") as spool:
+        assert spool.depth() == 0 and spool.stats()["corrupt_entries"] == 0
+
+
+def agent_on_camera(site: dict, scene_onnx: Path, camera_url: str, *extra: str) -> tuple[subprocess.Popen, Path]:
+    """The agent on an RTSP camera, its stderr (where the source logs) going to a file."""
+    log = site["tmp"] / "agent.err"
+    with log.open("w") as err:
+        proc = subprocess.Popen(agent_cmd(site, camera_url, scene_onnx, "--random-rate", "0", *extra),
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    return proc, log
+
+
 def test_rtsp_camera_drops_out_and_the_agent_reconnects(site: dict, scene_onnx: Path, rtsp_server) -> None:
     site["api"].start()
-    proc = subprocess.Popen(agent_cmd(site, rtsp_server.url, scene_onnx, "--max-frames", "150",
-                                      "--random-rate", "0"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, log = agent_on_camera(site, scene_onnx, rtsp_server.url, "--max-frames", "150")
     wait_for_frames(site["ws"], proc)
+    since = log.stat().st_size
     rtsp_server.kill()  # the camera goes away...
-    time.sleep(3)
-    assert proc.poll() is None  # ...the agent waits for it rather than dying
-    rtsp_server.start()  # ...and comes back on the same address
+    wait_for_log(log, "could not open the stream", proc, since)  # ...the agent tries it again, still running
+    rtsp_server.start()  # ...and it comes back on the same address
     summary = finish(proc, timeout=180)
     assert summary["frames"] == 150 and summary["reconnects"] >= 1
+
+
+def test_sigterm_stops_the_agent_while_its_camera_is_down(site: dict, scene_onnx: Path, rtsp_server) -> None:
+    site["api"].start()
+    proc, log = agent_on_camera(site, scene_onnx, rtsp_server.url)
+    wait_for_frames(site["ws"], proc)
+    since = log.stat().st_size
+    rtsp_server.kill()
+    wait_for_log(log, "could not open the stream", proc, since)  # the frame loop now waits for the camera
+    proc.send_signal(signal.SIGTERM)
+    summary = finish(proc, timeout=60)
+    assert summary["frames"] > 0 and summary["left_in_spool"] == 0
 
