@@ -193,32 +193,48 @@ def _reviewer(ws, reviewer: str, labels: Path | None, url: str | None, token: st
     return LabelStudioReviewer.from_settings(settings)
 
 
-def _embedder(ws, model: str | None, pretrained: str | None):  # noqa: ANN001, ANN202
-    from feedback.review.embeddings import ImageEmbedder
-
-    s = ws.settings
-    return ImageEmbedder(model_name=model or s.clip_model, weights=None if pretrained else s.clip_weights,
-                         pretrained=pretrained or s.clip_pretrained)
-
-
 @review_app.command("embed")
 def review_embed(workspace: WorkspaceOpt = None, clip_model: ClipModelOpt = None, clip_pretrained: ClipOpt = None,
                  as_json: JsonOpt = False) -> None:
-    """Compute CLIP embeddings for captures that lack one (batched; skips those present)."""
-    from feedback.review.embeddings import embed_captures
+    """Compute what selection needs and lacks: frame, box, verified-box and failure-crop vectors.
+
+    `review push` does this by itself; run it ahead of time to make a later push quick. The champion
+    model's own features are used unless CLIP weights are given.
+    """
+    from feedback.review.boxes import prepare_vectors
 
     ws = _workspace(workspace)
-    added = embed_captures(ws, _embedder(ws, clip_model, clip_pretrained), progress=not as_json)
-    emit({"embedded": added}, as_json, f"embedded {added} captures")
+    with _ultralytics_to_stderr():
+        name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained, progress=not as_json)
+    emit({"embedder": name}, as_json, f"vectors ready from {name}")
+
+
+def _class_ids(ws, names: str) -> tuple[int, ...]:  # noqa: ANN001
+    from store.labels import catalog_classes
+
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    with ws.catalog.connect() as con:
+        known = catalog_classes(con)
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise fail(f"--watch-classes {','.join(unknown)}: not among the catalog's classes {known}")
+    return tuple(known.index(n) for n in wanted)
 
 
 @review_app.command("push")
 def review_push(
     budget: Annotated[int, typer.Option(help="How many captures to send to the reviewers.")],
-    strategy: Annotated[str, typer.Option(help="active (uncertainty + diversity + class balance) or random.")] = "active",
+    strategy: Annotated[str, typer.Option(help="active (see the parts below) or random (the baseline).")] = "active",
     uncertainty: Annotated[bool, typer.Option(help="Favour captures the model was unsure about.")] = True,
-    diversity: Annotated[bool, typer.Option(help="Spread picks over scenes (k-center on CLIP embeddings).")] = True,
-    class_balance: Annotated[bool, typer.Option(help="Favour classes rare among verified labels.")] = True,
+    diversity: Annotated[bool, typer.Option(help="Spread picks over scenes (k-center on frame embeddings).")] = True,
+    class_balance: Annotated[bool, typer.Option(help="Favour classes rare among verified labels, "
+                                                      "including ones the model may be missing.")] = True,
+    rare: Annotated[bool, typer.Option(help="Favour captures whose boxes the probe calls a rare class.")] = True,
+    evidence: Annotated[bool, typer.Option(help="Favour captures with sub-threshold device evidence "
+                                                "for rare classes.")] = True,
+    failure_boost: Annotated[bool, typer.Option(help="Favour boxes like verified missed/confused ones.")] = True,
+    watch_classes: Annotated[str, typer.Option(help="Comma-separated classes to hunt whatever their counts.")] = "",
+    explain: Annotated[bool, typer.Option("--explain", help="Show each pick's score parts.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the random strategy.")] = 0,
     reviewer: ReviewerOpt = "label-studio",
     labels: LabelsOpt = None,
@@ -232,8 +248,12 @@ def review_push(
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Pick the captures most worth a person's time and create pre-annotated review tasks."""
-    from feedback.review.embeddings import embed_captures
+    """Pick the captures most worth a person's time and create pre-annotated review tasks.
+
+    Active selection computes what it needs by itself (embeddings, the box probe), then scores each
+    candidate; `--explain` shows how every pick scored.
+    """
+    from feedback.review.boxes import prepare_vectors
     from feedback.review.selection import SelectionConfig
     from feedback.review.workflow import ReviewError, push_for_review
 
@@ -243,18 +263,34 @@ def review_push(
         raise fail(f"--strategy {strategy!r} must be 'active' or 'random'")
     ws = _workspace(workspace)
     chosen = _reviewer(ws, reviewer, labels, label_studio_url, label_studio_token)
-    if strategy == "active" and diversity:
-        embed_captures(ws, _embedder(ws, clip_model, clip_pretrained), progress=not as_json)
+    name = None
+    if strategy == "active":
+        with _ultralytics_to_stderr():
+            name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained, progress=not as_json)
     config = SelectionConfig(strategy=strategy, uncertainty=uncertainty, diversity=diversity,  # type: ignore[arg-type]
-                             class_balance=class_balance, seed=seed)
+                             class_balance=class_balance, rare=rare, evidence=evidence, failure=failure_boost,
+                             seed=seed, embedder=name, watch_classes=_class_ids(ws, watch_classes))
     try:
         report = push_for_review(ws, budget, reviewer=chosen, selection=config, public_url=public_url,
                                  project_title=project)
     except (ReviewError, LookupError) as exc:
         raise fail(str(exc)) from exc
-    out = {"pushed": report.pushed, "already_pushed": report.already_pushed, "reviewer": report.reviewer,
-           "project": report.project, "strategy": report.strategy}
-    emit(out, as_json)
+    out: dict[str, object] = {"pushed": report.pushed, "already_pushed": report.already_pushed,
+                              "reviewer": report.reviewer, "project": report.project, "strategy": report.strategy,
+                              "embedder": name}
+    if explain:
+        out["picks"] = [{"capture": p.capture_id, "score": round(p.score, 4),
+                         "parts": {k: round(v, 4) for k, v in p.parts.items()}} for p in report.picks]
+    if as_json:
+        emit(out, True)
+        return
+    if explain and report.picks:
+        keys = sorted({k for p in report.picks for k in p.parts})
+        table = Table("#", "capture", "score", *keys, title="why each capture was picked")
+        for i, p in enumerate(report.picks, 1):
+            table.add_row(str(i), p.capture_id[:12], f"{p.score:.3f}", *(f"{p.parts.get(k, 0):.3f}" for k in keys))
+        console.print(table)
+    console.print({k: v for k, v in out.items() if k != "picks"})
 
 
 @review_app.command("pull")
