@@ -1,0 +1,89 @@
+"""What runs on or for a device: `upload` (report frames by hand) and `agent` (the edge loop)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flows.cli.common import JsonOpt, app, console, err, fail
+
+@app.command()
+def upload(
+    images: Annotated[list[Path], typer.Argument(help="JPEG or PNG files the model got wrong.", show_default=False)],
+    server: Annotated[str, typer.Option(help="Ingest API base URL.", envvar="EDGELOOP_SERVER")],
+    token: Annotated[str, typer.Option(help="Device token (edgeloop devices add).", envvar="EDGELOOP_TOKEN")],
+    trigger: Annotated[str, typer.Option(help="Why: operator, uncertainty, flicker or random.")] = "operator",
+    note: Annotated[Optional[str], typer.Option(help="What is wrong, for the reviewers.")] = None,
+    camera: Annotated[str, typer.Option(help="Camera name recorded with the capture.")] = "manual",
+    model_version: Annotated[str, typer.Option(help="Model that saw the frame, if known.")] = "unknown",
+    as_json: JsonOpt = False,
+) -> None:
+    """Report frames the model got wrong through the same API the devices use."""
+    from edge.report import UploadError, upload_files
+
+    try:
+        results = upload_files(images, server=server, token=token, trigger=trigger, note=note,
+                               camera=camera, model_version=model_version, progress=not as_json)
+    except UploadError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        print(json.dumps(results))
+    else:
+        for r in results:
+            console.print(f"{r['file']}: {'already stored' if r['duplicate'] else 'stored'} as {r['id'][:12]}")
+
+
+@app.command()
+def agent(
+    source: Annotated[str, typer.Option(help="rtsp://..., usb:0, a video file or an image folder.")],
+    model: Annotated[Path, typer.Option(help="Detector: .onnx (ONNX Runtime) or .engine (TensorRT).")],
+    server: Annotated[str, typer.Option(help="Ingest API base URL.", envvar="EDGELOOP_SERVER")],
+    token: Annotated[str, typer.Option(help="Device token (edgeloop devices add).", envvar="EDGELOOP_TOKEN")],
+    device: Annotated[Optional[str], typer.Option(help="Device name; asked of the server when omitted.")] = None,
+    camera: Annotated[str, typer.Option(help="Camera name recorded with captures.")] = "cam0",
+    spool: Annotated[Path, typer.Option(help="Durable on-disk queue of hard examples.")] = Path("edgeloop-spool"),
+    spool_max_mb: Annotated[int, typer.Option(help="Spool size cap; the lowest-priority oldest go first.")] = 1024,
+    alert_webhook: Annotated[Optional[str], typer.Option(help="URL to POST signed alerts to.")] = None,
+    alert_secret: Annotated[Optional[str], typer.Option(help="Standard Webhooks secret (whsec_...).",
+                                                        envvar="EDGELOOP_ALERT_SECRET")] = None,
+    alert_classes: Annotated[str, typer.Option(help="Comma-separated classes that raise alerts.")] = "",
+    alert_confidence: Annotated[float, typer.Option(help="Confidence an alert class must reach.")] = 0.85,
+    operator_port: Annotated[Optional[int], typer.Option(help="Serve POST /flag on 127.0.0.1:PORT (0: any).")] = None,
+    random_rate: Annotated[float, typer.Option(help="Share of frames uploaded as the unbiased sample.")] = 0.01,
+    budget_per_hour: Annotated[float, typer.Option(help="Hard-example uploads allowed per hour.")] = 120.0,
+    watch_classes: Annotated[str, typer.Option(help="Comma-separated rare classes: upload frames where the model "
+                                               "almost saw one (evidence in --rare-band).")] = "",
+    rare_band: Annotated[str, typer.Option(help="LOW,HIGH: evidence band of --watch-classes, below the "
+                                           "detection threshold.")] = "0.001,0.25",
+    heartbeat_s: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 30.0,
+    max_frames: Annotated[Optional[int], typer.Option(help="Stop after N frames (default: run until stopped).")] = None,
+    realtime: Annotated[bool, typer.Option(help="Pace a video file at its own fps, like a camera.")] = False,
+    drain_s: Annotated[float, typer.Option(help="At exit, wait this long for the spool to drain.")] = 10.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the edge agent: detect on a stream, alert, mine hard examples and upload them durably."""
+    from edge.runner import AgentSetupError, run_agent
+
+    try:
+        low, high = (float(v) for v in rare_band.split(","))
+    except ValueError:
+        raise fail(f"--rare-band {rare_band!r} must be two numbers LOW,HIGH, e.g. 0.001,0.25") from None
+    try:
+        summary = run_agent(
+            source=source, model=model, server=server, token=token, device=device, camera=camera,
+            spool=spool, spool_max_bytes=spool_max_mb * 1024 * 1024, alert_webhook=alert_webhook,
+            alert_secret=alert_secret, alert_classes=[c for c in alert_classes.split(",") if c],
+            alert_confidence=alert_confidence, operator_port=operator_port, random_rate=random_rate,
+            budget_per_hour=budget_per_hour, heartbeat_s=heartbeat_s, max_frames=max_frames, realtime=realtime, drain_s=drain_s,
+            live=not as_json, console=err, watch_classes=[c.strip() for c in watch_classes.split(",") if c.strip()],
+            rare_band=(low, high),
+        )
+    except AgentSetupError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        print(json.dumps(summary, default=str))
+    else:
+        console.print_json(json.dumps(summary, default=str))

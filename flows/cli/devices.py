@@ -1,0 +1,61 @@
+"""`edgeloop devices`: register edge devices and manage their upload tokens."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, fail, open_workspace
+
+devices_app = typer.Typer(help="Register edge devices and manage their upload tokens.", no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
+
+
+
+
+@devices_app.command("add")
+def devices_add(name: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Register device NAME and print its upload token (shown only this once)."""
+    from store.devices import DeviceError, add_device
+
+    ws = open_workspace(workspace)
+    try:
+        token = add_device(ws.catalog, ws.objects, name)
+    except DeviceError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        print(json.dumps({"device": name, "token": token}))
+    else:
+        console.print(f"device [bold]{name}[/] registered. Token (store it now, it is not kept):")
+        print(token)
+
+
+@devices_app.command("list")
+def devices_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """List registered devices and whether they are revoked."""
+    from store.devices import list_devices
+
+    rows = list_devices(open_workspace(workspace).catalog)
+    if as_json:
+        print(json.dumps([{"device": d.name, "created_at": d.created_at.isoformat(),
+                           "revoked_at": d.revoked_at.isoformat() if d.revoked_at else None} for d in rows]))
+        return
+    table = Table("device", "created", "revoked")
+    for d in rows:
+        table.add_row(d.name, f"{d.created_at:%Y-%m-%d %H:%M}", f"{d.revoked_at:%Y-%m-%d %H:%M}" if d.revoked_at else "")
+    console.print(table)
+
+
+@devices_app.command("revoke")
+def devices_revoke(name: str, workspace: WorkspaceOpt = None) -> None:
+    """Revoke NAME's token; the ingest API refuses it within seconds."""
+    from store.devices import DeviceError, revoke_device
+
+    ws = open_workspace(workspace)
+    try:
+        revoke_device(ws.catalog, ws.objects, name)
+    except DeviceError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"device [bold]{name}[/] revoked")

@@ -1,0 +1,181 @@
+"""`edgeloop review push/pull/embed` and `failures`: what people verify, and what the model got wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, fail, open_workspace, ultralytics_to_stderr
+
+review_app = typer.Typer(help="Choose captures for people to verify (Label Studio), and bring verdicts back.",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+ReviewerOpt = Annotated[str, typer.Option(help="label-studio, or oracle (simulated annotators: needs --labels).")]
+LabelsOpt = Annotated[Optional[Path], typer.Option(help="Ground-truth YOLO labels for the oracle reviewer.")]
+LsUrlOpt = Annotated[Optional[str], typer.Option("--label-studio-url", envvar="EDGELOOP_LABEL_STUDIO_URL",
+                                                 help="Label Studio base URL.")]
+LsTokenOpt = Annotated[Optional[str], typer.Option("--label-studio-token", envvar="EDGELOOP_LABEL_STUDIO_TOKEN",
+                                                   help="Label Studio API token (owner or manager).")]
+ClipOpt = Annotated[Optional[str], typer.Option(
+    help="Fetch pretrained CLIP weights by tag when online (e.g. laion2b_s34b_b79k with --clip-model ViT-B-32); "
+    "default: EDGELOOP_CLIP_WEIGHTS, else random weights.")]
+ClipModelOpt = Annotated[Optional[str], typer.Option(help="open_clip model name (default: settings).")]
+
+
+def _reviewer(ws, reviewer: str, labels: Path | None, url: str | None, token: str | None):  # noqa: ANN001, ANN202
+    from feedback.review.labelstudio import LabelStudioReviewer
+    from feedback.review.oracle import OracleReviewer
+
+    if reviewer == "oracle":
+        if labels is None or not labels.is_dir():
+            raise fail(f"--reviewer oracle needs --labels DIR of ground-truth label files (got {labels})")
+        return OracleReviewer(labels)
+    if reviewer != "label-studio":
+        raise fail(f"--reviewer {reviewer!r} must be 'label-studio' or 'oracle'")
+    settings = ws.settings.model_copy(update={k: v for k, v in
+                                              {"label_studio_url": url, "label_studio_token": token}.items() if v})
+    return LabelStudioReviewer.from_settings(settings)
+
+
+@review_app.command("embed")
+def review_embed(workspace: WorkspaceOpt = None, clip_model: ClipModelOpt = None, clip_pretrained: ClipOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """Compute what selection needs and lacks: frame, box, verified-box and failure-crop vectors.
+
+    `review push` does this by itself; run it ahead of time to make a later push quick. The champion
+    model's own features are used unless CLIP weights are given.
+    """
+    from feedback.review.boxes import prepare_vectors
+
+    ws = open_workspace(workspace)
+    with ultralytics_to_stderr():
+        name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained, progress=not as_json)
+    emit({"embedder": name}, as_json, f"vectors ready from {name}")
+
+
+def _class_ids(ws, names: str) -> tuple[int, ...]:  # noqa: ANN001
+    from store.labels import catalog_classes
+
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    with ws.catalog.connect() as con:
+        known = catalog_classes(con)
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise fail(f"--watch-classes {','.join(unknown)}: not among the catalog's classes {known}")
+    return tuple(known.index(n) for n in wanted)
+
+
+@review_app.command("push")
+def review_push(
+    budget: Annotated[int, typer.Option(help="How many captures to send to the reviewers.")],
+    strategy: Annotated[str, typer.Option(help="active (see the parts below) or random (the baseline).")] = "active",
+    uncertainty: Annotated[bool, typer.Option(help="Favour captures the model was unsure about.")] = True,
+    diversity: Annotated[bool, typer.Option(help="Spread picks over scenes (k-center on frame embeddings).")] = True,
+    class_balance: Annotated[bool, typer.Option(help="Favour classes rare among verified labels, "
+                                                      "including ones the model may be missing.")] = True,
+    rare: Annotated[bool, typer.Option(help="Favour captures whose boxes the probe calls a rare class.")] = True,
+    evidence: Annotated[bool, typer.Option(help="Favour captures with sub-threshold device evidence "
+                                                "for rare classes.")] = True,
+    failure_boost: Annotated[bool, typer.Option(help="Favour boxes like verified missed/confused ones.")] = True,
+    watch_classes: Annotated[str, typer.Option(help="Comma-separated classes to hunt whatever their counts.")] = "",
+    explain: Annotated[bool, typer.Option("--explain", help="Show each pick's score parts.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the random strategy.")] = 0,
+    reviewer: ReviewerOpt = "label-studio",
+    labels: LabelsOpt = None,
+    public_url: Annotated[Optional[str], typer.Option(envvar="EDGELOOP_PUBLIC_URL",
+                                                      help="Ingest API URL the annotators' browsers reach.")] = None,
+    project: Annotated[str, typer.Option(help="Label Studio project title (created or reused).")] = "edgeloop review",
+    label_studio_url: LsUrlOpt = None,
+    label_studio_token: LsTokenOpt = None,
+    clip_model: ClipModelOpt = None,
+    clip_pretrained: ClipOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pick the captures most worth a person's time and create pre-annotated review tasks.
+
+    Active selection computes what it needs by itself (embeddings, the box probe), then scores each
+    candidate; `--explain` shows how every pick scored.
+    """
+    from feedback.review.boxes import prepare_vectors
+    from feedback.review.selection import SelectionConfig
+    from feedback.review.workflow import ReviewError, push_for_review
+
+    if budget < 1:
+        raise fail(f"--budget {budget} must be at least 1")
+    if strategy not in ("active", "random"):
+        raise fail(f"--strategy {strategy!r} must be 'active' or 'random'")
+    ws = open_workspace(workspace)
+    chosen = _reviewer(ws, reviewer, labels, label_studio_url, label_studio_token)
+    name = None
+    if strategy == "active":
+        with ultralytics_to_stderr():
+            name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained, progress=not as_json)
+    config = SelectionConfig(strategy=strategy, uncertainty=uncertainty, diversity=diversity,  # type: ignore[arg-type]
+                             class_balance=class_balance, rare=rare, evidence=evidence, failure=failure_boost,
+                             seed=seed, embedder=name, watch_classes=_class_ids(ws, watch_classes))
+    try:
+        report = push_for_review(ws, budget, reviewer=chosen, selection=config, public_url=public_url,
+                                 project_title=project)
+    except (ReviewError, LookupError) as exc:
+        raise fail(str(exc)) from exc
+    out: dict[str, object] = {"pushed": report.pushed, "already_pushed": report.already_pushed,
+                              "reviewer": report.reviewer, "project": report.project, "strategy": report.strategy,
+                              "embedder": name}
+    if explain:
+        out["picks"] = [{"capture": p.capture_id, "score": round(p.score, 4),
+                         "parts": {k: round(v, 4) for k, v in p.parts.items()}} for p in report.picks]
+    if as_json:
+        emit(out, True)
+        return
+    if explain and report.picks:
+        keys = sorted({k for p in report.picks for k in p.parts})
+        table = Table("#", "capture", "score", *keys, title="why each capture was picked")
+        for i, p in enumerate(report.picks, 1):
+            table.add_row(str(i), p.capture_id[:12], f"{p.score:.3f}", *(f"{p.parts.get(k, 0):.3f}" for k in keys))
+        console.print(table)
+    console.print({k: v for k, v in out.items() if k != "picks"})
+
+
+@review_app.command("pull")
+def review_pull(
+    reviewer: ReviewerOpt = "label-studio",
+    labels: LabelsOpt = None,
+    holdout_share: Annotated[float, typer.Option(help="Share of new verified captures that join the real holdout.")] = 0.2,
+    label_studio_url: LsUrlOpt = None,
+    label_studio_token: LsTokenOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Harvest finished reviews as verified labels and failure records (pulling twice changes nothing)."""
+    from feedback.review.workflow import ReviewError, pull_reviews
+
+    if not 0.0 <= holdout_share < 1.0:
+        raise fail(f"--holdout-share {holdout_share} must lie in [0, 1)")
+    ws = open_workspace(workspace)
+    try:
+        report = pull_reviews(ws, reviewer=_reviewer(ws, reviewer, labels, label_studio_url, label_studio_token),
+                              holdout_share=holdout_share)
+    except (ReviewError, LookupError) as exc:
+        raise fail(str(exc)) from exc
+    emit(vars(report), as_json)
+
+
+
+
+@app.command()
+def failures(
+    model_version: Annotated[Optional[str], typer.Option(help="Only this deployed model's failures.")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What the deployed model got wrong on reviewed captures, by class and kind."""
+    from feedback.review.failures import failure_summary, format_failures
+
+    summary = failure_summary(open_workspace(workspace).catalog, model_version=model_version)
+    emit(summary, as_json, format_failures(summary))

@@ -1,0 +1,63 @@
+"""The control plane's commands: `serve` (the ingest API), `ingest` (inbox to catalog), `status`."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, err, open_workspace
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (the API is stateless).")] = 1,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Run the ingest API (uvicorn) that devices upload hard examples to."""
+    import uvicorn
+
+    if workspace:
+        # Workers are separate processes: they read their settings from the environment.
+        os.environ["EDGELOOP_WORKSPACE"] = str(workspace)
+    uvicorn.run("feedback.ingest.api:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="info", access_log=False)
+
+
+@app.command()
+def ingest(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Load the inbox the API wrote into the catalog (idempotent; safe to run concurrently)."""
+    from rich.progress import Progress
+
+    from store.inbox import load_inbox
+
+    ws = open_workspace(workspace)
+    with Progress(console=err, transient=True, disable=as_json) as progress:
+        task = progress.add_task("loading inbox", total=None)
+        report = load_inbox(ws.catalog, ws.inbox, progress=lambda done, total: progress.update(task, completed=done, total=total))
+    result = {k: v for k, v in vars(report).items()}
+    emit(result, as_json, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))
+
+
+@app.command()
+def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Counts of captures by device, trigger and predicted class, and the inbox backlog."""
+    from store.status import status_counts
+
+    ws = open_workspace(workspace)
+    counts = status_counts(ws.catalog, ws.inbox)
+    if as_json:
+        print(json.dumps(counts, default=str))
+        return
+    for key, value in counts.items():
+        if isinstance(value, dict) and value and all(not isinstance(v, dict) for v in value.values()):
+            table = Table(key.replace("_", " "), "count")
+            for name, n in value.items():
+                table.add_row(str(name), str(n))
+            console.print(table)
+        else:
+            console.print(f"[bold]{key.replace('_', ' ')}[/]: {json.dumps(value, default=str)}")

@@ -1,0 +1,176 @@
+"""Datasets, training and the gate: `import`, `train`, `eval`, `gate`, `models`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, ultralytics_to_stderr
+
+@app.command("import")
+def import_(
+    directory: Annotated[Path, typer.Argument(help="YOLO data set: images/, labels/ and data.yaml or classes.txt.")],
+    split: Annotated[str, typer.Option(help="train, or holdout (real validation; sticky).")],
+    names: Annotated[Optional[str], typer.Option(help="Comma-separated class names, if the folder has none.")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import an existing YOLO data set as verified labels (provenance: the folder and file)."""
+    from feedback.datasets.yolo_import import ImportProblem, import_yolo
+    from store.labels import ClassMismatch
+
+    if split not in ("train", "holdout"):
+        raise fail(f"--split {split!r} must be 'train' or 'holdout'")
+    try:
+        report = import_yolo(open_workspace(workspace), directory, split,  # type: ignore[arg-type]
+                             names=names.split(",") if names else None, progress=not as_json)
+    except (ImportProblem, ClassMismatch) as exc:
+        raise fail(str(exc)) from exc
+    result = vars(report)
+    emit(result, as_json, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))
+
+
+@app.command()
+def train(
+    profile: Annotated[str, typer.Option(help="cpu (minutes, small images) or gpu (full schedule).")] = "cpu",
+    parent: Annotated[Optional[str], typer.Option(help="Model id to fine-tune; default the champion.")] = None,
+    scratch: Annotated[bool, typer.Option("--scratch", help="Start from --base (random weights), not a model.")] = False,
+    base: Annotated[str, typer.Option(help="Model yaml (or .pt) used when starting from scratch.")] = "yolov8n.yaml",
+    epochs: Annotated[Optional[int], typer.Option(help="Override the profile's epochs.")] = None,
+    imgsz: Annotated[Optional[int], typer.Option(help="Override the profile's image size.")] = None,
+    dataset: Annotated[Optional[int], typer.Option(help="Dataset version (default: freeze the current labels).")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a challenger on a dataset version; it is recorded as a candidate for the gate."""
+    from rich.progress import Progress
+
+    from feedback.training.train import TrainingError
+    from feedback.training.train import train as train_model
+    from store.datasets import DatasetError
+
+    overrides = {k: v for k, v in {"epochs": epochs, "imgsz": imgsz}.items() if v is not None}
+    try:
+        with ultralytics_to_stderr(), Progress(console=err, transient=True, disable=as_json) as bar:
+            task = bar.add_task("training", total=None)
+            result = train_model(open_workspace(workspace), dataset_version=dataset, base=base, profile=profile,
+                                 parent=None if scratch else (parent or "champion"), overrides=overrides,
+                                 progress=lambda e, n: bar.update(task, completed=e, total=n))
+    except (TrainingError, DatasetError) as exc:
+        raise fail(str(exc)) from exc
+    out = {"model": result.model_id, "parent": result.parent_id, "dataset_version": result.dataset_version,
+           "duration_s": round(result.duration_s, 1), "weights_sha256": result.weights_sha256}
+    emit(out, as_json)
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[Path, typer.Option(help="Weights: ultralytics .pt or exported .onnx.")],
+    data: Annotated[Path, typer.Option(help="YOLO folder: images/ and labels/ (real images).")],
+    json_out: Annotated[Path, typer.Option("--json", help="Write the metrics JSON here.")],
+    coco_predictions: Annotated[Optional[Path], typer.Option(help="Also write predictions, COCO results format.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Folder for the confusion matrix and galleries.")] = None,
+    names: Annotated[Optional[str], typer.Option(help="Comma-separated class names (default: data.yaml or the model's).")] = None,
+) -> None:
+    """COCO mAP (pycocotools), precision/recall at the deployed operating point, confusion, galleries."""
+    from feedback.evaluation.evaluate import evaluate, format_table
+
+    if not model.is_file():
+        raise fail(f"--model {model}: no such file")
+    if not (data / "images").is_dir():
+        raise fail(f"--data {data}: expected an images/ folder (and labels/)")
+    try:
+        with ultralytics_to_stderr():
+            result = evaluate(model, data, names=names.split(",") if names else None, report_dir=report,
+                              coco_predictions=coco_predictions)
+    except ValueError as exc:  # e.g. the data's classes are not the model's
+        raise fail(str(exc)) from exc
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result, indent=2))
+    console.print(format_table(result))
+
+
+@app.command()
+def gate(
+    challenger: Annotated[str, typer.Argument(help="Model id (m-...) or a .pt file.")],
+    champion: Annotated[Optional[str], typer.Option(help="Compare against this model instead of the champion.")] = None,
+    margin: Annotated[float, typer.Option(help="mAP@0.5:0.95 gain the challenger needs.")] = 0.005,
+    tolerance: Annotated[float, typer.Option(help="Largest AP@0.5 drop allowed for any class.")] = 0.02,
+    report: Annotated[Optional[Path], typer.Option(help="Folder for both models' evaluation reports.")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Promote the challenger only if it beats the champion on the real holdout with no class regressing."""
+    from feedback.evaluation.evaluate import format_table
+    from feedback.training.promote import GateError, run_gate
+
+    try:
+        with ultralytics_to_stderr():
+            r = run_gate(open_workspace(workspace), challenger, champion_ref=champion, margin=margin,
+                         tolerance=tolerance, report_dir=report, progress=not as_json)
+    except GateError as exc:
+        raise fail(str(exc)) from exc
+    out = {"promoted": r.decision.promoted, "reasons": r.decision.reasons, "challenger": r.challenger_id,
+           "champion": r.champion_id, "dataset_version": r.dataset_version,
+           "margin": r.decision.margin, "tolerance": r.decision.tolerance,
+           "challenger_map50_95": r.challenger_metrics["map50_95"],
+           "champion_map50_95": r.champion_metrics["map50_95"] if r.champion_metrics else None}
+    if as_json:
+        print(json.dumps(out))
+        return
+    console.print(f"[bold]challenger {r.challenger_id}[/]\n{format_table(r.challenger_metrics)}")
+    if r.champion_metrics:
+        console.print(f"[bold]champion {r.champion_id}[/]\n{format_table(r.champion_metrics)}")
+    verdict = "[green]PROMOTED[/]" if r.decision.promoted else "[red]REFUSED[/]"
+    console.print(f"{verdict}: " + "; ".join(r.decision.reasons))
+
+
+models_app = typer.Typer(help="The model registry: lineage, dataset version, status and holdout mAP.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """The model registry: lineage, dataset version, status and holdout mAP."""
+    from store.models import list_models
+
+    if ctx.invoked_subcommand is not None:  # `models register ...`: the listing is only for `models` alone
+        return
+    with open_workspace(workspace).catalog.connect() as con:
+        rows = list_models(con)
+    if as_json:
+        print(json.dumps([{"id": m.id, "parent": m.parent_id, "dataset_version": m.dataset_version,
+                           "status": m.status, "map50_95": (m.metrics or {}).get("map50_95")} for m in rows]))
+        return
+    table = Table("model", "parent", "dataset", "status", "mAP@0.5:0.95")
+    for m in rows:
+        score = (m.metrics or {}).get("map50_95")
+        table.add_row(m.id, m.parent_id or "", str(m.dataset_version or ""), m.status,
+                      f"{score:.4f}" if score is not None else "")
+    console.print(table)
+
+
+@models_app.command("register")
+def models_register(
+    weights: Annotated[Path, typer.Argument(help="An ultralytics .pt trained elsewhere (a GPU box, a cloud job).")],
+    parent: Annotated[Optional[str], typer.Option(help="The registered model it was tuned from (m-...).")] = None,
+    note: Annotated[Optional[str], typer.Option(help="Where and how it was trained, for people.")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a checkpoint trained elsewhere as a candidate (lineage "external"); then `gate` it."""
+    from feedback.training.promote import RegistryError, register_weights
+
+    try:
+        with ultralytics_to_stderr():
+            m, new = register_weights(open_workspace(workspace), weights, parent=parent, note=note)
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+    out = {"id": m.id, "new": new, "origin": m.origin, "parent": m.parent_id, "note": m.note, "status": m.status,
+           "classes": m.classes, "imgsz": m.imgsz, "weights_sha256": m.weights_sha256}
+    emit(out, as_json, f"{m.id} {'registered' if new else 'was already in the registry'} "
+                       f"({m.origin}, {m.status}{', parent ' + m.parent_id if m.parent_id else ''})")
