@@ -30,6 +30,10 @@ WEIGHTS = {"uncertainty": 0.5, "rare": 2.0, "evidence": 1.0, "class_balance": 0.
 EPS = 0.05
 MAX_NOVELTY = 2.0  # cosine distance between opposite unit vectors
 POOL_PER_PICK = 20
+# Cosine distance beyond which two captures count as different scenes: nearer ones are (near-)duplicates and
+# lose credit in proportion; farther ones compete on priority alone. A larger radius makes diversity trade
+# priority for spread (at MAX_NOVELTY, every distance counts, the plain score-weighted k-center).
+DUPLICATE_RADIUS = 0.02
 
 
 @dataclass
@@ -128,8 +132,13 @@ def select_indices(
     The budget fills in two phases, flagged rows first, then the rest; each repeats the score-weighted
     farthest-point (greedy k-center) step:
 
-        next      = argmax_i novelty_i · (EPS + priority_i)      over the phase's unpicked rows, EPS = 0.05
+        next      = argmax_i min(novelty_i, R) · (EPS + priority_i)   over the phase's unpicked rows, EPS = 0.05
         novelty_i = min over picked s of (1 - cos(x_i, x_s)), clipped to [0, 2]; 2 while nothing is picked
+        R         = DUPLICATE_RADIUS (0.02): a capture farther than R from every pick competes on priority alone
+
+    Why the radius: with R = 2 (plain score-weighted k-center) spread beats priority everywhere, and on the PPE
+    pool (detector vectors, whose nearest-neighbour distances have a median of 0.026) active selection then
+    acquired 130 rare boxes in 150 picks against 211 with R = 0.02 and 206 without diversity at all.
 
     Ten frames of one scene are one choice: once one is picked, the others' novelty drops to ~0. A row
     without a vector keeps novelty 2, as different from everything as can be, so it competes on priority
@@ -200,7 +209,8 @@ def _greedy(
         blocked[phase] = False
         blocked[picks] = True
         for _ in range(min(int(phase.sum()), budget - len(picks))):
-            np.multiply(novelty, weight, out=score)
+            np.minimum(novelty, DUPLICATE_RADIUS, out=score)
+            np.multiply(score, weight, out=score)
             np.putmask(score, blocked, -np.inf)
             i = int(np.argmax(score))
             picks.append(i)
