@@ -24,7 +24,7 @@ from edge.detectors.postprocess import class_evidence
 from edge.operator import OperatorEndpoint
 from edge.protocol import CaptureMeta, Detection, Heartbeat, utc_now
 from edge.sources import Frame
-from edge.spool import Spool, SpoolFull
+from edge.spool import Spool, SpoolFull, SpoolWriteError
 from edge.tracking import Tracker
 from edge.triggers import Decision, HardExampleMiner, TriggerConfig
 from edge.uploader import Uploader
@@ -81,6 +81,8 @@ class Agent:
         self.frames_seen = 0
         self.spooled = 0
         self.spool_refused = 0
+        self.spool_write_errors = 0
+        self.last_spool_error: str | None = None
 
     # ------------------------------------------------------------------ the loop
 
@@ -160,6 +162,10 @@ class Agent:
             self.spooled += 1
         except SpoolFull:
             self.spool_refused += 1  # the spool already counts what it refused; this is for the status line
+        except SpoolWriteError as exc:
+            # A full or failing disk costs this hard example, never the frame loop: detection and alerts go on.
+            self.spool_write_errors += 1
+            self.last_spool_error = str(exc)
 
     # ------------------------------------------------------------------ health
 
@@ -190,6 +196,8 @@ class Agent:
             "spooled": self.spooled,
             "spool_depth": self.spool.depth(),
             "spool_refused": self.spool_refused,
+            "spool_write_errors": self.spool_write_errors,
+            "last_spool_error": self.last_spool_error,
             "uploaded": up.get("uploaded", 0),
             "upload_rejected": up.get("rejected", 0),
             "upload_retries": up.get("retries", 0),

@@ -17,7 +17,10 @@ HEARTBEAT_PATH = f"{API_PREFIX}/heartbeat"
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png")
 # Refusals about the device's token, not about what it sent: a device keeps its captures
 # and retries later (a rotated token may arrive) instead of discarding them.
-CREDENTIAL_REASONS = frozenset({"missing_token", "malformed_authorization", "unknown_token", "revoked_token"})
+# A token that belongs to another device is the same kind of setup mistake (a swapped config file): keeping
+# the captures loses nothing, while rejecting them would empty the whole spool into rejected/.
+CREDENTIAL_REASONS = frozenset({"missing_token", "malformed_authorization", "unknown_token", "revoked_token",
+                                "device_mismatch"})
 
 # Device and camera names end up in storage keys and file names: one conservative
 # alphabet, no leading dot, so that no name can climb out of a folder.

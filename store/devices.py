@@ -74,6 +74,18 @@ def revoke_device(catalog: Catalog, objects: ObjectStore, name: str) -> None:
         _publish(con, objects)
 
 
+def rotate_token(catalog: Catalog, objects: ObjectStore, name: str) -> str:
+    """Give `name` a new token and return it (seen only this once). The old token stops working at once
+    (it becomes unknown), and a revoked device is active again: this is how a device gets back in."""
+    token = secrets.token_urlsafe(32)
+    with catalog.connect() as con:
+        if not con.execute("SELECT 1 FROM devices WHERE name = ?", [name]).fetchall():
+            raise DeviceError(f"no device named {name!r}")
+        con.execute("UPDATE devices SET token_sha256 = ?, revoked_at = NULL WHERE name = ?", [hash_token(token), name])
+        _publish(con, objects)
+    return token
+
+
 def publish_registry(catalog: Catalog, objects: ObjectStore) -> None:
     with catalog.connect() as con:
         _publish(con, objects)

@@ -59,3 +59,20 @@ def devices_revoke(name: str, workspace: WorkspaceOpt = None) -> None:
     except DeviceError as exc:
         raise fail(str(exc)) from exc
     console.print(f"device [bold]{name}[/] revoked")
+
+
+@devices_app.command("rotate")
+def devices_rotate(name: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Give NAME a new token (shown only this once); the old one stops working, a revoked device is back in."""
+    from store.devices import DeviceError, rotate_token
+
+    ws = open_workspace(workspace)
+    try:
+        token = rotate_token(ws.catalog, ws.objects, name)
+    except DeviceError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        print(json.dumps({"device": name, "token": token}))
+    else:
+        console.print(f"device [bold]{name}[/] has a new token (store it now, it is not kept):")
+        print(token)

@@ -26,7 +26,7 @@ from edge.client import IngestClient, UploadRejected
 from edge.protocol import CaptureMeta, Heartbeat, SourceRef, utc_now
 from edge.spool import Spool
 from edge.uploader import Uploader
-from store.devices import add_device, revoke_device
+from store.devices import add_device, revoke_device, rotate_token
 from store.settings import Settings, Workspace
 
 pytestmark = pytest.mark.integration
@@ -204,6 +204,30 @@ def test_a_revoked_token_keeps_the_captures_and_keeps_trying(
     assert "403 revoked_token" in (uploader.last_error or "")
     assert _files(spool.root / "rejected") == []
     assert not any(api.ws.inbox.has_capture(sha) for sha in kept)
+
+    # The operator issues the device a new token; the kept captures go out with it, the old token stays out.
+    old = token[0]
+    token[0] = rotate_token(api.ws.catalog, api.ws.objects, "cam-revoked")
+    assert _wait_until(lambda: _refusal(api, token[0]) is None)
+    assert uploader.flush(30) and all(api.ws.inbox.has_capture(sha) for sha in kept)
+    assert spool.depth() == 0 and uploader.rejected == 0 and uploader.uploaded == 3
+    assert _refusal(api, old) == "unknown_token"
+
+
+def test_another_devices_token_keeps_the_captures_until_the_config_is_fixed(
+    api: Api, spool: Spool, make_uploader: Callable[..., Uploader]
+) -> None:
+    """A swapped config file (cam-b's token on cam-a) is a setup mistake: nothing is thrown away."""
+    mine, theirs = _register(api, "cam-a"), _register(api, "cam-b")
+    token = [theirs]
+    refused_before = api.rejections("device_mismatch")
+    uploader = make_uploader(token)
+    kept = [_put(spool, "cam-a", seed) for seed in (31, 32)]
+    assert _wait_until(lambda: uploader.retries >= 2 and api.rejections("device_mismatch") >= refused_before + 2)
+    assert spool.depth() == 2 and uploader.rejected == 0 and "403 device_mismatch" in (uploader.last_error or "")
+    token[0] = mine
+    assert uploader.flush(30) and all(api.ws.inbox.has_capture(sha) for sha in kept)
+    assert _files(spool.root / "rejected") == []
 
 
 def test_heartbeats_resume_with_a_new_token(api: Api, spool: Spool, make_uploader: Callable[..., Uploader]) -> None:

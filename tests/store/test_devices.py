@@ -17,6 +17,7 @@ from store.devices import (
     list_devices,
     publish_registry,
     revoke_device,
+    rotate_token,
 )
 
 
@@ -35,6 +36,18 @@ def test_add_list_revoke(catalog, objects):
     assert first is not None
     revoke_device(catalog, objects, "jetson-1")  # again: a no-op, not an error
     assert list_devices(catalog)[0].revoked_at == first
+
+
+def test_rotate_replaces_the_token_and_reinstates_a_revoked_device(catalog, objects):
+    old = add_device(catalog, objects, "jetson-1")
+    revoke_device(catalog, objects, "jetson-1")
+    new = rotate_token(catalog, objects, "jetson-1")
+    assert new != old and list_devices(catalog)[0].revoked_at is None
+    published = json.loads(objects.get(REGISTRY_KEY))
+    text = json.dumps(published)
+    assert hash_token(new) in text and hash_token(old) not in text
+    with pytest.raises(DeviceError, match="no device named 'ghost'"):
+        rotate_token(catalog, objects, "ghost")
 
 
 @pytest.mark.parametrize("name", ["../x", ".hidden", "a b", "", "a/b", "x" * 65])
