@@ -1,0 +1,348 @@
+"""Benchmark: how much better the rare class gets per label a person spends, through the product's own loop.
+
+Each arm/seed: a fresh workspace with the base set imported (train) and the real validation split (holdout);
+the base model registered as champion; the pool detected as the edge would (the exported ONNX, its decoding
+and its sub-threshold class evidence) and uploaded through the ingest API; `budget` captures chosen by the
+arm's strategy and reviewed by the oracle (the pool's own labels); a dataset version built; the champion
+fine-tuned with the same recipe for every arm; the result evaluated on real images with `edgeloop eval`'s
+code. Arms: base (no new labels: the recipe alone), random (the baseline), active (the product's default).
+
+    python bench/loop.py --data ../shared/datasets/ppe --base-model ../shared/models/ppe_base.pt \\
+        --budget 150 --arms base,random,active --seeds 0,1,2 --epochs 10 --imgsz 320 --out DIR
+
+Resumes: every finished step leaves a file in DIR/<arm>_<seed>/, and each finished run's result is also
+copied to bench/results/loop/ (commit it) so a later run with the same settings reuses it instead of
+retraining. `--acquire-only` stops after review (minutes): the rare boxes each strategy acquires.
+Prints one JSON line last: per arm, means and 95% confidence intervals over seeds, and gains over base
+paired by seed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `python bench/x.py` puts bench/ first on the path, where select.py would shadow the standard
+# library's `select`: the repository root goes there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+RESULTS = Path(__file__).resolve().parent / "results" / "loop"
+DEVICE = "bench-cam"
+RECIPE_VERSION = 1  # bump when the loop's code path changes what a run measures
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def write_json(path: Path, data: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)  # a crash never leaves half a result that a rerun would trust
+
+
+# ----------------------------------------------------------------------------- the edge's view of the pool
+
+
+def edge_captures(data: Path, base_model: Path, imgsz: int, shared: Path, rare: str) -> Path:
+    """Every pool image through the edge detector (exported ONNX, edge decoding, class evidence): one
+    JSON line per image with the capture meta a device would send. Computed once for all arms."""
+    out = shared / f"pool_captures_{imgsz}.jsonl"
+    if out.exists():
+        return out
+    from ultralytics import YOLO
+
+    from edge.detectors.base import load_detector
+    from edge.protocol import CaptureMeta, Detection, SourceRef
+    from edge.triggers import TriggerConfig
+
+    shared.mkdir(parents=True, exist_ok=True)
+    pt = shared / "base.pt"
+    shutil.copyfile(base_model, pt)  # export writes beside its input
+    onnx = Path(YOLO(str(pt)).export(format="onnx", imgsz=imgsz, verbose=False))
+    detector = load_detector(onnx)
+    watched = [k for k, name in detector.names.items() if name == rare]
+    triggers = TriggerConfig(watch_classes=tuple(watched))
+    lines = []
+    import cv2
+
+    images = sorted((data / "pool" / "images").glob("*.jpg"))
+    log(f"detecting {len(images)} pool images with {onnx.name} as the edge would")
+    for path in images:
+        frame = cv2.imread(str(path))
+        found = detector.detect(frame)
+        evidence = (found.metadata or {}).get("class_evidence")
+        # Why a device would have sent it: the edge miner's own bands; anything else stands for its random sample.
+        low, high = triggers.uncertainty_band
+        reasons = ["uncertainty"] if any(low <= c < high for c in found.confidence) else []
+        if evidence is not None and any(triggers.rare_band[0] <= evidence[k] < triggers.rare_band[1] for k in watched):
+            reasons.append("rare_class")
+        h, w = frame.shape[:2]
+        meta = CaptureMeta(
+            device=DEVICE, camera="pool", captured_at=datetime.now(timezone.utc), frame_width=w, frame_height=h,
+            model_version=detector.model_version, triggers=reasons or ["random"], source=SourceRef(uri=path.name),
+            detections=[Detection(xyxy=tuple(map(float, b)), confidence=float(c), class_id=int(k),
+                                  class_name=detector.names.get(int(k))) for b, c, k in
+                        zip(found.xyxy, found.confidence, found.class_id, strict=True)],
+            class_evidence=None if evidence is None else [round(float(v), 5) for v in evidence],
+        )
+        lines.append(json.dumps({"image": str(path), "meta": meta.model_dump(mode="json")}))
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out)
+    return out
+
+
+# ----------------------------------------------------------------------------- one arm, one seed
+
+
+def prepare(run: Path, data: Path, base_model: Path, captures: Path, names: list[str]) -> Any:
+    """The arm's workspace: base imported, val as the real holdout, base model champion, pool uploaded."""
+    from edge.client import IngestClient
+    from edge.protocol import CaptureMeta
+    from feedback.datasets.yolo_import import import_yolo
+    from feedback.ingest.serving import BackgroundServer
+    from feedback.training.promote import run_gate
+    from store.devices import add_device
+    from store.inbox import load_inbox
+    from store.models import champion
+    from store.settings import Settings, Workspace
+
+    ws = Workspace(Settings(workspace=run / "ws", fsync=False))
+    if (run / "prepared.json").exists():
+        return ws
+    started = time.perf_counter()
+    log(f"{run.name}: importing base (train) and val (holdout)")
+    import_yolo(ws, data / "base", "train", names=names, progress=False)
+    import_yolo(ws, data / "val", "holdout", names=names, progress=False)
+    with ws.catalog.connect() as con:
+        current = champion(con)
+    if current is None:
+        run_gate(ws, str(base_model), progress=False)  # the first model is promoted: it is what the devices run
+    token_file = run / "device-token"  # kept, so a rerun after a crash uploads as the same device
+    if not token_file.exists():
+        token_file.write_text(add_device(ws.catalog, ws.objects, DEVICE))
+    token = token_file.read_text()
+    log(f"{run.name}: uploading the pool through the ingest API")
+    with BackgroundServer(ws.settings) as url, IngestClient(url, token) as client:
+        for line in captures.read_text().splitlines():
+            item = json.loads(line)
+            client.upload_capture(CaptureMeta.model_validate(item["meta"]), Path(item["image"]).read_bytes(),
+                                  "image/jpeg")  # idempotent: a rerun after a crash re-sends safely
+    loaded = load_inbox(ws.catalog, ws.inbox)
+    write_json(run / "prepared.json", {"captures": loaded.captures_added,
+                                       "seconds": round(time.perf_counter() - started, 1)})
+    return ws
+
+
+def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, data: Path, names: list[str]) -> dict[str, Any]:
+    """Select and review (oracle) `budget` captures; the boxes this bought, by class."""
+    from feedback.review.boxes import prepare_vectors
+    from feedback.review.oracle import OracleReviewer
+    from feedback.review.selection import SelectionConfig
+    from feedback.review.workflow import pull_reviews, push_for_review
+
+    if (run / "acquired.json").exists():
+        return json.loads((run / "acquired.json").read_text())
+    started = time.perf_counter()
+    reviewer = OracleReviewer(data / "pool" / "labels")
+    with ws.catalog.connect() as con:
+        pushed = con.execute("SELECT count(*) FROM review_tasks").fetchone()[0]
+    if arm != "base" and not pushed:  # a crash after the push: only pull again
+        embedder = prepare_vectors(ws, progress=False) if arm == "active" else None
+        config = SelectionConfig(strategy="active" if arm == "active" else "random", seed=seed, embedder=embedder)
+        push_for_review(ws, budget, reviewer=reviewer, selection=config)
+    # Every reviewed capture trains: the real holdout is val, kept apart and the same for all arms.
+    pull_reviews(ws, reviewer=reviewer, holdout_share=0.0)
+    with ws.catalog.connect() as con:
+        rows = con.execute(
+            "SELECT b.class_id, count(*) FROM review_tasks t JOIN label_boxes b ON b.label_id = t.label_id "
+            "WHERE t.status = 'verified' GROUP BY b.class_id").fetchall()
+        images = con.execute("SELECT count(*) FROM review_tasks WHERE status = 'verified'").fetchone()[0]
+    by_class = {names[k]: int(n) for k, n in rows}
+    result = {"images_reviewed": int(images), "boxes_labelled": sum(by_class.values()),
+              "boxes_by_class": {n: by_class.get(n, 0) for n in names}, "seconds": round(time.perf_counter() - started, 1)}
+    write_json(run / "acquired.json", result)
+    return result
+
+
+def fine_tune(ws: Any, run: Path, seed: int, epochs: int, imgsz: int) -> Path:
+    """The champion fine-tuned on everything verified, the same recipe for every arm; weights at run/best.pt."""
+    from feedback.training.train import train
+
+    best = run / "best.pt"
+    if best.exists():
+        return best
+    log(f"{run.name}: fine-tuning the champion ({epochs} epochs at {imgsz})")
+    started = time.perf_counter()
+    result = train(ws, parent="champion", overrides={"epochs": epochs, "imgsz": imgsz}, seed=seed)
+    tmp = run / "best.pt.tmp"
+    tmp.write_bytes(ws.blobs.get(result.weights_sha256))
+    tmp.replace(best)
+    write_json(run / "trained.json", {"model": result.model_id, "dataset_version": result.dataset_version,
+                                      "seconds": round(time.perf_counter() - started, 1)})
+    return best
+
+
+def judge(weights: Path, data_dir: Path, out: Path, rare: str) -> dict[str, Any]:
+    """`edgeloop eval`'s code on real images; the numbers the benchmark reports."""
+    from feedback.evaluation.evaluate import evaluate
+
+    if out.exists():
+        metrics = json.loads(out.read_text())
+    else:
+        metrics = evaluate(weights, data_dir, progress=False)
+        write_json(out, metrics)  # its "seconds" field is the evaluation's own time
+    cls = metrics["per_class"][rare]
+    return {"map50": metrics["map50"], "map50_95": metrics["map50_95"], "rare_ap50": cls["map50"],
+            "rare_recall": cls["recall"]}
+
+
+def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names: list[str]) -> dict[str, Any]:
+    key = f"{arm}_{seed}"
+    run = args.out / key
+    config = settings(args)
+    done = run / "result.json"
+    saved = RESULTS / f"{key}.json"
+    for source in (done, saved):
+        if source.exists() and (result := json.loads(source.read_text())).get("config") == config:
+            log(f"{key}: reusing {source}")
+            return result
+    run.mkdir(parents=True, exist_ok=True)
+    ws = prepare(run, args.data, args.base_model, captures, names)
+    acquired = acquire(ws, run, arm, seed, args.budget, args.data, names)
+    log(f"{key}: {acquired['boxes_by_class']} from {acquired['images_reviewed']} reviewed images")
+    result: dict[str, Any] = {"arm": arm, "seed": seed, "config": config, "acquired": acquired}
+    if args.acquire_only:
+        return result
+    weights = fine_tune(ws, run, seed, args.epochs, args.imgsz)
+    result["val"] = judge(weights, args.data / "val", run / "metrics_val.json", args.rare_class)
+    # Each step's own time, so a resumed run reports what the whole run took, not the last sitting.
+    result["wall_s"] = round(sum(json.loads((run / f).read_text()).get("seconds", 0)
+                                 for f in ("prepared.json", "acquired.json", "trained.json")), 1)
+    write_json(done, result)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(saved, result)
+    log(f"{key}: val {result['val']}")
+    return result
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What makes two runs comparable: a saved result is reused only under the same settings."""
+    return {"budget": args.budget, "epochs": args.epochs, "imgsz": args.imgsz, "rare_class": args.rare_class,
+            "base_model_sha256": sha256(args.base_model)[:16], "recipe": RECIPE_VERSION}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def mean_ci(values: list[float]) -> dict[str, Any]:
+    """Mean and the 95% t-interval over seeds (None with one seed)."""
+    from scipy import stats
+
+    a = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if not len(a):
+        return {"mean": None, "ci95": None, "n": 0}
+    if len(a) < 2:
+        return {"mean": round(float(a.mean()), 4), "ci95": None, "n": 1}
+    half = float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
+    return {"mean": round(float(a.mean()), 4), "ci95": [round(float(a.mean()) - half, 4),
+                                                        round(float(a.mean()) + half, 4)], "n": int(len(a))}
+
+
+def summarise(results: list[dict[str, Any]], rare: str, eval_key: str) -> dict[str, Any]:
+    by_arm: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in results:
+        by_arm.setdefault(r["arm"], {})[r["seed"]] = r
+    out: dict[str, Any] = {}
+    for arm, runs in by_arm.items():
+        row: dict[str, Any] = {
+            "seeds": sorted(runs),
+            "rare_boxes_acquired": mean_ci([r["acquired"]["boxes_by_class"].get(rare, 0) for r in runs.values()]),
+            "boxes_labelled": mean_ci([r["acquired"]["boxes_labelled"] for r in runs.values()]),
+        }
+        if all(eval_key in r for r in runs.values()):
+            for metric in ("map50", "map50_95", "rare_ap50", "rare_recall"):
+                row[metric] = mean_ci([r[eval_key][metric] for r in runs.values()])
+            base = by_arm.get("base", {})
+            paired = [s for s in runs if s in base and eval_key in base[s]]
+            if arm != "base" and paired:
+                for metric in ("rare_ap50", "map50"):
+                    row[f"gain_{metric}_over_base"] = mean_ci([runs[s][eval_key][metric] - base[s][eval_key][metric]
+                                                               for s in paired])
+            row["wall_s"] = mean_ci([r.get("wall_s") for r in runs.values()])
+        out[arm] = row
+    rnd, act = out.get("random"), out.get("active")
+    if rnd and act and rnd["rare_boxes_acquired"]["mean"]:
+        out["active_over_random_rare_boxes"] = round(act["rare_boxes_acquired"]["mean"]
+                                                     / rnd["rare_boxes_acquired"]["mean"], 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="PPE-style folder: base/, pool/, val/")
+    parser.add_argument("--base-model", type=Path, required=True, help="the deployed model (.pt) to improve")
+    parser.add_argument("--budget", type=int, default=150, help="captures a person reviews per arm")
+    parser.add_argument("--arms", default="base,random,active", help="comma-separated: base, random, active")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (selection and training)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--rare-class", default="no_helmet", help="the class whose improvement is measured")
+    parser.add_argument("--out", type=Path, required=True, help="work folder (resumable)")
+    parser.add_argument("--eval-data", type=Path, help="also evaluate the saved models on this YOLO folder")
+    parser.add_argument("--acquire-only", action="store_true", help="stop after review: acquisition only")
+    args = parser.parse_args()
+    arms = [a for a in args.arms.split(",") if a]
+    if bad := [a for a in arms if a not in ("base", "random", "active")]:
+        parser.error(f"--arms: unknown arm(s) {bad}; choose from base, random, active")
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    for path, what in ((args.data / "pool" / "images", "--data"), (args.base_model, "--base-model")):
+        if not path.exists():
+            parser.error(f"{what}: {path} does not exist")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    from ultralytics import YOLO
+
+    model_names = YOLO(str(args.base_model)).names
+    names = [model_names[k] for k in sorted(model_names)]
+    if args.rare_class not in names:
+        parser.error(f"--rare-class {args.rare_class!r} is not one of the model's classes {names}")
+    started = time.perf_counter()
+    captures = edge_captures(args.data, args.base_model, args.imgsz, args.out / "shared", args.rare_class)
+    results = []
+    # Seed-major, so that a partial run already compares every arm on the same seeds.
+    for seed in seeds:
+        for arm in arms:
+            results.append(run_one(args, arm, seed, captures, names))
+            if args.eval_data and (args.out / f"{arm}_{seed}" / "best.pt").exists():
+                results[-1]["eval"] = judge(args.out / f"{arm}_{seed}" / "best.pt", args.eval_data,
+                                            args.out / f"{arm}_{seed}" / f"metrics_{args.eval_data.name}.json",
+                                            args.rare_class)
+    summary = {"budget": args.budget, "epochs": args.epochs, "imgsz": args.imgsz, "rare_class": args.rare_class,
+               "arms": summarise(results, args.rare_class, "val"), "seconds": round(time.perf_counter() - started, 1)}
+    if args.eval_data:
+        summary["eval_data"] = {"path": str(args.eval_data), "arms": summarise(results, args.rare_class, "eval")}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
