@@ -34,6 +34,26 @@ class Settings(BaseSettings):
     clip_model: str = "ViT-S-32-alt"
     clip_weights: Path | None = None
     clip_pretrained: str | None = None
+    # Cloud generators (google-genai on Vertex AI). Project and location fall back to GOOGLE_CLOUD_PROJECT /
+    # GOOGLE_CLOUD_LOCATION; credentials are Application Default Credentials unless a static bearer token is set.
+    gcp_project: str | None = None
+    gcp_location: str | None = None
+    genai_token: str | None = None
+    genai_base_url: str | None = None  # another endpoint: a private gateway, the tests' stub
+    gemini_image_model: str = "gemini-2.5-flash-image"  # the gemini and gemini-edit generators
+    imagen_model: str = "imagen-4.0-generate-001"  # Google retired Imagen in 2026; kept for who still has it
+    imagen_edit_model: str = "imagen-3.0-capability-001"
+    genai_max_attempts: int = 5  # per call, on 429 and 5xx, with exponential backoff
+    # USD per image, what --max-cost-usd counts (list prices, late 2026); a model missing here can't be capped.
+    genai_image_cost_usd: dict[str, float] = {
+        "gemini-2.5-flash-image": 0.039,
+        "gemini-3-pro-image-preview": 0.134,
+        "imagen-4.0-generate-001": 0.04,
+        "imagen-4.0-fast-generate-001": 0.02,
+        "imagen-4.0-ultra-generate-001": 0.06,
+        "imagen-3.0-generate-002": 0.04,
+        "imagen-3.0-capability-001": 0.04,
+    }
 
     @classmethod
     def settings_customise_sources(
