@@ -1,0 +1,91 @@
+"""`improvement_cycle`: the whole loop as one parent flow, stage by stage, skipping stages with nothing to do.
+
+ingest -> review push -> review pull -> mine -> synthesize -> retrain -> publish, then the cycle report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from edge.protocol import utc_now
+from flows.common import open_workspace
+from flows.ingest import ingest_flow
+from flows.retrain import retrain_flow
+from flows.review import review_pull_flow, review_push_flow
+
+StageHook = Callable[[str, str, dict[str, Any]], None]  # (stage, "start" | "done" | "skipped", result)
+
+
+def _candidates(workspace: str | None) -> int:
+    from feedback.review.boxes import CANDIDATES_SQL
+
+    with open_workspace(workspace).catalog.connect() as con:
+        return con.execute(f"SELECT count(*) FROM ({CANDIDATES_SQL})").fetchall()[0][0]
+
+
+def _pending_reviews(workspace: str | None) -> int:
+    with open_workspace(workspace).catalog.connect() as con:
+        return con.execute("SELECT count(*) FROM review_tasks WHERE status = 'pushed'").fetchall()[0][0]
+
+
+@flow(name="improvement-cycle", log_prints=True)
+def improvement_cycle(
+    workspace: str | None = None,
+    budget: int = 100,
+    strategy: str = "active",
+    reviewer: str = "label-studio",
+    labels: str | None = None,
+    holdout_share: float = 0.2,
+    generator: str | None = "swap",
+    synthetic_count: int = 100,
+    canary_pct: float = 10.0,
+    profile: str = "cpu",
+    epochs: int | None = None,
+    imgsz: int | None = None,
+    seed: int = 0,
+    on_stage: StageHook | None = None,
+) -> dict[str, Any]:
+    """Run every stage once, in order; a stage with nothing to do says so and the cycle goes on.
+
+    `on_stage` lets a caller (the demo, `edgeloop cycle`) show progress; it is not a flow parameter a
+    deployment sets. The report (JSON, and HTML when the report package is installed) goes under
+    `<workspace>/cycles/<cycle id>/`.
+    """
+    ws = open_workspace(workspace)
+    cycle_id = f"{utc_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    out = ws.settings.workspace / "cycles" / cycle_id
+    out.mkdir(parents=True, exist_ok=True)
+    hook = on_stage or (lambda *_: None)
+    summary: dict[str, Any] = {"cycle": cycle_id, "workspace": str(ws.settings.workspace),
+                               "started_at": utc_now().isoformat(), "stages": []}
+
+    def stage(name: str, run: Callable[[], dict[str, Any]], skip: str | None = None) -> dict[str, Any]:
+        hook(name, "start", {})
+        started = time.perf_counter()
+        result = {"skipped": skip} if skip else run()
+        status = "skipped" if result.get("skipped") else "done"
+        summary["stages"].append({"name": name, "status": status, "seconds": round(time.perf_counter() - started, 1),
+                                  "result": result})
+        hook(name, status, result)
+        return result
+
+    backlog = ws.inbox.backlog()
+    stage("ingest", lambda: ingest_flow(workspace),
+          skip=None if any(backlog.values()) else "the inbox is empty")
+    stage("review push", lambda: review_push_flow(workspace, budget, strategy, reviewer, labels, seed),
+          skip=None if _candidates(workspace) else "no capture waits for review")
+    stage("review pull", lambda: review_pull_flow(workspace, reviewer, labels, holdout_share),
+          skip=None if _pending_reviews(workspace) else "no review task is open")
+    stage("retrain", lambda: retrain_flow(workspace, profile, epochs, imgsz, seed=seed,
+                                          report_dir=str(out / "evaluation")))
+    summary["finished_at"] = utc_now().isoformat()
+    (out / "report.json").write_text(json.dumps(summary, indent=2, default=str))
+    summary["report"] = str(out / "report.json")
+    return summary

@@ -1,0 +1,69 @@
+"""The retrain stage: freeze a dataset version, fine-tune the champion on it, judge the challenger on real images.
+
+A version some model was already trained on is not trained on again: there is nothing new to learn.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from flows.common import CATALOG_LIMIT, limited, open_workspace
+
+
+@task(name="dataset-version")
+def dataset_version(workspace: str | None) -> int:
+    from store.datasets import build_dataset
+
+    with limited(CATALOG_LIMIT):
+        return build_dataset(open_workspace(workspace).catalog).version
+
+
+def _already_trained(workspace: str | None, version: int) -> str | None:
+    """A model already trained on `version`, if any: a version is frozen labels, so training on it again
+    (from that model's champion successor or not) would learn nothing new."""
+    with open_workspace(workspace).catalog.connect() as con:
+        row = con.execute("SELECT model_id FROM training_runs WHERE dataset_version = ? "
+                          "ORDER BY started_at DESC LIMIT 1", [version]).fetchall()
+    return row[0][0] if row else None
+
+
+# Cached on its inputs and this code: a cycle rerun after a later stage failed reuses the trained model.
+@task(name="challenger", cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=1)
+def challenger(workspace: str | None, version: int, profile: str, epochs: int | None, imgsz: int | None,
+               seed: int) -> dict:
+    from feedback.training.train import train
+
+    overrides = {k: v for k, v in {"epochs": epochs, "imgsz": imgsz}.items() if v is not None}
+    result = train(open_workspace(workspace), dataset_version=version, profile=profile, overrides=overrides, seed=seed)
+    return {"model": result.model_id, "parent": result.parent_id, "dataset_version": result.dataset_version,
+            "duration_s": round(result.duration_s, 1)}
+
+
+@task(name="gate-verdict")
+def gate_verdict(workspace: str | None, model: str, margin: float, tolerance: float, report_dir: str | None) -> dict:
+    from pathlib import Path
+
+    from feedback.training.promote import run_gate
+
+    with limited(CATALOG_LIMIT):
+        r = run_gate(open_workspace(workspace), model, margin=margin, tolerance=tolerance,
+                     report_dir=Path(report_dir) if report_dir else None, progress=False)
+    return {"promoted": r.decision.promoted, "reasons": r.decision.reasons, "challenger": r.challenger_id,
+            "champion": r.champion_id, "dataset_version": r.dataset_version, "margin": margin, "tolerance": tolerance,
+            "challenger_metrics": r.challenger_metrics, "champion_metrics": r.champion_metrics}
+
+
+@flow(name="retrain", log_prints=True)
+def retrain_flow(workspace: str | None = None, profile: str = "cpu", epochs: int | None = None,
+                 imgsz: int | None = None, margin: float = 0.005, tolerance: float = 0.02, seed: int = 0,
+                 report_dir: str | None = None) -> dict:
+    """Dataset version -> train -> evaluate -> gate; skipped when a model was trained on this version already."""
+    version = dataset_version(workspace)
+    if (done := _already_trained(workspace, version)) is not None:
+        print(f"retrain: dataset v{version} was already trained on ({done}); nothing new")
+        return {"skipped": f"dataset v{version} already trained on by {done}", "dataset_version": version}
+    trained = challenger(workspace, version, profile, epochs, imgsz, seed)
+    verdict = gate_verdict(workspace, trained["model"], margin, tolerance, report_dir)
+    print(f"retrain: {trained['model']} on v{version}: {'promoted' if verdict['promoted'] else 'refused'}")
+    return {"dataset_version": version, "trained": trained, "gate": verdict}

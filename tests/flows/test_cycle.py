@@ -1,0 +1,71 @@
+"""`improvement_cycle` under a real (ephemeral) Prefect API: every stage runs once, then a rerun skips cleanly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.protocol import CaptureMeta, Detection, SourceRef, utc_now
+from feedback.datasets.yolo_import import import_yolo
+from feedback.scenes import encode_jpeg, render_scene, write_yolo_dataset
+from flows.cycle import improvement_cycle
+from store.inbox import CaptureRecord
+from store.settings import Settings, Workspace
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def _site(tmp_path: Path, scene_pt: Path) -> tuple[Workspace, Path]:
+    """Base and holdout imported, the random scene model champion, 12 camera frames in the inbox."""
+    from feedback.training.promote import register_weights
+
+    ws = Workspace(Settings(workspace=tmp_path / "ws", fsync=False))
+    import_yolo(ws, write_yolo_dataset(tmp_path / "base", range(10)), "train", progress=False)
+    import_yolo(ws, write_yolo_dataset(tmp_path / "holdout", range(100, 106)), "holdout", progress=False)
+    record, _ = register_weights(ws, scene_pt)
+    with ws.catalog.connect() as con:
+        con.execute("UPDATE models SET status = 'champion' WHERE id = ?", [record.id])
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for i in range(12):
+        scene = render_scene(500 + i)
+        data = encode_jpeg(scene.image)
+        sha = ws.blobs.put(data)
+        meta = CaptureMeta(device="cam", camera="c", captured_at=utc_now(), frame_width=320, frame_height=240,
+                           model_version="m1", triggers=["uncertainty"], source=SourceRef(uri="cam.mp4", frame_index=i),
+                           detections=[Detection(xyxy=(1, 1, 30, 30), confidence=0.4, class_id=0)])
+        ws.inbox.add_capture(CaptureRecord(id=sha, sha256=sha, media_type="image/jpeg", bytes=len(data), meta=meta))
+        rows = [f"{c} {(x1 + x2) / 640:.6f} {(y1 + y2) / 480:.6f} {(x2 - x1) / 320:.6f} {(y2 - y1) / 240:.6f}"
+                for (x1, y1, x2, y2), c in zip(scene.boxes, scene.class_ids, strict=True)]
+        (labels / f"cam_{i:06d}.txt").write_text("\n".join(rows))
+    return ws, labels
+
+
+def test_a_cycle_runs_every_stage_then_a_rerun_skips(tmp_path: Path, scene_pt: Path) -> None:
+    ws, labels = _site(tmp_path, scene_pt)
+    seen: list[tuple[str, str]] = []
+    first = improvement_cycle(str(ws.settings.workspace), budget=6, reviewer="oracle", labels=str(labels),
+                              holdout_share=0.0, epochs=1, imgsz=64, on_stage=lambda s, state, _: seen.append((s, state)))
+    stages = {s["name"]: s for s in first["stages"]}
+    assert [s["name"] for s in first["stages"]] == [name for name, state in seen if state == "start"]
+    assert stages["ingest"]["result"]["captures_added"] == 12
+    assert stages["review push"]["result"]["pushed"] == 6
+    assert stages["review pull"]["result"]["verified"] == 6
+    trained = stages["retrain"]["result"]
+    assert trained["trained"]["parent"] is not None and trained["gate"]["challenger"] == trained["trained"]["model"]
+    report = json.loads(Path(first["report"]).read_text())
+    assert report["cycle"] == first["cycle"] and len(report["stages"]) == len(first["stages"])
+
+    second = improvement_cycle(str(ws.settings.workspace), budget=6, reviewer="oracle", labels=str(labels),
+                               holdout_share=0.0, epochs=1, imgsz=64)
+    again = {s["name"]: s for s in second["stages"]}
+    assert again["ingest"]["status"] == "skipped"  # nothing new arrived
+    # Six captures were still waiting: they are reviewed, and the new labels are trained on.
+    assert again["review push"]["result"]["pushed"] == 6 and again["review pull"]["result"]["verified"] == 6
+    assert again["retrain"]["result"]["dataset_version"] > trained["dataset_version"]
+    third = improvement_cycle(str(ws.settings.workspace), budget=6, reviewer="oracle", labels=str(labels),
+                              holdout_share=0.0, epochs=1, imgsz=64)
+    assert {s["name"]: s["status"] for s in third["stages"]} == {
+        "ingest": "skipped", "review push": "skipped", "review pull": "skipped", "retrain": "skipped"}
