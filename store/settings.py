@@ -34,6 +34,23 @@ class Settings(BaseSettings):
     clip_model: str = "ViT-S-32-alt"
     clip_weights: Path | None = None
     clip_pretrained: str | None = None
+    # Schedules of `edgeloop deploy` (cron, UTC): override any of them in edgeloop.toml.
+    schedule_ingest: str = "*/5 * * * *"
+    schedule_review_pull: str = "*/10 * * * *"
+    schedule_review_push: str = "0 * * * *"
+    schedule_cycle: str = "0 2 * * *"  # the improvement cycle, nightly
+    # Training on Vertex AI (`edgeloop train --backend vertex`): one CustomJob per run. The job reads the data set
+    # from storage_url (so a gs:// bucket) and writes its weights under the staging bucket.
+    vertex_project: str | None = None
+    vertex_region: str = "us-central1"
+    vertex_staging_bucket: str | None = None  # gs://bucket[/folder]; each job's base_output_dir lies under it
+    vertex_machine_type: str = "n1-standard-8"
+    vertex_accelerator_type: str | None = "NVIDIA_TESLA_T4"  # an AcceleratorType name; None: CPU only
+    vertex_accelerator_count: int = 1
+    vertex_image: str | None = None  # a container with edgeloop[train,server,vertex] and gcsfs on its PATH
+    vertex_api_endpoint: str | None = None  # None: the region's; a private endpoint or the tests' stub (http:// kept)
+    vertex_token: str | None = None  # a static bearer token; None: Application Default Credentials
+    vertex_poll_s: float = 30.0  # between two reads of a job's state
     # Cloud generators (google-genai on Vertex AI). Project and location fall back to GOOGLE_CLOUD_PROJECT /
     # GOOGLE_CLOUD_LOCATION; credentials are Application Default Credentials unless a static bearer token is set.
     gcp_project: str | None = None
@@ -54,6 +71,22 @@ class Settings(BaseSettings):
         "imagen-3.0-generate-002": 0.04,
         "imagen-3.0-capability-001": 0.04,
     }
+    # Local generators and the open-vocabulary teacher (the gpu-gen extra). Each model is a saved folder or a hub
+    # id, fetched only when online. They need a GPU (fp16) unless diffusion_allow_cpu: slow, for tests and trials.
+    gligen_model: str = "masterful/gligen-1-4-generation-text-box"
+    sd_inpaint_model: str = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+    qwen_image_model: str = "Qwen/Qwen-Image"
+    qwen_image_edit_model: str = "Qwen/Qwen-Image-Edit"
+    diffusion_batch_size: int = 4  # images per pipeline call; lower it when the GPU runs out of memory
+    diffusion_steps: int = 30
+    diffusion_allow_cpu: bool = False
+    # Class name -> phrases open-vocabulary models understand ("no_helmet": ["bare head"]); the first one also
+    # grounds the generators' objects. A class without phrases is asked for by its name in words.
+    class_phrases: dict[str, list[str]] = {}
+    grounding_model: str = "IDEA-Research/grounding-dino-tiny"
+    sam_model: str | None = None  # e.g. "facebook/sam-vit-base": each teacher box becomes its mask's tight box
+    grounding_box_threshold: float = 0.35  # GroundingDINO's own defaults
+    grounding_text_threshold: float = 0.25
 
     @classmethod
     def settings_customise_sources(
