@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from feedback.synthesis.cloud import CloudCalls, ResponseCache, image_seed
+from feedback.synthesis.cloud import image_seed
 from feedback.synthesis.gemini_edit import GeminiEditGenerator
 from feedback.synthesis.port import Generator, LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from tests.feedback.synthesis.vertex_stub import MAGENTA, VertexStub, decode_image, noise_frame
+from tests.feedback.synthesis.vertex_stub import MAGENTA, VertexStub, decode_image, noise_frame, stub_calls
 
 MODEL = "gemini-2.5-flash-image"
 INSTRUCTION = "Remove the hard hat from this worker's head; show short dark hair. Change nothing else."
@@ -36,13 +36,7 @@ def frame() -> LabelledFrame:
 
 
 def generator(stub: VertexStub, root: Path) -> GeminiEditGenerator:
-    from google import genai
-    from google.genai import types
-    from google.oauth2.credentials import Credentials
-
-    client = genai.Client(vertexai=True, project="proj", location="us-central1", credentials=Credentials(token="t"),
-                          http_options=types.HttpOptions(base_url=stub.url))  # fmt: skip
-    return GeminiEditGenerator(CloudCalls(client, ResponseCache(root), image_cost_usd={MODEL: 0.039}), MODEL)
+    return GeminiEditGenerator(stub_calls(stub, root, {MODEL: 0.039}), MODEL)
 
 
 def request(count: int, seed: int = 0) -> SynthesisRequest:

@@ -14,10 +14,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 from PIL import Image
+
+from feedback.synthesis.cloud import CloudCalls, ResponseCache
 
 PATH = re.compile(r"^/(?P<version>v1[a-z0-9]*)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
                   r"/publishers/google/models/(?P<model>[^/:]+):(?P<method>\w+)$")  # fmt: skip
@@ -161,3 +164,16 @@ class VertexStub:
 def noise_frame(seed: int = 0, shape: tuple[int, int] = (480, 640)) -> np.ndarray:
     """A BGR frame of noise: any pixel an adapter touches shows."""
     return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+
+
+def stub_calls(stub: VertexStub, cache_root: Path, image_cost_usd: dict[str, float] | None = None) -> CloudCalls:
+    """The generators' guarded calls through a real google-genai client pointed at `stub` with a static token."""
+    from google import genai
+    from google.genai import types
+    from google.oauth2.credentials import Credentials
+
+    client = genai.Client(
+        vertexai=True, project="proj", location="us-central1", credentials=Credentials(token="t"),
+        http_options=types.HttpOptions(base_url=stub.url),
+    )  # fmt: skip
+    return CloudCalls(client, ResponseCache(cache_root), image_cost_usd=image_cost_usd or {})

@@ -1,0 +1,95 @@
+"""gemini: text-to-image with a Gemini image model (`generate_content`, image output), labelled by a teacher.
+
+The images carry no boxes of their own: each is kept only where the teacher finds the target class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from google.genai import types
+
+from feedback.synthesis.cloud import (
+    Answer,
+    Budget,
+    CloudCalls,
+    OverBudget,
+    ResponseCache,
+    content_answer,
+    decode_bgr,
+    image_seed,
+)
+from feedback.synthesis.gemini_edit import nearest_aspect_ratio
+from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
+from feedback.synthesis.teacher import Teacher, label_by_teacher
+
+# (prompt, seed, aspect ratio or None) -> (cache key, the paid call)
+TextCall = Callable[[str, int, str | None], tuple[str, Callable[[], Answer]]]
+
+
+def camera_aspect_ratio(material: Sequence[LabelledFrame]) -> str | None:
+    """The supported ratio nearest the real frames', so generated scenes look framed like the cameras'."""
+    if not material:
+        return None
+    h, w = material[0].image.shape[:2]
+    return nearest_aspect_ratio(w, h)
+
+
+def run_text(
+    name: str, model: str, model_setting: str, calls: CloudCalls, teacher: Teacher,
+    request: SynthesisRequest, material: Sequence[LabelledFrame], text_call: TextCall,
+) -> Iterator[SyntheticImage | Rejected]:  # fmt: skip
+    """The text-to-image loop gemini and imagen share: one image per call, seed after seed, the teacher labels."""
+    if not request.prompt:
+        raise ValueError(f"{name} needs request.prompt (the scene to draw)")
+    aspect = camera_aspect_ratio(material)
+    budget = Budget(request.max_cost_usd)
+    for i in range(request.count):
+        seed = image_seed(request.seed, i)
+        key, call = text_call(request.prompt, seed, aspect)
+        lineage: dict[str, Any] = {
+            "generator": name, "model": model, "seed": seed, "cluster_id": request.cluster_id,
+            "prompt": request.prompt, "negative_prompt": request.negative_prompt, "aspect_ratio": aspect,
+            "request_key": key,
+        }  # fmt: skip
+        try:
+            fetched = calls.fetch(model, key, call, budget, model_setting=model_setting)
+        except OverBudget as e:
+            yield Rejected(str(e), lineage | {"spent_usd": e.spent_usd})
+            return
+        lineage |= {"cost_usd": fetched.cost_usd, "cached": fetched.cached}
+        if fetched.answer.refusal is not None:
+            yield Rejected(fetched.answer.refusal, lineage)
+            continue
+        yield label_by_teacher(teacher, decode_bgr(fetched.answer.images[0]), request, lineage)
+
+
+class GeminiImageGenerator:
+    """Scenes drawn from the cluster's prompt; Gemini has no negative prompt, so it is appended as words."""
+
+    name = "gemini"
+    model_setting = "EDGELOOP_GEMINI_IMAGE_MODEL"
+
+    def __init__(self, calls: CloudCalls, teacher: Teacher, model: str = "gemini-2.5-flash-image") -> None:
+        self.calls, self.teacher, self.model = calls, teacher, model
+
+    def generate(
+        self, request: SynthesisRequest, material: Sequence[LabelledFrame]
+    ) -> Iterator[SyntheticImage | Rejected]:
+        text = (request.prompt or "") + (f"\nDo not show: {request.negative_prompt}" if request.negative_prompt else "")
+
+        def text_call(prompt: str, seed: int, aspect: str | None) -> tuple[str, Callable[[], Answer]]:
+            key = ResponseCache.key(model=self.model, method="generateContent", prompt=text, seed=seed,
+                                    inputs=[], options={"aspect_ratio": aspect})  # fmt: skip
+            config = types.GenerateContentConfig(
+                response_modalities=["IMAGE"], candidate_count=1, seed=seed,
+                image_config=types.ImageConfig(aspect_ratio=aspect) if aspect else None,
+            )  # fmt: skip
+            return key, lambda: content_answer(
+                self.calls.client.models.generate_content(model=self.model, contents=[text], config=config)
+            )
+
+        yield from run_text(
+            self.name, self.model, self.model_setting, self.calls, self.teacher, request, material, text_call
+        )
