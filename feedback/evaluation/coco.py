@@ -24,6 +24,11 @@ from feedback.evaluation.dataset import YoloDataset
 class ClassAP:
     map50: float | None  # None: the class has no ground truth, so AP is undefined (COCOeval's -1)
     map50_95: float | None
+    # Interpolated precision at RECALL_POINTS, IoU 0.5 (AP@0.5 is its mean); None: no ground truth.
+    precision50: tuple[float, ...] | None = None
+
+
+RECALL_POINTS = tuple(round(0.01 * i, 2) for i in range(101))  # COCOeval's recThrs
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,9 @@ def coco_map(ground_truth: dict[str, Any], results: Sequence[dict[str, Any]]) ->
     per_class = []
     for cls in range(len(ground_truth["categories"])):
         k = by_category[cls]
-        per_class.append(ClassAP(map50=_mean_valid(precision[at50, :, k]), map50_95=_mean_valid(precision[:, :, k])))
+        curve = precision[at50, :, k]
+        per_class.append(ClassAP(map50=_mean_valid(curve), map50_95=_mean_valid(precision[:, :, k]),
+                                 precision50=tuple(curve.tolist()) if (curve > -1).all() else None))
     stats = evaluator.stats
     return CocoMetrics(map50=_valid(stats[1]), map50_95=_valid(stats[0]), per_class=tuple(per_class))
 

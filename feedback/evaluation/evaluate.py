@@ -105,7 +105,7 @@ def evaluate_predictions(
         "confusion_matrix": confusion_json(point, dataset.names),
     }
     if report_dir is not None:
-        write_report(Path(report_dir), result, dataset, point)
+        write_report(Path(report_dir), result, dataset, point, coco=coco)
     return result
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from feedback.evaluation.coco import RECALL_POINTS, CocoMetrics
 from feedback.evaluation.dataset import YoloDataset
 from feedback.evaluation.operating_point import Box, FalseNegative, FalsePositive, OperatingPoint
 
@@ -43,9 +44,11 @@ def format_table(result: Mapping[str, Any]) -> str:
 
 
 def write_report(
-    directory: Path, result: Mapping[str, Any], dataset: YoloDataset, point: OperatingPoint, *, worst: int = 10
+    directory: Path, result: Mapping[str, Any], dataset: YoloDataset, point: OperatingPoint, *, worst: int = 10,
+    coco: CocoMetrics | None = None,
 ) -> dict[str, Path]:
-    """Writes table.txt, confusion_matrix.{png,json}, the galleries and mistakes.json; returns their paths."""
+    """Writes table.txt, confusion_matrix.{png,json}, the galleries, mistakes.json and, given `coco`,
+    pr_curves.json; returns their paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -73,7 +76,22 @@ def write_report(
         "same-class prediction overlapping them at the IoU threshold, lowest first (0: never seen)",
     }
     paths["mistakes_json"].write_text(json.dumps(mistakes, indent=2) + "\n")
+    if coco is not None:
+        paths["pr_curves_json"] = directory / "pr_curves.json"
+        paths["pr_curves_json"].write_text(json.dumps(pr_curves_json(coco, dataset.names)) + "\n")
     return paths
+
+
+def pr_curves_json(coco: CocoMetrics, names: Sequence[str]) -> dict[str, Any]:
+    """pycocotools' own precision-recall curves at IoU 0.5, one per class (null: no ground truth)."""
+    return {
+        "iou": 0.5,
+        "recall": list(RECALL_POINTS),
+        "definition": "interpolated precision (the best at this recall or beyond) at COCO's 101 recall points; "
+        "0 past the highest recall reached; AP@0.5 is its mean",
+        "precision": {name: None if ap.precision50 is None else [round(p, 5) for p in ap.precision50]
+                      for name, ap in zip(names, coco.per_class, strict=True)},
+    }
 
 
 def confusion_json(point: OperatingPoint, names: Sequence[str]) -> dict[str, Any]:

@@ -72,15 +72,21 @@ VEST_AP50_95 = (3 * VEST_AP50 + 7 * 0) / 10  # = 0.15
 # no_helmet has no truth anywhere: undefined, and left out of the means.
 
 
-def test_ap_by_hand_with_an_image_that_has_no_label_file(tmp_path: Path) -> None:
+def worked_example(tmp_path: Path) -> tuple[Path, dict[str, sv.Detections]]:
+    """The folder and predictions of the tables above."""
     root = write_folder(tmp_path / "data", {"a": [(HELMET, H1), (HELMET, H2), (VEST, V1)], "b": [(HELMET, H3)],
                                             "empty": None})  # fmt: skip
-    assert not (root / "labels" / "empty.txt").exists()
     predictions = {
         "a": detections((HELMET, 0.95, H1), (HELMET, 0.70, H1), (HELMET, 0.60, H2), (VEST, 0.40, (100, 100, 200, 200))),
         "b": detections((HELMET, 0.80, H3)),
         "empty": detections((HELMET, 0.90, (300, 300, 350, 350)), (VEST, 0.85, (300, 200, 400, 360))),
     }
+    return root, predictions
+
+
+def test_ap_by_hand_with_an_image_that_has_no_label_file(tmp_path: Path) -> None:
+    root, predictions = worked_example(tmp_path)
+    assert not (root / "labels" / "empty.txt").exists()
     out = tmp_path / "pred.json"
     result = evaluate_predictions(load_dataset(root, NAMES), predictions, coco_predictions=out)
 
@@ -107,6 +113,19 @@ def test_ap_by_hand_with_an_image_that_has_no_label_file(tmp_path: Path) -> None
     }
     assert coco_stats(gt, out)[:2] == pytest.approx([result["map50_95"], result["map50"]], abs=1e-12)
     assert len(json.loads(out.read_text())) == 7
+
+
+def test_precision_recall_curves_by_hand(tmp_path: Path) -> None:
+    """The report's curves are the interpolated precisions tabled above, sampled at COCO's 101 recalls."""
+    root, predictions = worked_example(tmp_path)
+    result = evaluate_predictions(load_dataset(root, NAMES), predictions, report_dir=tmp_path / "report")
+    curves = json.loads((tmp_path / "report" / "pr_curves.json").read_text())
+    assert curves["recall"] == [i / 100 for i in range(101)] and curves["iou"] == 0.5
+    helmet = curves["precision"]["helmet"]
+    assert helmet == pytest.approx([1.0] * 34 + [2 / 3] * 33 + [3 / 5] * 34, abs=1e-5)
+    assert curves["precision"]["vest"] == pytest.approx([0.5] * 101, abs=1e-5)
+    assert curves["precision"]["no_helmet"] is None  # no truth: no curve
+    assert np.mean(helmet) == pytest.approx(result["per_class"]["helmet"]["map50"], abs=1e-5)
 
 
 def crowd(n_false: int, false_class: int) -> dict[str, sv.Detections]:
