@@ -14,6 +14,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 API_PREFIX = "/v1"
 CAPTURES_PATH = f"{API_PREFIX}/captures"
 HEARTBEAT_PATH = f"{API_PREFIX}/heartbeat"
+DEPLOYMENT_PATH = f"{API_PREFIX}/deployment"
+ARTIFACTS_PATH = f"{API_PREFIX}/artifacts"  # + "/{sha256}"
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png")
 # Refusals about the device's token, not about what it sent: a device keeps its captures
 # and retries later (a rotated token may arrive) instead of discarding them.
@@ -35,6 +37,10 @@ Trigger = Literal["uncertainty", "flicker", "operator", "random", "rare_class"]
 """Why a frame was uploaded: a detection in the uncertainty band, a track that flickered
 or changed class, a person flagged it as wrong, the unbiased random sample, or a watched
 class the model almost saw (its evidence lies in a band below the operating threshold)."""
+UpdateState = Literal["idle", "downloading", "building", "verifying", "probation", "refused", "rolled_back"]
+"""Where a device following deployments stands: running what it should (idle), fetching, building
+or checking a new model, running it on probation (its first frames), refused it (a bad artifact:
+the running model kept running), or swapped it back out by itself (failed probation)."""
 
 
 def is_safe_name(name: str) -> bool:
@@ -92,6 +98,7 @@ class CaptureMeta(_Strict):
     source: SourceRef
     note: str | None = Field(default=None, max_length=2_000)
     class_evidence: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(default=None, max_length=10_000)
+    update_state: UpdateState | None = None  # optional, as class_evidence: older devices leave it out
 
     @field_validator("device", "camera")
     @classmethod
@@ -111,7 +118,11 @@ class CaptureMeta(_Strict):
 
 
 class Heartbeat(_Strict):
-    """The JSON body of `POST /v1/heartbeat`: how a device is doing."""
+    """The JSON body of `POST /v1/heartbeat`: how a device is doing.
+
+    The fields from `frames` on are optional (no schema bump: older devices leave them out): frames
+    processed and detector errors since start, and where the device stands with deployments.
+    """
 
     schema_version: Literal[1] = 1
     device: Name
@@ -123,6 +134,70 @@ class Heartbeat(_Strict):
     queue_depth: int = Field(ge=0)
     dropped_frames: int = Field(default=0, ge=0)
     uptime_s: float = Field(default=0.0, ge=0.0)
+    frames: int | None = Field(default=None, ge=0)
+    errors: int | None = Field(default=None, ge=0)
+    update_state: UpdateState | None = None
+    update_target: str | None = Field(default=None, max_length=128)  # the model version being installed
+    update_detail: str | None = Field(default=None, max_length=500)  # why it was refused or rolled back
+
+
+# -- deployments -------------------------------------------------------------------------------
+
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ReferenceDetection(_Strict):
+    """A box the published model finds on a reference frame (pixels of that frame)."""
+
+    xyxy: tuple[float, float, float, float]
+    confidence: float = Field(ge=0.0, le=1.0)
+    class_id: int = Field(ge=0, le=10_000)
+
+
+class ReferenceFrame(_Strict):
+    """A frame (lossless PNG, so every device decodes the very same pixels) and what must be found on it."""
+
+    name: str = Field(max_length=256)
+    png_base64: str
+    detections: list[ReferenceDetection] = Field(default_factory=list, max_length=2_000)
+
+
+class ReferenceSet(_Strict):
+    """What a device checks a model it built against before using it: the publisher's own ONNX Runtime
+    detections at the devices' operating point, and how far a build (TensorRT FP16) may stray."""
+
+    schema_version: Literal[1] = 1
+    conf: float = Field(gt=0.0, lt=1.0)
+    iou: float = Field(gt=0.0, le=1.0)
+    box_tol_px: float = Field(gt=0.0)
+    conf_tol: float = Field(gt=0.0, lt=1.0)
+    frames: list[ReferenceFrame] = Field(min_length=1, max_length=64)
+
+
+class ArtifactManifest(_Strict):
+    """A published model: the ONNX blob devices build from, its identity and the reference set's blob."""
+
+    schema_version: Literal[1] = 1
+    model_version: str = Field(min_length=1, max_length=128)  # the registry's model id, stamped in the ONNX
+    onnx_sha256: Sha256Hex
+    onnx_bytes: int = Field(gt=0)
+    reference_sha256: Sha256Hex
+    reference_bytes: int = Field(gt=0)
+    classes: list[str] = Field(min_length=1, max_length=10_000)
+    input_size: tuple[int, int]  # (h, w), static
+    metrics: dict | None = None  # the gate's holdout metrics, when the model has been judged
+    published_at: AwareDatetime
+
+
+class DeploymentAnswer(_Strict):
+    """`GET /v1/deployment`: the model this device should run, and why. `artifact` None: no
+    deployment names a model for it, so it runs the model it was installed with."""
+
+    device: Name
+    model_version: str | None
+    reason: Literal["pinned", "canary", "fleet", "none"]
+    rollout_id: str | None = None
+    artifact: ArtifactManifest | None = None
 
 
 class CaptureAccepted(BaseModel):

@@ -201,7 +201,7 @@ def _capture_row(r: CaptureRecord, loaded_at: datetime) -> dict[str, object]:
         "frame_width": m.frame_width, "frame_height": m.frame_height, "media_type": r.media_type,
         "bytes": r.bytes, "model_version": m.model_version, "source_uri": m.source.uri,
         "source_frame": m.source.frame_index, "source_ts": m.source.timestamp_s, "note": m.note,
-        "class_evidence": m.class_evidence, "loaded_at": loaded_at,
+        "class_evidence": m.class_evidence, "update_state": m.update_state, "loaded_at": loaded_at,
     }
 
 
