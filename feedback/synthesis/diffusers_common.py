@@ -46,12 +46,12 @@ def load_pipeline(class_name: str, source: str | Path, *, allow_cpu: bool, half:
     pipeline_class = getattr(diffusers, class_name)
     local = Path(source).expanduser()
     if local.is_dir():
-        pipe = pipeline_class.from_pretrained(local, torch_dtype=dtype, local_files_only=True)
+        pipe = pipeline_class.from_pretrained(local, dtype=dtype, local_files_only=True)
     elif str(source).startswith((".", "/", "~")):
         raise FileNotFoundError(f"no {class_name} weights at {source}: give a saved pipeline folder or a hub id")
     else:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        pipe = pipeline_class.from_pretrained(str(source), torch_dtype=dtype, local_files_only=offline)
+        pipe = pipeline_class.from_pretrained(str(source), dtype=dtype, local_files_only=offline)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
