@@ -111,10 +111,14 @@ def content_answer(response: types.GenerateContentResponse) -> Answer:
         return Answer((), "no candidate in the answer")
     candidate = response.candidates[0]
     parts = (candidate.content.parts if candidate.content else None) or []
+    # Thinking image models (gemini-3-pro-image) send draft images marked as thoughts before the answer.
     images = tuple(
         p.inline_data.data
         for p in parts
-        if p.inline_data is not None and p.inline_data.data and (p.inline_data.mime_type or "").startswith("image/")
+        if p.inline_data is not None
+        and p.inline_data.data
+        and (p.inline_data.mime_type or "").startswith("image/")
+        and not p.thought
     )
     if images:
         return Answer(images)

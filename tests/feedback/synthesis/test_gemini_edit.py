@@ -15,7 +15,7 @@ import pytest
 from feedback.synthesis.cloud import image_seed
 from feedback.synthesis.gemini_edit import GeminiEditGenerator
 from feedback.synthesis.port import Generator, LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from tests.feedback.synthesis.vertex_stub import MAGENTA, VertexStub, decode_image, noise_frame, stub_calls
+from tests.feedback.synthesis.vertex_stub import MAGENTA, VertexStub, b64, decode_image, noise_frame, png, stub_calls
 
 MODEL = "gemini-2.5-flash-image"
 INSTRUCTION = "Remove the hard hat from this worker's head; show short dark hair. Change nothing else."
@@ -140,3 +140,16 @@ def test_no_instruction_or_no_confusable_box_is_a_clear_error(stub: VertexStub, 
             )
         )
     assert stub.seen == []
+
+
+def test_draft_images_a_thinking_model_sends_are_not_the_answer(stub: VertexStub, tmp_path: Path) -> None:
+    draft = {
+        "inlineData": {"mimeType": "image/png", "data": b64(png(np.zeros((64, 64, 3), np.uint8)))},
+        "thought": True,
+    }
+    final = {"inlineData": {"mimeType": "image/png", "data": b64(png(np.full((64, 64, 3), MAGENTA, np.uint8)))}}
+    stub.reply(200, {"candidates": [{"content": {"role": "model", "parts": [draft, final]}, "finishReason": "STOP"}]})
+    [r] = list(generator(stub, tmp_path).generate(request(1), [frame()]))
+    assert isinstance(r, SyntheticImage)
+    x1, y1, x2, y2 = (int(v) for v in r.boxes[r.lineage["edited_box_index"]])
+    assert np.all(r.image[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1] == BGR_MAGENTA)
