@@ -105,3 +105,62 @@ def inpaint_pipe():  # noqa: ANN201
     pipe = StableDiffusionInpaintPipeline(**_sd_parts(9))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def bert_tokenizer():  # noqa: ANN201
+    """A WordPiece vocabulary of letters, with GroundingDINO's separators where its model expects them.
+
+    GroundingDINO finds phrase boundaries by token id: [CLS] 101, [SEP] 102, "." 1012, "?" 1029 (BERT's ids).
+    """
+    from transformers import BertTokenizer
+
+    fixed = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103, ".": 1012, "?": 1029}
+    letters = [c for c in "abcdefghijklmnopqrstuvwxyz0123456789"] + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    ids = iter(i for i in range(1100) if i not in fixed.values())
+    vocab = dict(fixed)
+    for token in letters:
+        vocab[token] = next(ids)
+    for i in ids:
+        vocab[f"[unused{i}]"] = i
+    return BertTokenizer(vocab=dict(sorted(vocab.items(), key=lambda kv: kv[1])), model_max_length=64)
+
+
+def grounding_dino():  # noqa: ANN201
+    """(model, processor): a two-layer GroundingDINO with a tiny Swin and BERT, images at most 64 px."""
+    from transformers import (
+        GroundingDinoConfig, GroundingDinoForObjectDetection, GroundingDinoImageProcessor, GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    tokenizer = bert_tokenizer()
+    swin = SwinConfig(window_size=7, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], image_size=64,
+                      out_features=["stage2", "stage3", "stage4"], out_indices=[2, 3, 4])
+    text = {"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8,
+            "max_position_embeddings": 64, "model_type": "bert", "vocab_size": len(tokenizer)}
+    config = GroundingDinoConfig(d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2,
+                                 decoder_attention_heads=2, encoder_ffn_dim=8, decoder_ffn_dim=8, num_queries=12,
+                                 num_feature_levels=3, encoder_n_points=2, decoder_n_points=2, use_timm_backbone=False,
+                                 backbone_config=swin, max_text_len=64, text_config=text)
+    torch.manual_seed(0)
+    model = GroundingDinoForObjectDetection(config).eval()
+    images = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 64})
+    return model, GroundingDinoProcessor(image_processor=images, tokenizer=tokenizer)
+
+
+def sam():  # noqa: ANN201
+    """(model, processor): SAM with a two-layer ViT on 32 px inputs."""
+    from transformers import (
+        SamConfig, SamImageProcessor, SamMaskDecoderConfig, SamModel, SamProcessor, SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+
+    vision = SamVisionConfig(image_size=32, patch_size=2, hidden_size=16, projection_dim=16, output_channels=16,
+                             num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, window_size=4,
+                             global_attn_indexes=[1], num_pos_feats=8)
+    prompt = SamPromptEncoderConfig(image_size=32, patch_size=2, hidden_size=16, mask_input_channels=4)
+    decoder = SamMaskDecoderConfig(hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2,
+                                   iou_head_hidden_dim=16)
+    torch.manual_seed(0)
+    model = SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)).eval()
+    images = SamImageProcessor(size={"longest_edge": 32}, pad_size={"height": 32, "width": 32})
+    return model, SamProcessor(image_processor=images)
