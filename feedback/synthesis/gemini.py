@@ -37,12 +37,17 @@ def camera_aspect_ratio(material: Sequence[LabelledFrame]) -> str | None:
 
 
 def run_text(
-    name: str, model: str, model_setting: str, calls: CloudCalls, teacher: Teacher,
+    name: str, model: str, model_setting: str, calls: CloudCalls, teacher: Teacher | None,
     request: SynthesisRequest, material: Sequence[LabelledFrame], text_call: TextCall,
 ) -> Iterator[SyntheticImage | Rejected]:  # fmt: skip
     """The text-to-image loop gemini and imagen share: one image per call, seed after seed, the teacher labels."""
     if not request.prompt:
         raise ValueError(f"{name} needs request.prompt (the scene to draw)")
+    if teacher is None:  # refused before anything is paid for
+        raise ValueError(
+            f"{name} text-to-image needs a teacher to label its images: the workspace has no champion "
+            "yet (`edgeloop gate` promotes one)"
+        )
     aspect = camera_aspect_ratio(material)
     budget = Budget(request.max_cost_usd)
     for i in range(request.count):
@@ -71,7 +76,7 @@ class GeminiImageGenerator:
     name = "gemini"
     model_setting = "EDGELOOP_GEMINI_IMAGE_MODEL"
 
-    def __init__(self, calls: CloudCalls, teacher: Teacher, model: str = "gemini-2.5-flash-image") -> None:
+    def __init__(self, calls: CloudCalls, teacher: Teacher | None, model: str = "gemini-2.5-flash-image") -> None:
         self.calls, self.teacher, self.model = calls, teacher, model
 
     def generate(

@@ -50,8 +50,6 @@ class ImagenGenerator:
             yield from run_edits(self.name, self.edit_model, "EDGELOOP_IMAGEN_EDIT_MODEL", self.calls, request, material,
                                  self._inpaint_call(request.edit_instruction))  # fmt: skip
             return
-        if self.teacher is None:
-            raise ValueError("imagen text-to-image needs a teacher to label its images (the champion checkpoint)")
         yield from run_text(self.name, self.model, "EDGELOOP_IMAGEN_MODEL", self.calls, self.teacher, request, material,
                             self._generate_call(request.negative_prompt))  # fmt: skip
 

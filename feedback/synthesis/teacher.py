@@ -12,6 +12,7 @@ import numpy as np
 import supervision as sv
 
 from feedback.synthesis.port import Rejected, SynthesisRequest, SyntheticImage
+from store.settings import Workspace
 
 TEACHER_CONF = 0.25  # ultralytics' own predict default: boxes a person would call detections
 
@@ -41,6 +42,14 @@ class ChampionTeacher:
         extra: dict[str, Any] = {"imgsz": self.imgsz} if self.imgsz else {}
         result = self._detector.model.predict(image_bgr, conf=self.conf, verbose=False, save=False, **extra)[0]
         return sv.Detections.from_ultralytics(result)
+
+
+def champion_teacher(ws: Workspace) -> ChampionTeacher | None:
+    """The workspace's champion as teacher, or None while there is no champion."""
+    from feedback.embeddings.choice import champion_weights
+
+    weights = champion_weights(ws)
+    return ChampionTeacher(weights) if weights is not None else None
 
 
 def label_by_teacher(

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from google.genai import types
 
-from feedback.synthesis.cloud import CloudCalls, CloudError, image_seed, make_client
+from feedback.synthesis.cloud import CloudCalls, CloudError, cloud_generator, image_seed, make_client
 from feedback.synthesis.gemini_edit import GeminiEditGenerator
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from store.settings import Settings
+from store.settings import Settings, Workspace
 from tests.feedback.synthesis.vertex_stub import VertexStub, noise_frame
 
 MODEL = "gemini-2.5-flash-image"
@@ -177,3 +177,36 @@ def test_a_rerun_is_answered_from_the_cache_and_pays_nothing(stub: VertexStub, t
     # Another seed is another request.
     run(CloudCalls.from_settings(s), edit(1, seed=5))
     assert len(stub.seen) == 5 and stub.seen[-1].body["generationConfig"]["seed"] == image_seed(5, 0)
+
+
+def test_the_registry_factories_build_from_the_workspace(stub: VertexStub, tmp_path: Path, ppe_pt: Path) -> None:
+    from feedback.synthesis.gemini import GeminiImageGenerator
+    from feedback.synthesis.imagen import ImagenGenerator
+    from store.models import register_model
+
+    ws = Workspace(settings(stub, tmp_path, gemini_image_model="gemini-3-pro-image-preview", fsync=False,
+                            imagen_model="imagen-4.0-fast-generate-001"))  # fmt: skip
+    edit_gen = cloud_generator("gemini-edit", ws)
+    assert isinstance(edit_gen, GeminiEditGenerator)
+    [r] = edit_gen.generate(edit(1), [frame()])
+    assert isinstance(r, SyntheticImage) and stub.seen[-1].model == "gemini-3-pro-image-preview"
+    assert len(list((tmp_path / "ws" / "cache" / "genai").rglob("*.json"))) == 1  # the cache lives in the workspace
+
+    # Without a champion, text-to-image has no teacher: refused before anything is paid for.
+    text_gen = cloud_generator("gemini", ws)
+    assert isinstance(text_gen, GeminiImageGenerator)
+    with pytest.raises(ValueError, match="no champion"):
+        list(text_gen.generate(SynthesisRequest(target_class=0, count=1, prompt="a site"), []))
+    assert len(stub.seen) == 1
+
+    with ws.catalog.connect() as con:
+        model_id = register_model(con, ws.blobs.put(ppe_pt.read_bytes()), classes=["helmet", "no_helmet", "no_wear",
+                                  "wear"], imgsz=320, origin="external")  # fmt: skip
+        con.execute("UPDATE models SET status = 'champion' WHERE id = ?", [model_id])
+    imagen = cloud_generator("imagen", ws)
+    assert isinstance(imagen, ImagenGenerator) and imagen.teacher is not None
+    [r] = imagen.generate(SynthesisRequest(target_class=0, count=1, prompt="a site"), [])
+    assert r.lineage["teacher"] == f"champion:{model_id}.pt"
+    assert stub.seen[-1].model == "imagen-4.0-fast-generate-001"
+    with pytest.raises(ValueError, match="no cloud generator 'dalle'"):
+        cloud_generator("dalle", ws)
