@@ -8,23 +8,28 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from edge.protocol import (
     API_PREFIX,
+    ARTIFACTS_PATH,
     CAPTURES_PATH,
+    DEPLOYMENT_PATH,
     HEARTBEAT_PATH,
     CaptureAccepted,
     CaptureMeta,
+    DeploymentAnswer,
     Heartbeat,
     HeartbeatAccepted,
     Problem,
+    ReferenceSet,
     capture_id_for,
     utc_now,
 )
@@ -34,6 +39,7 @@ from feedback.ingest.metrics import IngestMetrics
 from feedback.ingest.middleware import LimitAndMeasure
 from feedback.ingest.multipart import read_parts
 from feedback.ingest.problems import Rejected
+from feedback.rollout.desired import DesiredStateReader, answer_for, etag_for
 from store.blobs import sha256_hex
 from store.devices import RegistryReader
 from store.inbox import CaptureRecord, HeartbeatRecord
@@ -43,6 +49,8 @@ from store.signing import signing_key, verify_blob_signature
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _META_LIMIT = 256 * 1024  # a meta part with 2,000 detections is about 200 KB
 _INLINE_JPEG_BYTES = 1024 * 1024  # about 10 ms of decoding at most
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_CHUNK = 1024 * 1024
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing, malformed or unknown device token"},
@@ -78,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     workspace = Workspace(settings)
     registry = RegistryReader(workspace.objects, ttl_s=settings.registry_ttl_s)
+    desired = DesiredStateReader(workspace.objects, ttl_s=settings.registry_ttl_s)
     metrics = IngestMetrics()
     blob_key = functools.cache(lambda: signing_key(workspace.objects))
 
@@ -97,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = _openapi()
-            for model in (CaptureMeta, Heartbeat):
+            for model in (CaptureMeta, Heartbeat, ReferenceSet):
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schema["components"]["schemas"].update(body.pop("$defs", {}))
                 schema["components"]["schemas"][model.__name__] = body
@@ -207,6 +216,76 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Content-addressed: the bytes behind a sha never change, so browsers may cache them.
         return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=86400, immutable"})
 
+    @app.get(
+        DEPLOYMENT_PATH,
+        response_model=DeploymentAnswer,
+        responses={**{k: v for k, v in _PROBLEMS.items() if k in (401, 403)},
+                   304: {"description": "Unchanged since the ETag in If-None-Match"}},
+        summary="The model this device should run (poll it; send the last ETag back in If-None-Match)",
+        description="The device's pin, else the canary's model if the device's bucket is in the canary, else "
+        "the fleet's model; `artifact` null means none is named for it: run the installed model. The ETag "
+        "changes exactly when the answer does.",
+    )
+    async def deployment(request: Request) -> Response:
+        device = authenticate(request.headers.get("authorization"), registry)
+        answer = answer_for(desired.current(), device)
+        etag = etag_for(answer)
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if etag in _etags(request.headers.get("if-none-match")):
+            return Response(status_code=304, headers=headers)
+        return Response(answer.model_dump_json(), media_type="application/json", headers=headers)
+
+    @app.get(
+        f"{ARTIFACTS_PATH}/{{sha256}}",
+        response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}, "description": "The whole blob"},
+                   206: {"content": {"application/octet-stream": {}},
+                         "description": "The byte range asked for (Range: bytes=START-[END]), with Content-Range"},
+                   401: _PROBLEMS[401], 403: _PROBLEMS[403],
+                   404: {"model": Problem, "description": "Not a blob of any model deployed now"},
+                   416: {"model": Problem, "description": "The range starts past the end of the blob"}},
+        summary="A deployed model's ONNX or reference set (schema ReferenceSet), by sha256; resumable",
+        description="Streams the blob; a single `Range: bytes=START-[END]` answers 206 so that a download "
+        "cut off on a flaky link resumes where it stopped. The ETag is the sha256.",
+    )
+    async def artifact(sha256: str, request: Request) -> Response:
+        authenticate(request.headers.get("authorization"), registry)
+        # Only what is deployed now: the blob store also holds every device's captures.
+        if not _SHA256.fullmatch(sha256) or sha256 not in desired.current().downloadable():
+            raise Rejected(404, "no_such_artifact", f"{sha256!r} is not an artifact of any model deployed now")
+        key = workspace.blobs.key(sha256)
+        local = workspace.objects.local_path(key)
+        try:
+            size = local.stat().st_size if local else len(data := workspace.objects.get(key))
+        except (FileNotFoundError, KeyError):
+            raise Rejected(404, "no_such_artifact", f"artifact {sha256} is listed but its blob is missing") from None
+        etag = f'"{sha256}"'
+        wanted = request.headers.get("range")
+        if_range = request.headers.get("if-range")
+        span = _byte_range(wanted, size) if wanted and (if_range is None or if_range == etag) else None
+        headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, max-age=86400, immutable"}
+        if span == "unsatisfiable":
+            raise Rejected(416, "range_not_satisfiable", f"the blob has {size} bytes; asked for {wanted!r}",
+                           {"Content-Range": f"bytes */{size}"})
+        start, end = span if isinstance(span, tuple) else (0, size - 1)
+        headers["Content-Length"] = str(end - start + 1)
+        if isinstance(span, tuple):
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+
+        def chunks() -> Iterator[bytes]:
+            if local is None:  # a remote store: fsspec reads the object whole
+                yield data[start : end + 1]
+                return
+            with open(local, "rb") as f:
+                f.seek(start)
+                left = end - start + 1
+                while left > 0 and (chunk := f.read(min(_CHUNK, left))):
+                    left -= len(chunk)
+                    yield chunk
+
+        return StreamingResponse(chunks(), status_code=206 if isinstance(span, tuple) else 200,
+                                 media_type="application/octet-stream", headers=headers)
+
     @app.get("/healthz", summary="Liveness: the process answers and the store is reachable")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "storage": workspace.objects.url}
@@ -216,6 +295,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _etags(header: str | None) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in (header or "").split(",") if tag.strip()}
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | str | None:
+    """(first, last) byte of a single `bytes=` range, "unsatisfiable", or None to send everything
+    (several ranges or a malformed header: a server may ignore Range, RFC 9110 section 14.2)."""
+    match = _RANGE.fullmatch(header.strip())
+    if not match or match[1] == match[2] == "":
+        return None
+    if match[1] == "":  # bytes=-N: the last N bytes
+        n = int(match[2])
+        return (max(0, size - n), size - 1) if n > 0 and size > 0 else "unsatisfiable"
+    start = int(match[1])
+    end = min(int(match[2]), size - 1) if match[2] else size - 1
+    if start >= size:
+        return "unsatisfiable"
+    return None if end < start else (start, end)
 
 
 def _json_body(model_name: str) -> dict[str, Any]:
