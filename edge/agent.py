@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -28,6 +28,9 @@ from edge.spool import Spool, SpoolFull, SpoolWriteError
 from edge.tracking import Tracker
 from edge.triggers import Decision, HardExampleMiner, TriggerConfig
 from edge.uploader import Uploader
+
+if TYPE_CHECKING:
+    from edge.updater import ModelUpdater
 
 
 @dataclass
@@ -63,8 +66,11 @@ class _Latency:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, detector: Detector, frames: Iterable[Frame]) -> None:
-        self.config, self.detector, self.frames = config, detector, frames
+    """`updater` (optional) follows deployments: it swaps models in between two frames (see `step`)."""
+
+    def __init__(self, config: AgentConfig, detector: Detector, frames: Iterable[Frame],
+                 updater: ModelUpdater | None = None) -> None:
+        self.config, self.detector, self.frames, self.updater = config, detector, frames, updater
         self.spool = Spool(config.spool_dir, config.spool_max_bytes)
         self.uploader = Uploader(
             self.spool, lambda: IngestClient(config.server, config.token),
@@ -81,6 +87,9 @@ class Agent:
         self.frames_seen = 0
         self.spooled = 0
         self.spool_refused = 0
+        self.errors = 0  # frames a model on probation failed on (each was run again on the previous model)
+        # Consecutive frames per model, oldest first: where each swap fell, frame by frame.
+        self._runs: deque[dict[str, Any]] = deque(maxlen=64)
         self.spool_write_errors = 0
         self.last_spool_error: str | None = None
 
@@ -93,6 +102,8 @@ class Agent:
         if self.config.operator_port is not None:
             self.operator = OperatorEndpoint(self.miner.flag, self.status, port=self.config.operator_port)
         self.uploader.start()
+        if self.updater:
+            self.updater.start()
         next_status = time.monotonic()
         try:
             for frame in self.frames:
@@ -109,10 +120,28 @@ class Agent:
         return self.status()
 
     def step(self, frame: Frame) -> Decision | None:
-        """One frame through the pipeline; public so benchmarks can drive it frame by frame."""
+        """One frame through the pipeline; public so benchmarks can drive it frame by frame.
+
+        A model swap happens here, before the frame, so each frame is run by exactly one model.
+        """
+        if self.updater is not None and (swapped := self.updater.swap_point(self.detector)) is not self.detector:
+            self._switch(swapped)
         t0 = time.perf_counter()
-        detections = self.detector.detect(frame.image)
-        self._latency.add((time.perf_counter() - t0) * 1000)
+        try:
+            detections = self.detector.detect(frame.image)
+        except Exception as exc:
+            previous = self.updater.detect_failed(exc) if self.updater is not None else None
+            if previous is None:
+                raise
+            self.errors += 1
+            self._switch(previous)  # the same frame, on the model that ran before: none is dropped
+            t0 = time.perf_counter()
+            detections = self.detector.detect(frame.image)
+        elapsed_ms = (time.perf_counter() - t0) * 1000
+        self._latency.add(elapsed_ms)
+        if self.updater is not None:
+            self.updater.frame_done(elapsed_ms)
+        self._count_run(frame.index)
         tracked = self.tracker.update(detections)
         # ByteTrack answers a frame without boxes with fresh Detections, dropping the frame's
         # metadata; the class evidence of exactly those frames is what rare_class looks at.
@@ -127,11 +156,24 @@ class Agent:
         self._fps_window.append(time.perf_counter())
         return decision
 
+    def _switch(self, detector: Detector) -> None:
+        self.detector = detector
+        self._latency = _Latency()  # heartbeats report the running model's latency, not a blend
+
+    def _count_run(self, index: int) -> None:
+        version, last = self.detector.model_version, self._runs[-1] if self._runs else None
+        if last and last["model_version"] == version and last["last_frame"] == index - 1:
+            last["last_frame"], last["frames"] = index, last["frames"] + 1
+        else:
+            self._runs.append({"model_version": version, "first_frame": index, "last_frame": index, "frames": 1})
+
     def close(self, drain_timeout_s: float = 0.0) -> int:
         """Stop the helpers; wait up to `drain_timeout_s` for the spool to empty first.
 
         Returns how many captures are left to upload: they stay on disk for the next start.
         """
+        if self.updater:
+            self.updater.stop()
         if drain_timeout_s > 0:
             self.uploader.flush(drain_timeout_s)
         self.uploader.stop()
@@ -153,6 +195,7 @@ class Agent:
             frame_width=w, frame_height=h, model_version=self.detector.model_version,
             detections=_to_protocol(decision.detections, w, h), triggers=decision.triggers,
             source=frame.source, note=decision.note, class_evidence=_evidence(decision.detections),
+            update_state=self.updater.report()[0] if self.updater else None,
         )
         ok, jpeg = cv2.imencode(".jpg", decision.frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
         if not ok:
@@ -176,10 +219,13 @@ class Agent:
 
     def _heartbeat(self) -> Heartbeat:
         s = self.status()
+        state, target, detail = self.updater.report() if self.updater else (None, None, None)
         return Heartbeat(
             device=self.config.device, sent_at=utc_now(), model_version=self.detector.model_version,
             fps=s["fps"], inference_ms_p50=s["inference_ms_p50"], inference_ms_p99=s["inference_ms_p99"],
             queue_depth=s["spool_depth"], dropped_frames=s["dropped_frames"], uptime_s=s["uptime_s"],
+            frames=s["frames"], errors=self.errors, update_state=state, update_target=target[:128] if target else None,
+            update_detail=detail[:500] if detail else None,
         )
 
     def status(self) -> dict[str, Any]:
@@ -205,6 +251,9 @@ class Agent:
             "triggers": self.miner.stats(),
             "uptime_s": round(time.monotonic() - self._started, 1),
             "model_version": self.detector.model_version,
+            "errors": self.errors,
+            "update": dict(zip(("state", "target", "detail"), self.updater.report())) if self.updater else None,
+            "models_run": [dict(run) for run in self._runs],
         }
 
 

@@ -5,11 +5,25 @@ It sorts every failure into "retry later" (network, 429, 5xx) or "never retry" (
 
 from __future__ import annotations
 
+import os
+import typing
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import httpx
 
-from edge.protocol import API_PREFIX, CAPTURES_PATH, HEARTBEAT_PATH, CaptureAccepted, CaptureMeta, Heartbeat, utc_now
+from edge.protocol import (
+    API_PREFIX,
+    ARTIFACTS_PATH,
+    CAPTURES_PATH,
+    DEPLOYMENT_PATH,
+    HEARTBEAT_PATH,
+    CaptureAccepted,
+    CaptureMeta,
+    DeploymentAnswer,
+    Heartbeat,
+    utc_now,
+)
 
 
 class UploadRejected(Exception):
@@ -83,6 +97,42 @@ class IngestClient:
             headers={"Content-Type": "application/json"},
         )
 
+    def deployment(self, etag: str | None = None) -> tuple[DeploymentAnswer | None, str | None]:
+        """What this device should run, and the answer's ETag; (None, etag) when unchanged since `etag`."""
+        headers = {"If-None-Match": etag} if etag else {}
+        response = self._send("GET", DEPLOYMENT_PATH, headers=headers)
+        if response.status_code == 304:
+            return None, etag
+        return DeploymentAnswer.model_validate_json(response.content), response.headers.get("etag")
+
+    def download(self, sha256: str, dest: Path, *, limit: int) -> int:
+        """Fetch artifact `sha256` into `dest`, resuming after the bytes already there (Range); returns the
+        size of `dest`. Stops reading past `limit` bytes: more than the manifest announced is refused anyway.
+        A broken connection raises TransientError and keeps what arrived, for the next try to resume."""
+        have = dest.stat().st_size if dest.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        try:
+            with self._http.stream("GET", f"{ARTIFACTS_PATH}/{sha256}", headers=headers) as response:
+                if response.status_code == 416:  # what we have is already longer than the blob
+                    return have
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise_for(response)
+                # 206: the rest of the bytes; 200: the server sent it all again, from the start.
+                mode = "ab" if response.status_code == 206 else "wb"
+                with open(dest, mode) as f:
+                    size = have if mode == "ab" else 0
+                    for chunk in response.iter_bytes():  # as it arrives: a cut loses nothing received
+                        f.write(chunk)
+                        size += len(chunk)
+                        if size > limit:
+                            break
+                    f.flush()
+                    os.fsync(f.fileno())  # the next try resumes after these bytes, even after a power cut
+        except httpx.TransportError as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        return dest.stat().st_size
+
     def _send(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
@@ -90,6 +140,10 @@ class IngestClient:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code < 400:
             return response
+        self._raise_for(response)
+
+    @staticmethod
+    def _raise_for(response: httpx.Response) -> typing.NoReturn:
         if response.status_code in (408, 429) or response.status_code >= 500:
             raise TransientError(f"HTTP {response.status_code}", retry_after_s(response))
         try:

@@ -22,6 +22,7 @@ from edge.detectors.base import load_detector
 from edge.protocol import is_safe_name
 from edge.sources import open_source
 from edge.triggers import TriggerConfig
+from edge.updater import ModelUpdater, UpdateBackend, UpdaterConfig
 
 
 class AgentSetupError(Exception):
@@ -55,7 +56,9 @@ def run_agent(
     operator_port: int | None = None, random_rate: float = 0.01, budget_per_hour: float = 120.0,
     watch_classes: list[str] | None = None, rare_band: tuple[float, float] = (0.001, 0.25),
     heartbeat_s: float = 30.0, max_frames: int | None = None, realtime: bool = False, drain_s: float = 10.0, live: bool = True,
-    console: Console | None = None,
+    console: Console | None = None, loop: bool = False, follow_deployments: bool = False,
+    model_dir: Path = Path("edgeloop-models"), poll_s: float = 30.0, update_backend: UpdateBackend = "auto",
+    probation_frames: int = 30, latency_budget_ms: float | None = None,
 ) -> dict[str, Any]:
     console = console or Console(stderr=True)
     if not Path(model).is_file():
@@ -70,8 +73,16 @@ def run_agent(
             alerts = AlertConfig(alert_webhook, alert_secret, set(alert_classes), min_confidence=alert_confidence)
         except ValueError as exc:
             raise AgentSetupError(f"--alert-secret: {exc}") from exc
+    updater = None
     try:
-        detector = load_detector(model)
+        if follow_deployments:
+            updater = ModelUpdater(UpdaterConfig(
+                server=server, token=token, model_dir=model_dir, poll_s=poll_s, backend=update_backend,
+                probation_frames=probation_frames, latency_budget_ms=latency_budget_ms,
+            ), installed=model)
+            detector = updater.initial_detector()  # the last model deployed here, if it is whole
+        else:
+            detector = load_detector(model)
     except (ValueError, RuntimeError, OSError) as exc:
         raise AgentSetupError(f"--model {model}: {exc}") from exc
     if alerts and (unknown := set(alert_classes or []) - set(detector.names.values())):
@@ -91,7 +102,8 @@ def run_agent(
         raise AgentSetupError(f"--rare-band high {rare_band[1]} lies above the detection threshold {threshold}: "
                               "such frames already have a box of the class")
     try:
-        frames = open_source(source, realtime=True) if realtime and Path(source).is_file() else open_source(source)
+        file_options = {"realtime": realtime, "loop": loop} if Path(source).is_file() else {}
+        frames = open_source(source, **file_options)
     except ValueError as exc:
         raise AgentSetupError(f"--source: {exc}") from exc
     device = device or _device_name(server, token)
@@ -103,7 +115,7 @@ def run_agent(
         triggers=triggers, alerts=alerts,
         operator_port=operator_port, heartbeat_interval_s=heartbeat_s, max_frames=max_frames,
     )
-    agent = Agent(config, detector, frames)
+    agent = Agent(config, detector, frames, updater)
     stop = threading.Event()
     # The frame loop sees `stop` only between frames, and a camera that is down sends none: closing the
     # source wakes the loop. A thread closes it: closing takes locks the interrupted loop may hold.

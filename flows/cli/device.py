@@ -62,6 +62,19 @@ def agent(
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after N frames (default: run until stopped).")] = None,
     realtime: Annotated[bool, typer.Option(help="Pace a video file at its own fps, like a camera.")] = False,
     drain_s: Annotated[float, typer.Option(help="At exit, wait this long for the spool to drain.")] = 10.0,
+    loop: Annotated[bool, typer.Option(help="Play a video file over and over, like a camera that never ends.")] = False,
+    follow_deployments: Annotated[bool, typer.Option(
+        help="Run the model the server deploys to this device (edgeloop rollout): download, check and swap it "
+             "in between two frames; roll back by itself when it fails.")] = False,
+    model_dir: Annotated[Path, typer.Option(help="Where deployed models, engines and the update state live.")]
+        = Path("edgeloop-models"),
+    poll_s: Annotated[float, typer.Option(help="Seconds between deployment polls (jittered by 20%).")] = 30.0,
+    update_backend: Annotated[str, typer.Option(help="Runtime for deployed models: auto (TensorRT where "
+                                                "there is a GPU), onnxruntime or tensorrt.")] = "auto",
+    probation_frames: Annotated[int, typer.Option(help="A new model's first frames, whose latency is judged.")] = 30,
+    latency_budget_ms: Annotated[Optional[float], typer.Option(
+        help="Roll a new model back when its median inference over probation exceeds this (default: 3x the "
+             "previous model's).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the edge agent: detect on a stream, alert, mine hard examples and upload them durably."""
@@ -71,6 +84,8 @@ def agent(
         low, high = (float(v) for v in rare_band.split(","))
     except ValueError:
         raise fail(f"--rare-band {rare_band!r} must be two numbers LOW,HIGH, e.g. 0.001,0.25") from None
+    if update_backend not in ("auto", "onnxruntime", "tensorrt"):
+        raise fail(f"--update-backend {update_backend!r} must be auto, onnxruntime or tensorrt")
     try:
         summary = run_agent(
             source=source, model=model, server=server, token=token, device=device, camera=camera,
@@ -79,7 +94,9 @@ def agent(
             alert_confidence=alert_confidence, operator_port=operator_port, random_rate=random_rate,
             budget_per_hour=budget_per_hour, heartbeat_s=heartbeat_s, max_frames=max_frames, realtime=realtime, drain_s=drain_s,
             live=not as_json, console=err, watch_classes=[c.strip() for c in watch_classes.split(",") if c.strip()],
-            rare_band=(low, high),
+            rare_band=(low, high), loop=loop, follow_deployments=follow_deployments, model_dir=model_dir,
+            poll_s=poll_s, update_backend=update_backend, probation_frames=probation_frames,  # type: ignore[arg-type]
+            latency_budget_ms=latency_budget_ms,
         )
     except AgentSetupError as exc:
         raise fail(str(exc)) from exc

@@ -1,0 +1,345 @@
+"""The device's model updater against a real API on loopback, with real PPE models in ONNX Runtime: the
+agent's frame loop is driven frame by frame here while the updater's thread downloads, builds and checks.
+
+Nothing is timed: each test steps frames until the state it waits for (bounded by a deadline), then
+looks at what the loop did frame by frame (`models_run`) and what lies on disk.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.agent import Agent, AgentConfig
+from edge.detectors.metadata import file_sha256
+from edge.detectors.onnx_runtime import OnnxDetector
+from edge.protocol import ReferenceDetection, ReferenceSet, SourceRef, utc_now
+from edge.sources import Frame, VideoFileSource
+from edge.updater import INSTALLED, ModelUpdater, UpdaterConfig
+from feedback.ingest.serving import BackgroundServer
+from feedback.rollout.deployments import pin_device, unpin_device
+from feedback.rollout.publish import reference_set
+from store.devices import add_device
+from tests.edge.manual_clock import ManualClock
+from tests.feedback.rollout.artifacts import artifact, frames, holdout_workspace, parity_of
+
+DEVICE = "cam-u"
+DEADLINE_FRAMES = 3000  # far more than any step here needs, on the slowest machine we run on
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, ppe_dir: Path, ppe_pt: Path, ppe_onnx: Path) -> Iterator[dict]:
+    """A served workspace with one good artifact and one of each kind a device must refuse."""
+    ws = holdout_workspace(tmp_path_factory.mktemp("updater"), ppe_dir, n=2, registry_ttl_s=0.0)
+    parity = parity_of(ppe_pt, ppe_onnx, ppe_dir)
+
+    def make(label: str, **kwargs: object):
+        return artifact(ws, ppe_onnx, label, parity, ppe_dir, **kwargs)  # type: ignore[arg-type]
+
+    good = reference_set(ppe_onnx, frames(ppe_dir), 3)
+    shifted = ReferenceSet(**{**good.model_dump(), "frames": [f.model_copy(update={"detections": [
+        ReferenceDetection(xyxy=(d.xyxy[0] + 15, d.xyxy[1], d.xyxy[2] + 15, d.xyxy[3]), confidence=d.confidence,
+                           class_id=d.class_id) for d in f.detections]}) for f in good.frames]})
+    assert any(f.detections for f in shifted.frames)
+    arts = {
+        "next": make("next"),
+        "corrupt": make("corrupt"),
+        "truncated": make("truncated"),
+        "not_onnx": make("not_onnx", onnx_bytes=b"these bytes are no ONNX model\n" * 5000),
+        "wrong_classes": make("wrong_classes", classes=["person", "car", "bike", "dog"]),
+        "bad_reference": make("bad_reference", reference=shifted),
+    }
+    # The blob store damaged under a published manifest: flipped bytes, and half the file gone.
+    corrupt = ws.blobs.local_path(arts["corrupt"].onnx_sha256)
+    data = bytearray(corrupt.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    corrupt.write_bytes(bytes(data))
+    truncated = ws.blobs.local_path(arts["truncated"].onnx_sha256)
+    truncated.write_bytes(truncated.read_bytes()[: arts["truncated"].onnx_bytes // 2])
+    token = add_device(ws.catalog, ws.objects, DEVICE)
+    video = VideoFileSource(ppe_dir / "pool_stream.mp4")
+    images = [next(iter(video)).image for _ in range(6)]
+    video.close()
+    with BackgroundServer(ws.settings) as url:
+        yield {"ws": ws, "url": url, "token": token, "installed": ppe_onnx, "images": images, **arts}
+
+
+@pytest.fixture
+def deploy(site: dict) -> Iterator[Callable[[str | None], None]]:
+    """`deploy(name)` makes the API answer this device with artifact `name` (None: no model named)."""
+    def to(name: str | None) -> None:
+        if name is None:
+            unpin_device(site["ws"], DEVICE)
+        else:
+            pin_device(site["ws"], DEVICE, site[name].model_version)
+    yield to
+    try:
+        unpin_device(site["ws"], DEVICE)
+    except ValueError:
+        pass  # not pinned
+
+
+class Device:
+    """The agent's frame loop on frames with contiguous indices, stepped by the test."""
+
+    def __init__(self, site: dict, model_dir: Path, server: str | None = None, **options: object) -> None:
+        # A budget no model misses unless a test sets one: this machine's load is not the model's fault.
+        options = {"latency_budget_ms": 60_000.0, **options}
+        config = UpdaterConfig(server=server or site["url"], token=site["token"], model_dir=model_dir,
+                               poll_s=0.05, probation_frames=4, **options)  # type: ignore[arg-type]
+        self.updater = ModelUpdater(config, installed=site["installed"])
+        detector = self.updater.initial_detector()
+        self.agent = Agent(AgentConfig(server=site["url"], token=site["token"], device=DEVICE,
+                                       spool_dir=model_dir.parent / "spool"), detector, [], self.updater)
+        self.images, self.index = site["images"], 0
+        self.states: Counter[str] = Counter()  # the update state seen before each frame
+
+    def __enter__(self) -> Device:
+        self.updater.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.agent.close()
+
+    def step(self) -> None:
+        self.states[self.updater.report()[0]] += 1
+        frame = self.images[self.index % len(self.images)]
+        self.agent.step(Frame(frame, self.index, 0.0, utc_now(), SourceRef(uri="test", frame_index=self.index)))
+        self.index += 1
+
+    def until(self, condition: Callable[[], bool], what: str) -> None:
+        for _ in range(DEADLINE_FRAMES):
+            if condition():
+                return
+            self.step()
+        pytest.fail(f"{what} did not happen within {DEADLINE_FRAMES} frames; update state {self.updater.report()}")
+
+    @property
+    def version(self) -> str:
+        return self.agent.detector.model_version
+
+    def runs(self) -> list[tuple[str, int, int]]:
+        return [(r["model_version"], r["first_frame"], r["last_frame"]) for r in self.agent.status()["models_run"]]
+
+
+def contiguous(runs: list[tuple[str, int, int]], frames: int) -> bool:
+    """Every frame 0..frames-1 run by exactly one model, in order."""
+    return runs[0][1] == 0 and runs[-1][2] == frames - 1 and all(b[1] == a[2] + 1 for a, b in zip(runs, runs[1:]))
+
+
+def test_a_checked_model_is_swapped_in_between_two_frames_while_the_loop_runs_on(site, deploy, tmp_path) -> None:
+    nxt = site["next"]
+    with Device(site, tmp_path / "models") as device:
+        installed = device.version
+        device.until(lambda: device.updater.polls > 0, "a first poll")
+        deploy("next")
+        device.until(lambda: device.version == nxt.model_version, "the swap")
+        # The loop went on running the old model while the new one was fetched, built and checked.
+        assert device.states["downloading"] + device.states["building"] + device.states["verifying"] > 0
+        device.until(lambda: device.updater.report() == ("idle", None, None), "the end of probation")
+        runs = device.runs()
+        assert [r[0] for r in runs] == [installed, nxt.model_version] and contiguous(runs, device.index)
+    model_dir = tmp_path / "models"
+    state = (model_dir / "state.json").read_text()
+    assert f'"current": "{nxt.onnx_sha256}"' in state and f'"previous": "{INSTALLED}"' in state
+    assert file_sha256(model_dir / "models" / nxt.onnx_sha256 / "model.onnx") == nxt.onnx_sha256
+    assert not list((model_dir / "downloads").iterdir())  # nothing half-fetched is left behind
+
+
+@pytest.mark.parametrize(("bad", "why"), [
+    ("corrupt", "sha256 does not match"),
+    ("truncated", r"truncated: \d+ of \d+ bytes"),
+    ("not_onnx", "it does not load"),
+    ("wrong_classes", r"classes \['person', 'car', 'bike', 'dog'\] are not the running model's"),
+    ("bad_reference", r"failed its reference check: reference frame .*no partner within 2.0 px"),
+])
+def test_a_bad_artifact_is_refused_and_the_running_model_keeps_running(site, deploy, tmp_path, bad, why) -> None:
+    with Device(site, tmp_path / "models") as device:
+        running, version = device.agent.detector, device.version
+        deploy(bad)
+        device.until(lambda: device.updater.report()[0] == "refused", "the refusal")
+        state, target, detail = device.updater.report()
+        assert target == site[bad].model_version and re.search(why, detail or ""), detail
+        polls = device.updater.polls
+        device.until(lambda: device.updater.polls >= polls + 2, "two more polls")  # and it is not tried again
+        assert device.agent.detector is running and device.runs() == [(version, 0, device.index - 1)]
+        assert device.updater.report()[0] == "refused"
+    models = tmp_path / "models"
+    assert not (models / "models" / site[bad].onnx_sha256).exists()
+    assert site[bad].onnx_sha256 in (models / "state.json").read_text()  # remembered across restarts
+    assert not list((models / "downloads").glob(f"{site[bad].onnx_sha256}*"))
+
+
+def test_a_model_over_its_latency_budget_is_rolled_back_by_the_device(site, deploy, tmp_path) -> None:
+    nxt = site["next"]
+    with Device(site, tmp_path / "models", latency_budget_ms=0.001) as device:
+        installed = device.version
+        deploy("next")
+        device.until(lambda: device.updater.report()[0] == "rolled_back", "the rollback")
+        _, target, detail = device.updater.report()
+        assert target == nxt.model_version and "exceeds the budget of 0.0 ms" in (detail or "")
+        polls = device.updater.polls
+        device.until(lambda: device.updater.polls >= polls + 2, "two more polls")
+        runs = device.runs()
+        assert [r[0] for r in runs] == [installed, nxt.model_version, installed] and contiguous(runs, device.index)
+        assert runs[1][2] - runs[1][1] + 1 == 4  # its probation (probation_frames), then straight back
+    assert f'"current": "{INSTALLED}"' in (tmp_path / "models" / "state.json").read_text()
+
+
+def test_no_model_named_sends_the_device_back_to_its_installed_model(site, deploy, tmp_path) -> None:
+    with Device(site, tmp_path / "models") as device:
+        installed = device.version
+        deploy("next")
+        device.until(lambda: device.version == site["next"].model_version, "the swap")
+        deploy(None)
+        device.until(lambda: device.version == installed, "the swap back")
+        runs = device.runs()
+        assert [r[0] for r in runs] == [installed, site["next"].model_version, installed]
+        assert contiguous(runs, device.index)
+    # The way back to the model it left is kept on disk.
+    assert (tmp_path / "models" / "models" / site["next"].onnx_sha256 / "model.onnx").exists()
+
+
+def test_a_restart_runs_the_last_good_model_and_never_a_damaged_one(site, deploy, tmp_path) -> None:
+    nxt, model_dir = site["next"], tmp_path / "models"
+    with Device(site, model_dir) as device:
+        deploy("next")
+        device.until(lambda: device.updater.report() == ("idle", None, None) and
+                     device.version == nxt.model_version, "the swap")
+    restarted = ModelUpdater(UpdaterConfig(server=site["url"], token=site["token"], model_dir=model_dir),
+                             installed=site["installed"])
+    assert restarted.initial_detector().model_version == nxt.model_version  # no new download, no new check
+    onnx = model_dir / "models" / nxt.onnx_sha256 / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:1000])  # the disk lost most of it
+    damaged = ModelUpdater(UpdaterConfig(server=site["url"], token=site["token"], model_dir=model_dir),
+                           installed=site["installed"])
+    assert damaged.initial_detector().model_version == OnnxDetector(site["installed"]).model_version
+    assert not onnx.parent.exists()
+
+
+class FlakyLink:
+    """A TCP proxy in front of the API that cuts the first response to GET `path` after `cut` bytes and
+    records the Range header of every request for `path`."""
+
+    def __init__(self, upstream: str, path: str, cut: int) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream, self.path, self.cut = (host, int(port)), path, cut
+        self.ranges: list[str | None] = []
+        self.cuts = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            watch = {"on": False, "sent": 0}
+            threading.Thread(target=self._requests, args=(client, server, watch), daemon=True).start()
+            threading.Thread(target=self._responses, args=(server, client, watch), daemon=True).start()
+
+    def _requests(self, src: socket.socket, dst: socket.socket, watch: dict) -> None:
+        while data := _recv(src):
+            if f"GET {self.path} ".encode() in data:
+                found = re.search(rb"\r\nrange: *([^\r]+)", data, re.IGNORECASE)
+                self.ranges.append(found[1].decode() if found else None)
+                watch["on"], watch["sent"] = self.cuts == 0, 0
+            dst.sendall(data)
+        dst.close()
+
+    def _responses(self, src: socket.socket, dst: socket.socket, watch: dict) -> None:
+        while data := _recv(src):
+            if watch["on"] and watch["sent"] + len(data) >= self.cut:
+                dst.sendall(data[: self.cut - watch["sent"]])
+                self.cuts += 1
+                watch["on"] = False
+                for s in (src, dst):
+                    s.shutdown(socket.SHUT_RDWR)
+                return
+            watch["sent"] += len(data)
+            dst.sendall(data)
+        dst.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _recv(s: socket.socket) -> bytes:
+    try:
+        return s.recv(65536)
+    except OSError:
+        return b""
+
+
+def test_a_download_cut_off_resumes_where_it_stopped(site, deploy, tmp_path) -> None:
+    nxt = site["next"]
+    link = FlakyLink(site["url"], f"/v1/artifacts/{nxt.onnx_sha256}", cut=3_000_000)
+    try:
+        with Device(site, tmp_path / "models", server=link.url) as device:
+            deploy("next")
+            device.until(lambda: device.version == nxt.model_version, "the swap")
+            assert link.cuts == 1 and link.ranges[0] is None
+            resumed = int(re.fullmatch(r"bytes=(\d+)-", link.ranges[1])[1])  # type: ignore[index]
+            assert 2_990_000 < resumed < 3_000_000  # after what had arrived, the response's headers aside
+            # Every byte crossed the link once: the resumed request asked only for the rest.
+            assert device.updater.downloaded_bytes == nxt.onnx_bytes + nxt.reference_bytes
+    finally:
+        link.close()
+
+
+def test_polls_are_spread_by_jitter(site, tmp_path) -> None:
+    clock = ManualClock()
+    updater = ModelUpdater(UpdaterConfig(server=site["url"], token=site["token"], model_dir=tmp_path / "m",
+                                         poll_s=10.0, jitter=0.2),
+                           installed=site["installed"], clock=clock.now, wait=clock.wait, rng=random.Random(7))
+    updater.initial_detector()
+    updater.start()
+    try:
+        done = threading.Event()
+        for _ in range(2000):
+            if len(clock.waits) >= 8:
+                break
+            done.wait(0.01)  # the updater's thread runs on its own; this only yields to it
+        waits = clock.waits[:8]
+    finally:
+        updater.stop()
+    assert len(waits) == 8 and all(8.0 <= w <= 12.0 for w in waits) and len(set(waits)) == 8
+
+
+# -- TensorRT (GPU only) ------------------------------------------------------------------------
+
+
+def _gpu_skip_reason() -> str | None:
+    from edge.updater import tensorrt_usable
+
+    return None if tensorrt_usable() else "needs TensorRT and an NVIDIA GPU (TensorRT does not import or sees none)"
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_is_built_on_the_device_checked_cached_and_swapped_in(site, deploy, tmp_path) -> None:
+    if reason := _gpu_skip_reason():
+        pytest.skip(reason)
+    nxt, model_dir = site["next"], tmp_path / "models"
+    with Device(site, model_dir, backend="tensorrt") as device:
+        deploy("next")
+        device.until(lambda: device.version == nxt.model_version, "the swap to the engine")
+        assert type(device.agent.detector).__name__ == "TensorRTDetector"
+        device.until(lambda: device.updater.report() == ("idle", None, None), "the end of probation")
+        assert contiguous(device.runs(), device.index)
+    engines = sorted((model_dir / "engines").glob("*.engine"))
+    assert len(engines) == 1 and engines[0].name.startswith(nxt.onnx_sha256[:16])
+    built = engines[0].stat().st_mtime_ns
+    restarted = ModelUpdater(UpdaterConfig(server=site["url"], token=site["token"], model_dir=model_dir,
+                                           backend="tensorrt"), installed=site["installed"])
+    assert restarted.initial_detector().model_version == nxt.model_version
+    assert engines[0].stat().st_mtime_ns == built  # the cached engine, not a new build
