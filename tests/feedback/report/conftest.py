@@ -1,0 +1,65 @@
+"""One real improvement cycle (generated site, oracle review, 1 epoch at 64 px) shared by the report tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store.settings import Workspace
+from tests.flows.conftest import prefect_api  # noqa: F401  (the cycle runs under a real ephemeral Prefect API)
+from tests.flows.test_cycle import _site
+
+
+@pytest.fixture(scope="module")
+def cycle(tmp_path_factory: pytest.TempPathFactory, scene_pt: Path, prefect_api: None,  # noqa: F811
+          ) -> tuple[Workspace, dict[str, Any], Path]:
+    """(workspace, the cycle's summary, its folder) after improvement_cycle ran every stage once."""
+    from flows.cycle import improvement_cycle
+
+    ws, labels = _site(tmp_path_factory.mktemp("report_site"), scene_pt)
+    summary = improvement_cycle(str(ws.settings.workspace), budget=6, reviewer="oracle", labels=str(labels),
+                                holdout_share=0.0, epochs=1, imgsz=64)
+    return ws, summary, Path(summary["report"]).parent
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, dict[str, Any], Path]:
+    """A retrain stage judged from real evaluations with known mistakes: the champion finds every box; the
+    challenger misses half the vests and raises a confident false alarm on every frame. Fast (no model)."""
+    import numpy as np
+    import supervision as sv
+
+    from feedback.evaluation.dataset import load_dataset
+    from feedback.evaluation.evaluate import evaluate_predictions
+    from feedback.scenes import CLASSES, write_yolo_dataset
+    from feedback.training.gate import decide
+    from store.settings import Settings
+
+    root = tmp_path_factory.mktemp("judged")
+    data = load_dataset(write_yolo_dataset(root / "holdout", range(200, 212)), CLASSES)
+    champion, challenger = {}, {}
+    rng = np.random.default_rng(0)
+    for image in data.images:
+        truth = image.truth
+        champion[image.image_id] = sv.Detections(xyxy=truth.xyxy, class_id=truth.class_id,
+                                                 confidence=rng.uniform(0.6, 0.95, len(truth)))
+        vest = np.flatnonzero(truth.class_id == 2)
+        keep = np.setdiff1d(np.arange(len(truth)), vest[::2])
+        challenger[image.image_id] = sv.Detections(
+            xyxy=np.vstack([truth.xyxy[keep], [[5, 5, 45, 45]]]), class_id=np.append(truth.class_id[keep], 0),
+            confidence=np.append(rng.uniform(0.5, 0.95, len(keep)), 0.97))
+    cycle_dir = root / "ws" / "cycles" / "c1"
+    metrics = {role: {**evaluate_predictions(data, predictions, report_dir=cycle_dir / "evaluation" / role),
+                      "data": str(data.root)}
+               for role, predictions in (("champion", champion), ("challenger", challenger))}
+    decision = decide(metrics["challenger"], metrics["champion"])
+    gate = {"promoted": decision.promoted, "reasons": decision.reasons, "challenger": "m-challenger",
+            "champion": "m-champion", "dataset_version": 1, "margin": decision.margin, "tolerance": decision.tolerance,
+            "challenger_metrics": metrics["challenger"], "champion_metrics": metrics["champion"]}
+    summary = {"cycle": "c1", "workspace": str(root / "ws"), "started_at": "2026-01-01T00:00:00+00:00",
+               "finished_at": "2026-01-01T00:05:00+00:00",
+               "stages": [{"name": "retrain", "status": "done", "seconds": 12.5,
+                           "result": {"dataset_version": 1, "gate": gate}}]}
+    return Workspace(Settings(workspace=root / "ws", fsync=False)), summary, cycle_dir

@@ -1,0 +1,127 @@
+"""The report's data, built from a real cycle's summary and catalog, and from real evaluations with known mistakes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from feedback.report.data import NOT_RUN, WORST, cycle_report_data
+from feedback.scenes import CLASSES
+from store.settings import Workspace
+
+Site = tuple[Workspace, dict[str, Any], Path]
+
+
+def _stage(summary: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in summary["stages"] if s["name"] == name)
+
+
+def _image(cycle_dir: Path, relative: str) -> np.ndarray:
+    image = cv2.imread(str(cycle_dir / relative))
+    assert image is not None, relative
+    return image
+
+
+def test_a_real_cycle_verdict_selection_lineage_and_stages(cycle: Site) -> None:
+    ws, summary, cycle_dir = cycle
+    data = cycle_report_data(ws, summary, cycle_dir)
+    json.dumps(data, default=str)  # the JSON written beside the HTML
+
+    retrain = _stage(summary, "retrain")["result"]
+    gate = retrain["gate"]
+    assert data["verdict"]["state"] == ("promoted" if gate["promoted"] else "refused")
+    assert gate["challenger"] in data["verdict"]["title"] and data["verdict"]["reasons"] == gate["reasons"]
+    assert data["verdict"]["holdout_images"] == gate["challenger_metrics"]["images"]
+    for m in data["headline"]:
+        new, old = gate["challenger_metrics"][m["key"]], gate["champion_metrics"][m["key"]]
+        assert (m["challenger"], m["champion"]) == (new, old)
+        assert m["delta"] == (None if new is None or old is None else pytest.approx(new - old))
+    assert [c["class"] for c in data["per_class"]] == list(CLASSES)
+
+    # Selection: this cycle's picks in pick order, with the parts recorded on their review tasks.
+    push = _stage(summary, "review push")["result"]
+    picks = data["selection"]["picks"]
+    assert [p["capture"] for p in picks] == [p["capture"] for p in push["picks"]][:len(picks)] and len(picks) == 6
+    with ws.catalog.connect() as con:
+        recorded = {c: json.loads(parts) for c, parts in con.execute(
+            "SELECT capture_id, score_parts FROM review_tasks").fetchall()}
+    for pick, pushed in zip(picks, push["picks"], strict=False):
+        assert pick["parts"] == recorded[pick["capture"]]
+        assert pick["parts"] == pytest.approx(pushed["parts"], abs=1e-4)
+        assert pick["status"] == "verified" and pick["why"]
+        assert _image(cycle_dir, pick["image"]).shape[1] <= 180
+    # Every failure review pull recorded came from these six captures.
+    assert sum(sum(p["failures"].values()) for p in picks) == _stage(summary, "review pull")["result"]["failures"]
+
+    # Lineage: the challenger, fine-tuned from the champion, on the version the retrain stage froze.
+    lineage = data["lineage"]
+    assert [m["id"] for m in lineage["chain"]] == [gate["challenger"], gate["champion"]]
+    assert lineage["chain"][1]["status"] == ("retired" if gate["promoted"] else "champion")
+    assert lineage["training"]["dataset_version"] == lineage["dataset"]["version"] == retrain["dataset_version"]
+    assert lineage["training"]["params"]["epochs"] == 1 and lineage["training"]["params"]["imgsz"] == 64
+    assert lineage["dataset"]["train"] > 0 and lineage["dataset"]["holdout"] == gate["challenger_metrics"]["images"]
+
+    # Stages as they ran; no mining, synthesis or rollout stage in this cycle, and the report says so.
+    assert [(s["name"], s["status"], s["seconds"]) for s in data["stages"]] == \
+        [(s["name"], s["status"], s["seconds"]) for s in summary["stages"]]
+    assert data["wall_s"] == pytest.approx(sum(s["seconds"] for s in summary["stages"]))
+    assert data["cost_usd"] is None  # no stage reported a cost
+    assert data["mining"]["mine"] == NOT_RUN and data["mining"]["clusters"] == []
+    assert data["rollout"]["status"] == NOT_RUN
+
+    # The challenger's missed boxes, as crops of the holdout frames.
+    mistakes = json.loads((cycle_dir / "evaluation" / "challenger" / "mistakes.json").read_text())
+    shown = data["mistakes"]["false_negatives"]
+    assert len(shown) == min(WORST, len(mistakes["false_negatives"])) > 0
+    assert [m["image_id"] for m in shown] == [m["image_id"] for m in mistakes["false_negatives"][:WORST]]
+    assert all(max(_image(cycle_dir, m["image"]).shape[:2]) == 160 for m in shown)
+
+
+def test_regressions_curves_and_mistakes_from_known_predictions(judged: Site) -> None:
+    ws, summary, cycle_dir = judged
+    data = cycle_report_data(ws, summary, cycle_dir)
+    gate = _stage(summary, "retrain")["result"]["gate"]
+
+    assert data["verdict"]["state"] == "refused" and not gate["promoted"]
+    rows = {r["class"]: r for r in data["per_class"]}
+    assert rows["vest"]["regressed"] and rows["vest"]["ap50"]["delta"] < -gate["tolerance"]
+    # Every class's flag follows the gate's rule (the planted false alarms cost helmet some AP as well).
+    for name, row in rows.items():
+        theirs, ours = gate["champion_metrics"]["per_class"][name]["map50"], row["ap50"]["challenger"]
+        assert row["regressed"] == (theirs is not None and theirs - (ours or 0.0) > gate["tolerance"])
+    assert rows["no_helmet"]["instances"] == gate["challenger_metrics"]["per_class"]["no_helmet"]["instances"]
+
+    curves = {c["class"]: c for c in data["curves"]["classes"]}
+    written = json.loads((cycle_dir / "evaluation" / "challenger" / "pr_curves.json").read_text())
+    for name, curve in curves.items():
+        for role in ("challenger", "champion"):
+            points, ap = curve[role]["points"], curve[role]["ap50"]
+            if ap is None:
+                assert points is None
+                continue
+            # The points are the written curve up to the highest recall reached; the rest were zeros.
+            padded = [p for _, p in points] + [0.0] * (101 - len(points))
+            assert np.mean(padded) == pytest.approx(ap, abs=1e-4)
+    champion_vest = curves["vest"]["champion"]["points"]
+    assert champion_vest[-1] == [1.0, 1.0] and len(champion_vest) == 101  # every vest found, nothing false
+    challenger_vest = curves["vest"]["challenger"]["points"]
+    assert challenger_vest[-1][0] < 0.6  # half the vests are never found
+    assert [p for _, p in challenger_vest] == written["precision"]["vest"][:len(challenger_vest)]
+    assert curves["vest"]["challenger"]["operating_point"] == [rows["vest"]["recall"]["challenger"],
+                                                             rows["vest"]["precision"]["challenger"]]
+
+    # The false alarm planted on every frame is the worst false positive, drawn on its frame.
+    fps = data["mistakes"]["false_positives"]
+    assert len(fps) == WORST and all(m["class"] == "helmet" and m["score"] == pytest.approx(0.97) for m in fps)
+    assert all(m["against"] for m in fps)
+    crop = _image(cycle_dir, fps[0]["image"])
+    assert max(crop.shape[:2]) == 160
+    assert data["confusion"]["challenger"]["matrix"] == gate["challenger_metrics"]["confusion_matrix"]["matrix"]
+    # No catalog rows for these ids: the lineage says what it knows, nothing more.
+    assert data["lineage"]["model"] == "m-challenger" and data["lineage"]["chain"] == []
+    assert data["selection"]["status"] == NOT_RUN
