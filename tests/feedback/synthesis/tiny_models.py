@@ -164,3 +164,69 @@ def sam():  # noqa: ANN201
     model = SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)).eval()
     images = SamImageProcessor(size={"longest_edge": 32}, pad_size={"height": 32, "width": 32})
     return model, SamProcessor(image_processor=images)
+
+
+def qwen_tokenizer():  # noqa: ANN201
+    """Byte-level BPE without merges (one token per byte), then Qwen's chat and vision markers."""
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    vocab = {ch: i for i, ch in enumerate(BYTES)}
+    vocab |= {t: len(BYTES) + i for i, t in enumerate(QWEN_SPECIAL)}
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=1024)
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL], special_tokens=True)
+    return tokenizer
+
+
+def _qwen_parts() -> dict:
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = qwen_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    torch.manual_seed(0)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                                              attention_head_dim=16, num_attention_heads=3, joint_attention_dim=16,
+                                              guidance_embeds=False, axes_dims_rope=(8, 4, 4))
+    torch.manual_seed(0)
+    # Five halvings (pixels per latent 32): the edit pipeline encodes its input at about 1024x1024 whatever the
+    # output size, so a shallower VAE would hand the transformer thousands of tokens.
+    vae = AutoencoderKLQwenImage(base_dim=4, z_dim=4, dim_mult=[1] * 6, num_res_blocks=1,
+                                 temperal_downsample=[False, True, True, True, True], latents_mean=[0.0] * 4,
+                                 latents_std=[1.0] * 4)
+    torch.manual_seed(0)
+    config = Qwen2_5_VLConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 2, "vocab_size": len(tokenizer), "rope_theta": 1000000.0,
+                     "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+                     "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"}},
+        vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
+        hidden_size=16, vocab_size=len(tokenizer), image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+    return {"transformer": transformer, "vae": vae, "scheduler": FlowMatchEulerDiscreteScheduler(),
+            "text_encoder": text_encoder, "tokenizer": tokenizer}
+
+
+def qwen_image_pipe():  # noqa: ANN201
+    from diffusers import QwenImagePipeline
+
+    pipe = QwenImagePipeline(**_qwen_parts())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def qwen_image_edit_pipe():  # noqa: ANN201
+    """Qwen-Image-Edit; its processor's image side sees at most 56x56 pixels (one 2x2 group of patches)."""
+    from diffusers import QwenImageEditPipeline
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    parts = _qwen_parts()
+    images = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56)
+    parts["processor"] = Qwen2VLProcessor(image_processor=images, tokenizer=parts["tokenizer"],
+                                          video_processor=Qwen2VLVideoProcessor())
+    pipe = QwenImageEditPipeline(**parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
