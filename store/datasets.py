@@ -104,15 +104,21 @@ def _check_holdout_grows(con: duckdb.DuckDBPyConnection, latest: int, holdout: s
                            "the holdout may only grow")
 
 
-def materialise(catalog: Catalog, blobs: BlobStore, version: int, root: Path) -> Path:
-    """Write dataset `version` as a YOLO folder (train/ and val/ of images + labels, data.yaml).
+@dataclass(frozen=True)
+class YoloItem:
+    """One image of a dataset version as YOLO reads it: the blob, its split folder and its label file."""
 
-    Images are symlinks to the blobs where the store is local (copies otherwise). The folder
-    is built beside `root` and renamed into place, so a crash never leaves half a data set.
-    """
+    image_sha256: str
+    split: str  # train | val
+    suffix: str  # the image file's extension, from its media type
+    label: str  # the label file's text: one "class cx cy w h" line per box, normalised
+
+
+def yolo_items(catalog: Catalog, version: int) -> tuple[list[str], list[YoloItem]]:
+    """Dataset `version`'s class names and items; DatasetError if there is no such version."""
     with catalog.connect() as con:
         names = catalog_classes(con)
-        items = con.execute(
+        rows = con.execute(
             """
             SELECT d.image_sha256, d.split, i.media_type, i.width, i.height,
                    list([b.class_id, b.x1, b.y1, b.x2, b.y2] ORDER BY b.idx) FILTER (WHERE b.idx IS NOT NULL)
@@ -124,27 +130,41 @@ def materialise(catalog: Catalog, blobs: BlobStore, version: int, root: Path) ->
             """,
             [version],
         ).fetchall()
-    if not items:
+    if not rows:
         raise DatasetError(f"dataset v{version} does not exist")
+    items = []
+    for sha, split, media_type, width, height, boxes in rows:
+        lines = [
+            f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
+            f"{(y2 - y1) / height:.6f}"
+            for c, x1, y1, x2, y2 in boxes or []
+        ]
+        label = "\n".join(lines) + ("\n" if lines else "")
+        items.append(YoloItem(sha, split, _EXTENSIONS.get(media_type, ".jpg"), label))
+    return names, items
+
+
+def materialise(catalog: Catalog, blobs: BlobStore, version: int, root: Path) -> Path:
+    """Write dataset `version` as a YOLO folder (train/ and val/ of images + labels, data.yaml).
+
+    Images are symlinks to the blobs where the store is local (copies otherwise). The folder
+    is built beside `root` and renamed into place, so a crash never leaves half a data set.
+    """
+    names, items = yolo_items(catalog, version)
     root = Path(root)
     tmp = root.with_name(f".{root.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for split in ("train", "val"):
         (tmp / split / "images").mkdir(parents=True)
         (tmp / split / "labels").mkdir(parents=True)
-    for sha, split, media_type, width, height, boxes in items:
-        image = tmp / split / "images" / f"{sha}{_EXTENSIONS.get(media_type, '.jpg')}"
-        source = blobs.local_path(sha)
+    for item in items:
+        image = tmp / item.split / "images" / f"{item.image_sha256}{item.suffix}"
+        source = blobs.local_path(item.image_sha256)
         if source is not None:
             os.symlink(source.resolve(), image)
         else:
-            image.write_bytes(blobs.get(sha))
-        lines = [
-            f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
-            f"{(y2 - y1) / height:.6f}"
-            for c, x1, y1, x2, y2 in boxes or []
-        ]
-        (tmp / split / "labels" / f"{sha}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+            image.write_bytes(blobs.get(item.image_sha256))
+        (tmp / item.split / "labels" / f"{item.image_sha256}.txt").write_text(item.label)
     data = {"path": str(root.resolve()), "train": "train/images", "val": "val/images",
             "names": names, "edgeloop_dataset_version": version}
     # JSON is valid YAML: no yaml dependency in the store.
