@@ -1,0 +1,68 @@
+"""The training backend port: where a challenger is trained (here, or on Vertex AI), the registry the same.
+
+Each backend takes the same request and returns a `TrainResult` for a model registered with its lineage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from feedback.training.train import TrainingError, TrainResult, train
+from store.settings import Workspace
+
+# (epochs done, epochs in all or None while unknown, what the run is doing: "training", a Vertex job state)
+Progress = Callable[[int, int | None, str], None]
+
+BACKENDS = ("local", "vertex")
+
+
+class TrainingBackend(Protocol):
+    name: str
+
+    def train(
+        self,
+        ws: Workspace,
+        *,
+        dataset_version: int | None = None,
+        parent: str | None = "champion",
+        base: str = "yolov8n.yaml",
+        profile: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+        seed: int = 0,
+    ) -> TrainResult: ...
+
+
+class LocalBackend:
+    """ultralytics in this process, on this machine's CPU or GPU."""
+
+    name = "local"
+
+    def train(
+        self,
+        ws: Workspace,
+        *,
+        dataset_version: int | None = None,
+        parent: str | None = "champion",
+        base: str = "yolov8n.yaml",
+        profile: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+        seed: int = 0,
+    ) -> TrainResult:
+        epochs = (lambda done, total: progress(done, total, "training")) if progress else None
+        return train(ws, dataset_version=dataset_version, parent=parent, base=base, profile=profile or "cpu",
+                     overrides=overrides, progress=epochs, seed=seed)
+
+
+def get_backend(name: str, ws: Workspace) -> TrainingBackend:
+    if name == "local":
+        return LocalBackend()
+    if name == "vertex":
+        try:
+            from feedback.training.vertex import VertexBackend
+        except ModuleNotFoundError as exc:
+            raise TrainingError(f"the vertex backend needs {exc.name}: pip install 'edgeloop[vertex]'") from exc
+        return VertexBackend.from_settings(ws.settings)
+    raise TrainingError(f"training backend {name!r} is not one of {', '.join(BACKENDS)}")
