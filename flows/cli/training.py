@@ -36,35 +36,71 @@ def import_(
 
 @app.command()
 def train(
-    profile: Annotated[str, typer.Option(help="cpu (minutes, small images) or gpu (full schedule).")] = "cpu",
+    profile: Annotated[Optional[str], typer.Option(
+        help="cpu (minutes, small images) or gpu (full schedule); default cpu, gpu on Vertex AI with a GPU.")] = None,
     parent: Annotated[Optional[str], typer.Option(help="Model id to fine-tune; default the champion.")] = None,
     scratch: Annotated[bool, typer.Option("--scratch", help="Start from --base (random weights), not a model.")] = False,
     base: Annotated[str, typer.Option(help="Model yaml (or .pt) used when starting from scratch.")] = "yolov8n.yaml",
     epochs: Annotated[Optional[int], typer.Option(help="Override the profile's epochs.")] = None,
     imgsz: Annotated[Optional[int], typer.Option(help="Override the profile's image size.")] = None,
     dataset: Annotated[Optional[int], typer.Option(help="Dataset version (default: freeze the current labels).")] = None,
+    backend: Annotated[str, typer.Option(
+        help="local (here) or vertex (a Vertex AI custom job; settings vertex_*).")] = "local",
+    export: Annotated[Optional[str], typer.Option(
+        hidden=True, help="Job form, what a Vertex AI job runs: train on this dataset export (no catalog).")] = None,
+    output_dir: Annotated[Optional[str], typer.Option(hidden=True, help="Job form: where the weights go.")] = None,
+    params: Annotated[Optional[str], typer.Option(hidden=True, help="Job form: ultralytics' arguments, JSON.")] = None,
+    parent_weights: Annotated[Optional[str], typer.Option(hidden=True, help="Job form: start weights' URL.")] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a challenger on a dataset version; it is recorded as a candidate for the gate."""
     from rich.progress import Progress
 
+    from feedback.training.backends import get_backend
     from feedback.training.train import TrainingError
-    from feedback.training.train import train as train_model
     from store.datasets import DatasetError
 
+    if export is not None:
+        return _train_job(export, output_dir, params, dataset, parent_weights, base, as_json)
     overrides = {k: v for k, v in {"epochs": epochs, "imgsz": imgsz}.items() if v is not None}
     try:
+        ws = open_workspace(workspace)
         with ultralytics_to_stderr(), Progress(console=err, transient=True, disable=as_json) as bar:
             task = bar.add_task("training", total=None)
-            result = train_model(open_workspace(workspace), dataset_version=dataset, base=base, profile=profile,
-                                 parent=None if scratch else (parent or "champion"), overrides=overrides,
-                                 progress=lambda e, n: bar.update(task, completed=e, total=n))
+
+            def show(done: int, total: int | None, what: str) -> None:  # a Vertex job's state, or "training"
+                bar.update(task, completed=done, total=total, description=what.removeprefix("JOB_STATE_").lower())
+
+            result = get_backend(backend, ws).train(
+                ws, dataset_version=dataset, base=base, profile=profile, overrides=overrides, progress=show,
+                parent=None if scratch else (parent or "champion"))
     except (TrainingError, DatasetError) as exc:
         raise fail(str(exc)) from exc
     out = {"model": result.model_id, "parent": result.parent_id, "dataset_version": result.dataset_version,
            "duration_s": round(result.duration_s, 1), "weights_sha256": result.weights_sha256}
-    emit(out, as_json)
+    emit(out | ({"backend": backend, "job": result.job} if result.job else {}), as_json)
+
+
+def _train_job(export: str, output_dir: str | None, params: str | None, dataset: int | None,
+               parent_weights: str | None, base: str, as_json: bool) -> None:
+    """`train --export`: a remote job's side, with no catalog; the host registers what it leaves."""
+    from feedback.training.remote import run_export
+    from feedback.training.train import TrainingError
+
+    if output_dir is None or params is None:
+        raise fail("--export needs --output-dir and --params")
+    try:
+        arguments = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise fail(f"--params is not JSON ({exc}): {params[:80]!r}") from exc
+    try:
+        with ultralytics_to_stderr():
+            result = run_export(export, output_dir, arguments, dataset_version=dataset,
+                                parent_weights=parent_weights, base=base)
+    except (TrainingError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    emit(result, as_json)
 
 
 @app.command("eval")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from feedback.scenes import CLASSES, write_yolo_dataset
@@ -148,3 +149,40 @@ def test_models_register_errors_name_the_bad_value(tmp_path: Path) -> None:
     code, _, err = run("gate", str(other), "-w", ws)
     assert code == 2 and f"are not the catalog's {list(CLASSES)}" in " ".join(err.split())
     assert json.loads(run("models", "-w", ws, "--json")[1]) == []
+
+
+def test_train_on_vertex_ai_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train --backend vertex` against the local Vertex REST stub; file:// folders stand in for the buckets."""
+    from tests.feedback.training.vertex_stub import FAILED, PENDING, RUNNING, SUCCEEDED, VertexStub, writes_weights
+
+    ws = str(tmp_path / "ws")
+    for key, value in {"STORAGE_URL": (tmp_path / "bucket").as_uri(), "VERTEX_PROJECT": "edge-proj",
+                       "VERTEX_STAGING_BUCKET": (tmp_path / "staging").as_uri(), "VERTEX_TOKEN": "t",
+                       "VERTEX_POLL_S": "0"}.items():
+        monkeypatch.setenv(f"EDGELOOP_{key}", value)
+    run("import", str(write_yolo_dataset(tmp_path / "t", range(4))), "--split", "train", "-w", ws)
+    run("import", str(write_yolo_dataset(tmp_path / "h", range(900, 902))), "--split", "holdout", "-w", ws)
+    code, out, err = run("train", "--backend", "vertex", "-w", ws, "--json")
+    assert code == 2 and out == "" and "EDGELOOP_VERTEX_IMAGE" in err
+    monkeypatch.setenv("EDGELOOP_VERTEX_IMAGE", "europe-docker.pkg.dev/edge-proj/edgeloop/train:1")
+
+    weights = scene_model(tmp_path / "job.pt", 4)
+    with VertexStub([PENDING, RUNNING, SUCCEEDED], writes_weights(weights)) as stub:
+        monkeypatch.setenv("EDGELOOP_VERTEX_API_ENDPOINT", stub.url)
+        code, out, err = run("train", "--backend", "vertex", "--epochs", "3", "-w", ws, "--json")
+    assert code == 0, err
+    result = json.loads(out)  # stdout is the JSON line alone: the SDK's own chatter is kept off it
+    [job] = stub.submitted
+    assert (result["backend"], result["job"], result["dataset_version"], result["parent"]) == (
+        "vertex", job.name, 1, None)
+    assert "--epochs" not in job.job_spec.worker_pool_specs[0].container_spec.args  # it travels in --params
+    [listed] = json.loads(run("models", "-w", ws, "--json")[1])
+    assert (listed["id"], listed["dataset_version"], listed["status"]) == (result["model"], 1, "candidate")
+
+    with VertexStub([PENDING, RUNNING, FAILED], error="OOM in workerpool0") as stub:
+        monkeypatch.setenv("EDGELOOP_VERTEX_API_ENDPOINT", stub.url)
+        code, out, err = run("train", "--backend", "vertex", "-w", ws, "--json")
+    [job] = stub.submitted
+    message = " ".join(err.split())
+    assert code == 2 and out == "" and job.name in message and "JOB_STATE_FAILED: OOM in workerpool0" in message
+    assert [m["id"] for m in json.loads(run("models", "-w", ws, "--json")[1])] == [result["model"]]
