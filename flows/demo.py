@@ -1,44 +1,43 @@
 """`edgeloop demo`: the whole loop, offline on a CPU, on scenes the project generates itself.
 
-A site starts with a model trained on data where `no_helmet` is rare; its camera sees more of it.
-The demo registers the camera, trains and gates the first model, runs the edge agent on the
-camera's video against the ingest API, loads and reviews (oracle) what it uploaded, retrains
-from the champion on real + reviewed data, and lets the gate judge the challenger on real images.
+A site starts with a model trained on data where `no_helmet` is rare; its camera sees more of it. The demo
+registers the camera, trains and gates the first model, runs the edge agent on the camera's video against
+the ingest API, then runs `improvement_cycle` (the production flow) with the oracle as annotators, and ends
+with the cycle report. One line per stage; the trainer's chatter goes to a log file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
-from rich.table import Table
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from edge.agent import Agent, AgentConfig
 from edge.detectors.base import load_detector
 from edge.sources import VideoFileSource
 from edge.triggers import TriggerConfig
 from feedback.datasets.yolo_import import import_yolo
-from feedback.evaluation.evaluate import format_table
 from feedback.ingest.serving import BackgroundServer
-from feedback.review.boxes import prepare_vectors
-from feedback.review.failures import failure_summary, format_failures
-from feedback.review.oracle import OracleReviewer
-from feedback.review.selection import SelectionConfig
-from feedback.review.workflow import pull_reviews, push_for_review
 from feedback.scenes import CLASSES, write_video, write_yolo_dataset
 from feedback.training.export import export_onnx
 from feedback.training.promote import run_gate
 from feedback.training.train import train
 from store.devices import add_device
-from store.inbox import load_inbox
 from store.settings import Settings, Workspace
 
 _MARKER = ".edgeloop-demo"
 DEVICE = "demo-cam-01"
+RARE = "no_helmet"
 # The camera sees heads without hard hats far more often than the base data set did.
 CAMERA_WEIGHTS = (0.30, 0.25, 0.25, 0.20)
 HOLDOUT_WEIGHTS = (0.30, 0.25, 0.25, 0.20)
@@ -58,18 +57,16 @@ class DemoPlan:
     first_epochs: int = 12
     challenger_epochs: int = 6
     imgsz: int = 224
-    random_rate: float = 0.1  # the unbiased sample; uncertainty and flicker add the hard cases
+    random_rate: float = 0.1  # the unbiased sample; uncertainty, flicker and rare_class add the hard cases
     review_share: float = 0.6  # the annotators' budget, as a share of what the camera uploaded
+    synthetic: int = 60
+    canary_pct: float = 100.0  # the demo has one device: it is the canary
     seed: int = 0
 
 
 # A model trained for one epoch detects little, so the quick run leans on the random sample.
 QUICK = DemoPlan(base_images=16, holdout_images=6, camera_frames=24, first_epochs=1, challenger_epochs=1, imgsz=128,
-                 random_rate=0.5)
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"  # None: nothing to divide by (no boxes, no predictions)
+                 random_rate=0.5, synthetic=4)
 
 
 def prepare_workspace(path: Path) -> Workspace:
@@ -80,91 +77,197 @@ def prepare_workspace(path: Path) -> Workspace:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     (path / _MARKER).write_text("created by `edgeloop demo`; it recreates this folder on every run\n")
-    return Workspace(Settings(workspace=path))
+    return Workspace(Settings(workspace=path, fsync=False))
 
 
-def run_demo(path: Path, plan: DemoPlan = DemoPlan(), console: Console | None = None) -> dict[str, Any]:
+@contextlib.contextmanager
+def chatter_to(log: Path, verbose: bool) -> Iterator[None]:
+    """ultralytics and Prefect print a lot; unless `verbose`, all of it goes to `log`, not the terminal."""
+    if verbose:
+        yield
+        return
+    from ultralytics.utils import LOGGER
+
+    # Left open until the process ends: Prefect logs from atexit hooks (its temporary API stopping), and a
+    # closed file there would turn that line into a traceback.
+    sink = log.open("a")
+    # Console handlers only: a FileHandler closes its stream when logging is reconfigured (uvicorn does that),
+    # which would close the sink under everyone's feet.
+    handlers = [h for h in (*LOGGER.handlers, *logging.getLogger().handlers)
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    saved = [h.stream for h in handlers]
+    for h in handlers:
+        h.stream = sink
+    prefect_logger = logging.getLogger("prefect")
+    extra = logging.StreamHandler(sink)
+    prefect_logger.addHandler(extra)
+    propagate, prefect_logger.propagate = prefect_logger.propagate, False
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        for h, stream in zip(handlers, saved, strict=True):
+            h.stream = stream
+        prefect_logger.removeHandler(extra)
+        prefect_logger.propagate = propagate
+
+
+class StageLines:
+    """One line per stage: a spinner while it runs, then what it did."""
+
+    def __init__(self, console: Console, started: float) -> None:
+        self.console, self.started = console, started
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                 console=console, transient=True)
+
+    def begin(self, text: str) -> None:
+        if self.console.is_terminal:  # a spinner only where it can be erased again
+            self.progress.start()
+            self.progress.add_task(text, total=None)
+
+    def end(self, label: str, text: str) -> None:
+        if self.console.is_terminal:
+            self.progress.stop()
+            for task in list(self.progress.tasks):
+                self.progress.remove_task(task.id)
+        self.console.print(f"[bold cyan]{label:<20}[/] {text}  [dim]{time.perf_counter() - self.started:.0f} s[/]")
+
+
+def _rare_boxes(labels: Path, frames: list[int]) -> int:
+    rare = CLASSES.index(RARE)
+    return sum(sum(1 for line in (labels / f"camera_{i:06d}.txt").read_text().splitlines()
+                   if line.split()[:1] == [str(rare)]) for i in frames)
+
+
+def run_demo(path: Path, plan: DemoPlan = DemoPlan(), console: Console | None = None,
+             verbose: bool = False) -> dict[str, Any]:
     console = console or Console()
     ws = prepare_workspace(path)
     data = path / "generated"
-    summary: dict[str, Any] = {"workspace": str(path)}
+    log = path / "demo.log"
     started = time.perf_counter()
+    lines = StageLines(console, started)
+    summary: dict[str, Any] = {"workspace": str(path)}
     console.rule("[bold]edgeloop demo")
-    console.print(f"workspace {path.resolve()}; classes {', '.join(CLASSES)}; no_helmet is the rare event")
-
-    def stage(n: int, text: str) -> None:
-        console.print(f"\n[bold cyan]{n}. {text}[/]  [dim]({time.perf_counter() - started:.0f} s)[/]")
-
-    stage(1, "data: generate the base set (no_helmet rare) and a real holdout, import both")
+    console.print(f"a site-safety camera; classes {', '.join(CLASSES)}; {RARE} is the rare event the first model "
+                  f"misses. Chatter goes to {log}.")
     s = plan.seed
-    base = import_yolo(ws, write_yolo_dataset(data / "base", range(s, s + plan.base_images)), "train", progress=False)
-    held = import_yolo(ws, write_yolo_dataset(data / "holdout", range(s + 10_000, s + 10_000 + plan.holdout_images),
-                                              class_weights=HOLDOUT_WEIGHTS), "holdout", progress=False)
-    console.print(f"imported {base.images} training images ({base.boxes} boxes) and {held.images} holdout images")
 
-    stage(2, "train the first model from scratch and gate it")
-    first = train(ws, parent=None, overrides={"epochs": plan.first_epochs, "imgsz": plan.imgsz})
-    verdict = run_gate(ws, first.model_id, progress=False)
-    console.print(f"{first.model_id} trained in {first.duration_s:.0f} s; gate: {'; '.join(verdict.decision.reasons)}")
-    console.print(format_table(verdict.challenger_metrics))
-    summary["first_model"] = {"id": first.model_id, "map50_95": verdict.challenger_metrics["map50_95"]}
+    with chatter_to(log, verbose):
+        lines.begin("data: generating the base set and a real holdout")
+        base = import_yolo(ws, write_yolo_dataset(data / "base", range(s, s + plan.base_images)), "train",
+                           progress=False)
+        held = import_yolo(ws, write_yolo_dataset(data / "holdout", range(s + 10_000, s + 10_000 + plan.holdout_images),
+                                                  class_weights=HOLDOUT_WEIGHTS), "holdout", progress=False)
+        lines.end("data", f"{base.images} training images ({base.boxes} boxes, {RARE} rare), "
+                           f"{held.images} real holdout images")
 
-    stage(3, "deploy: export ONNX; the camera's device runs the edge agent against the ingest API")
-    onnx = export_onnx(ws, first.model_id, path / "deploy")
-    video = data / "camera.mp4"
-    scenes = write_video(video, range(s + 20_000, s + 20_000 + plan.camera_frames), fps=10,
-                         class_weights=CAMERA_WEIGHTS)
-    labels = data / "camera_labels"  # the simulated annotators' answers, one file per frame
+        lines.begin("first model: training from scratch, then the gate")
+        first = train(ws, parent=None, overrides={"epochs": plan.first_epochs, "imgsz": plan.imgsz})
+        verdict = run_gate(ws, first.model_id, progress=False)
+        first_ap = verdict.challenger_metrics["per_class"][RARE]["map50"]
+        lines.end("first model", f"{first.model_id}: mAP@0.5:0.95 {verdict.challenger_metrics['map50_95']:.3f}, "
+                                  f"{RARE} AP@0.5 {first_ap or 0:.3f}; champion")
+        summary["first_model"] = {"id": first.model_id, "map50_95": verdict.challenger_metrics["map50_95"]}
+
+        lines.begin("camera: the device runs the edge agent on its video")
+        onnx = export_onnx(ws, first.model_id, path / "deploy")
+        labels = _camera(data, plan)
+        token = add_device(ws.catalog, ws.objects, DEVICE)
+        with BackgroundServer(ws.settings) as url:
+            detector = load_detector(onnx)
+            watched = tuple(k for k, n in detector.names.items() if n == RARE)
+            # The demo compresses weeks into seconds: no hourly upload budget.
+            triggers = TriggerConfig(budget_per_hour=1e9, budget_burst=10_000, random_rate=plan.random_rate,
+                                     watch_classes=watched)
+            config = AgentConfig(server=url, token=token, device=DEVICE, camera="gate-1",
+                                 spool_dir=path / "spool", triggers=triggers, heartbeat_interval_s=1.0)
+            agent = Agent(config, detector, VideoFileSource(data / "camera.mp4"))
+            status = agent.run()
+            left = agent.close(drain_timeout_s=60)
+        fired = ", ".join(f"{k} {v}" for k, v in status["triggers"]["fired"].items() if v)
+        lines.end("camera", f"{status['frames']} frames at {status['fps']:.0f} fps; uploaded {status['spooled']} "
+                             f"hard examples ({fired}); {left} left in the spool")
+        summary["agent"] = {"frames": status["frames"], "spooled": status["spooled"], "left_in_spool": left}
+
+        budget = max(1, int(status["spooled"] * plan.review_share))
+
+        def on_stage(name: str, state: str, result: dict[str, Any]) -> None:
+            if state == "start":
+                lines.begin(f"cycle: {name}")
+            else:
+                lines.end(f"cycle: {name}", _describe(name, result, labels, ws))
+
+        from flows.cycle import improvement_cycle
+
+        cycle = improvement_cycle(str(path), budget=budget, reviewer="oracle", labels=str(labels), holdout_share=0.2,
+                                  generator="swap", synthetic_count=plan.synthetic, canary_pct=plan.canary_pct,
+                                  epochs=plan.challenger_epochs, imgsz=plan.imgsz, seed=s, on_stage=on_stage)
+    stages = {st["name"]: st for st in cycle["stages"]}
+    summary.update(ingested=stages["ingest"]["result"].get("captures_added", 0),
+                   reviewed=stages["review pull"]["result"].get("verified", 0),
+                   failures=stages["review pull"]["result"].get("failures", 0),
+                   cycle=cycle["cycle"], report=cycle.get("report_html") or cycle["report"])
+    retrain = stages["retrain"]["result"]
+    if "trained" in retrain:
+        summary["challenger"] = {"id": retrain["trained"]["model"], "parent": retrain["trained"]["parent"],
+                                 "promoted": retrain["gate"]["promoted"],
+                                 "map50_95": retrain["gate"]["challenger_metrics"]["map50_95"]}
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    console.rule(f"done in {summary['seconds']:.0f} s")
+    console.print(f"report: {summary['report']}")
+    return summary
+
+
+def _camera(data: Path, plan: DemoPlan) -> Path:
+    """The camera's video and, one file per frame, the simulated annotators' answers."""
+    scenes = write_video(data / "camera.mp4", range(plan.seed + 20_000, plan.seed + 20_000 + plan.camera_frames),
+                         fps=10, class_weights=CAMERA_WEIGHTS)
+    labels = data / "camera_labels"
     labels.mkdir()
     for i, scene in enumerate(scenes):
         h, w = scene.image.shape[:2]
         rows = [f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
                 for (x1, y1, x2, y2), c in zip(scene.boxes, scene.class_ids, strict=True)]
         (labels / f"camera_{i:06d}.txt").write_text("\n".join(rows) + "\n" if rows else "")
-    token = add_device(ws.catalog, ws.objects, DEVICE)
-    with BackgroundServer(ws.settings) as url:
-        # The demo compresses weeks into seconds: no hourly upload budget.
-        triggers = TriggerConfig(budget_per_hour=1e9, budget_burst=10_000, random_rate=plan.random_rate)
-        config = AgentConfig(server=url, token=token, device=DEVICE, camera="gate-1", spool_dir=path / "spool",
-                             triggers=triggers,
-                             heartbeat_interval_s=1.0)
-        agent = Agent(config, load_detector(onnx), VideoFileSource(video))
-        status = agent.run()
-        left = agent.close(drain_timeout_s=60)
-    console.print(f"agent: {status['frames']} frames at {status['fps']:.0f} fps (inference p50 "
-                  f"{status['inference_ms_p50']:.0f} ms); hard examples by trigger {status['triggers']['fired']}; "
-                  f"{status['spooled']} spooled, {left} left in the spool")
-    summary["agent"] = {"frames": status["frames"], "spooled": status["spooled"], "left_in_spool": left}
+    return labels
 
-    stage(4, "ingest the inbox; pick the captures most worth a person's time; review them (oracle)")
-    loaded = load_inbox(ws.catalog, ws.inbox)
-    # The champion's own features: frames for diversity, boxes for the rare-class probe.
-    embedder = prepare_vectors(ws, progress=False)
-    budget = max(1, int(loaded.captures_added * plan.review_share))
-    reviewer = OracleReviewer(labels)
-    pushed = push_for_review(ws, budget, reviewer=reviewer, selection=SelectionConfig(embedder=embedder))
-    pulled = pull_reviews(ws, reviewer=reviewer)
-    console.print(f"loaded {loaded.captures_added} captures and {loaded.heartbeats_added} heartbeats; "
-                  f"active selection sent {pushed.pushed} of them to review; {pulled.verified} verified "
-                  f"({pulled.boxes} boxes), {pulled.holdout} joined the real holdout")
-    console.print(format_failures(failure_summary(ws.catalog)))
-    summary.update(ingested=loaded.captures_added, reviewed=pulled.verified, failures=pulled.failures)
 
-    stage(5, "retrain: fine-tune a challenger from the champion on real + reviewed data, and gate it")
-    challenger = train(ws, overrides={"epochs": plan.challenger_epochs, "imgsz": plan.imgsz})
-    verdict = run_gate(ws, challenger.model_id, progress=False)
-    table = Table("", "champion", "challenger", title=f"gate on dataset v{verdict.dataset_version}'s real holdout")
-    both = (verdict.champion_metrics or {}, verdict.challenger_metrics)
-    for key in ("map50", "map50_95", "precision", "recall"):
-        table.add_row(key, *(_number(m.get(key)) for m in both))
-    for name in CLASSES:
-        table.add_row(f"{name} AP@0.5", *(_number(m.get("per_class", {}).get(name, {}).get("map50")) for m in both))
-    console.print(table)
-    word = "[green]PROMOTED[/]" if verdict.decision.promoted else "[yellow]KEPT THE CHAMPION[/]"
-    console.print(f"{word}: {'; '.join(verdict.decision.reasons)}")
-    summary["challenger"] = {"id": challenger.model_id, "parent": challenger.parent_id,
-                             "promoted": verdict.decision.promoted,
-                             "map50_95": verdict.challenger_metrics["map50_95"]}
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    console.rule(f"done in {summary['seconds']:.0f} s; `edgeloop models -w {path}` shows the registry")
-    return summary
+def _describe(name: str, result: dict[str, Any], labels: Path, ws: Workspace) -> str:
+    """One line on what a cycle stage did, in the demo's words."""
+    if result.get("skipped"):
+        return f"skipped: {result['skipped']}"
+    if name == "ingest":
+        return f"{result['captures_added']} captures and {result['heartbeats_added']} heartbeats into the catalog"
+    if name == "review push":
+        return f"active selection sent {result['pushed']} captures to the annotators"
+    if name == "review pull":
+        return f"{result['verified']} verified ({result['boxes']} boxes), {result['failures']} failures, " + \
+            _rare_found(ws, labels)
+    if name == "retrain":
+        gate = result["gate"]
+        before = (gate["champion_metrics"] or {}).get("map50_95") or 0.0
+        after = gate["challenger_metrics"]["map50_95"]
+        ap = gate["challenger_metrics"]["per_class"][RARE]["map50"] or 0.0
+        was = ((gate["champion_metrics"] or {}).get("per_class", {}).get(RARE, {}).get("map50")) or 0.0
+        word = "PROMOTED" if gate["promoted"] else "kept the champion"
+        return f"{gate['challenger']}: mAP@0.5:0.95 {before:.3f} -> {after:.3f}, {RARE} AP@0.5 {was:.3f} -> {ap:.3f}: {word}"
+    return ", ".join(f"{k} {v}" for k, v in result.items() if isinstance(v, (int, float, str)))[:100]
+
+
+def _rare_found(ws: Workspace, labels: Path) -> str:
+    """Rare boxes the reviewed captures held, against what as many random captures would have held."""
+    with ws.catalog.connect() as con:
+        reviewed = [f for (f,) in con.execute(
+            "SELECT c.source_frame FROM review_tasks t JOIN captures c ON c.id = t.capture_id "
+            "WHERE t.status = 'verified'").fetchall()]
+        every = [f for (f,) in con.execute("SELECT source_frame FROM captures").fetchall()]
+    if not reviewed or not every:
+        return f"no {RARE} to count"
+    found = _rare_boxes(labels, reviewed)
+    expected = _rare_boxes(labels, every) / len(every) * len(reviewed)
+    return f"{found} {RARE} boxes (random would have found ~{np.round(expected):.0f})"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run `edgeloop demo`")
