@@ -47,6 +47,7 @@ def improvement_cycle(
     synthetic_count: int = 100,
     canary_pct: float = 10.0,
     profile: str = "cpu",
+    backend: str = "local",
     epochs: int | None = None,
     imgsz: int | None = None,
     seed: int = 0,
@@ -84,7 +85,7 @@ def improvement_cycle(
     stage("review pull", lambda: review_pull_flow(workspace, reviewer, labels, holdout_share),
           skip=None if _pending_reviews(workspace) else "no review task is open")
     stage("retrain", lambda: retrain_flow(workspace, profile, epochs, imgsz, seed=seed,
-                                          report_dir=str(out / "evaluation")))
+                                          report_dir=str(out / "evaluation"), backend=backend))
     summary["finished_at"] = utc_now().isoformat()
     (out / "report.json").write_text(json.dumps(summary, indent=2, default=str))
     summary["report"] = str(out / "report.json")
