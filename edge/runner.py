@@ -46,7 +46,9 @@ def status_line(s: dict[str, Any]) -> str:
     alerts = s["alerts"]["sent"] if s["alerts"] else "-"
     return (f"{s['frames']} frames  {s['fps']:.1f} fps  infer p50 {s['inference_ms_p50']:.1f} ms "
             f"p99 {s['inference_ms_p99']:.1f} ms  dropped {s['dropped_frames']}  spool {s['spool_depth']}  "
-            f"uploaded {s['uploaded']}  alerts {alerts}")
+            f"uploaded {s['uploaded']}  alerts {alerts}  model {s['model_version']}"
+            + (" (" + " ".join(filter(None, (s["update"]["state"], s["update"]["target"]))) + ")"
+               if s.get("update") and s["update"]["state"] != "idle" else ""))
 
 
 def run_agent(

@@ -164,6 +164,7 @@ class ModelUpdater:
         self._previous_key: str | None = None
         self._classes: list[str] = []
         self._backend: str | None = None
+        self._installed_sha256: str | None = None
         self._etag: str | None = None
         self._answer: DeploymentAnswer | None = None
         self._next_poll = 0.0
@@ -217,6 +218,11 @@ class ModelUpdater:
     def report(self) -> tuple[UpdateState, str | None, str | None]:
         with self._lock:
             return self.state, self.target, self.detail
+
+    def told(self) -> dict | None:
+        """What the server last answered: model_version, reason, rollout_id (None before the first answer)."""
+        answer = self._answer
+        return answer.model_dump(include={"model_version", "reason", "rollout_id"}) if answer else None
 
     # ------------------------------------------------------------------ the frame loop's side
 
@@ -318,6 +324,7 @@ class ModelUpdater:
         self.polls += 1
         if answer is not None:
             self._answer, self._etag = answer, etag
+            self._save()  # what it was last told, for a person (or a test) looking at the device
 
     def _settle(self) -> None:
         """Persist what the frame loop did (swaps, probation verdicts) and let go of models no longer needed."""
@@ -342,7 +349,7 @@ class ModelUpdater:
         manifest = self._answer.artifact
         key = manifest.onnx_sha256 if manifest else INSTALLED
         assert self.running is not None
-        if key == self.running.key:
+        if key == self.running.key or (self.running.key == INSTALLED and key == self._installed_sha()):
             self._set("idle")  # where it should be (a refusal of something else is history now)
             return
         if key in self._refused:
@@ -362,7 +369,7 @@ class ModelUpdater:
             self._set("refused", version, str(exc))
             self._save()
             return
-        except TransientError as exc:
+        except (TransientError, UploadRejected) as exc:  # a cut link, or the deployment changed meanwhile
             self._set("downloading", version, f"will resume: {exc}")
             return
         if self._stop.is_set():
@@ -370,6 +377,11 @@ class ModelUpdater:
             return
         with self._lock:
             self._ready = candidate  # the frame loop takes it at its next swap point
+
+    def _installed_sha(self) -> str:
+        if self._installed_sha256 is None:  # the installed file may be a published artifact itself
+            self._installed_sha256 = file_sha256(self.installed)
+        return self._installed_sha256
 
     def _prepare_installed(self) -> Candidate:
         self._set("building", f"{INSTALLED}:{self.installed.name}")
@@ -515,6 +527,7 @@ class ModelUpdater:
                 "previous": self._previous_key,
                 "refused": {sha: why for sha, (why, _) in self._refused.items()},
                 "update_state": self.state, "update_target": self.target, "update_detail": self.detail,
+                "told": self.told(),
             }
         _write_atomically(self.dir / "state.json", json.dumps(state, indent=1).encode())
 

@@ -7,6 +7,7 @@ looks at what the loop did frame by frame (`models_run`) and what lies on disk.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import socket
@@ -89,12 +90,13 @@ def deploy(site: dict) -> Iterator[Callable[[str | None], None]]:
 class Device:
     """The agent's frame loop on frames with contiguous indices, stepped by the test."""
 
-    def __init__(self, site: dict, model_dir: Path, server: str | None = None, **options: object) -> None:
+    def __init__(self, site: dict, model_dir: Path, server: str | None = None, installed: Path | None = None,
+                 **options: object) -> None:
         # A budget no model misses unless a test sets one: this machine's load is not the model's fault.
         options = {"latency_budget_ms": 60_000.0, **options}
         config = UpdaterConfig(server=server or site["url"], token=site["token"], model_dir=model_dir,
                                poll_s=0.05, probation_frames=4, **options)  # type: ignore[arg-type]
-        self.updater = ModelUpdater(config, installed=site["installed"])
+        self.updater = ModelUpdater(config, installed=installed or site["installed"])
         detector = self.updater.initial_detector()
         self.agent = Agent(AgentConfig(server=site["url"], token=site["token"], device=DEVICE,
                                        spool_dir=model_dir.parent / "spool"), detector, [], self.updater)
@@ -131,7 +133,7 @@ class Device:
 
 def contiguous(runs: list[tuple[str, int, int]], frames: int) -> bool:
     """Every frame 0..frames-1 run by exactly one model, in order."""
-    return runs[0][1] == 0 and runs[-1][2] == frames - 1 and all(b[1] == a[2] + 1 for a, b in zip(runs, runs[1:]))
+    return runs[0][1] == 0 and runs[-1][2] == frames - 1 and all(b[1] == a[2] + 1 for a, b in itertools.pairwise(runs))
 
 
 def test_a_checked_model_is_swapped_in_between_two_frames_while_the_loop_runs_on(site, deploy, tmp_path) -> None:
@@ -165,7 +167,7 @@ def test_a_bad_artifact_is_refused_and_the_running_model_keeps_running(site, dep
         running, version = device.agent.detector, device.version
         deploy(bad)
         device.until(lambda: device.updater.report()[0] == "refused", "the refusal")
-        state, target, detail = device.updater.report()
+        _, target, detail = device.updater.report()
         assert target == site[bad].model_version and re.search(why, detail or ""), detail
         polls = device.updater.polls
         device.until(lambda: device.updater.polls >= polls + 2, "two more polls")  # and it is not tried again
@@ -205,6 +207,21 @@ def test_no_model_named_sends_the_device_back_to_its_installed_model(site, deplo
         assert contiguous(runs, device.index)
     # The way back to the model it left is kept on disk.
     assert (tmp_path / "models" / "models" / site["next"].onnx_sha256 / "model.onnx").exists()
+
+
+def test_a_device_installed_with_the_deployed_file_itself_fetches_nothing(site, deploy, tmp_path) -> None:
+    nxt = site["next"]
+    installed = tmp_path / "installed.onnx"
+    installed.write_bytes(site["ws"].blobs.get(nxt.onnx_sha256))
+    with Device(site, tmp_path / "models", installed=installed) as device:
+        running = device.agent.detector
+        deploy("next")
+        device.until(lambda: (device.updater.told() or {}).get("model_version") == nxt.model_version,
+                     "the answer naming it")
+        polls = device.updater.polls
+        device.until(lambda: device.updater.polls >= polls + 2, "two more polls")
+        assert device.agent.detector is running and device.updater.downloaded_bytes == 0
+        assert device.updater.report() == ("idle", None, None)
 
 
 def test_a_restart_runs_the_last_good_model_and_never_a_damaged_one(site, deploy, tmp_path) -> None:
