@@ -87,6 +87,20 @@ class DetectorEmbedder:
         detections = decode(raw, box, self.names, conf=conf)
         return detections, unit_rows(features)[0], self.embed_boxes(image_bgr, detections.xyxy)
 
+    def detect_frames(self, images_bgr: list[np.ndarray], *,
+                      conf: float = 0.05) -> tuple[list[sv.Detections], np.ndarray]:
+        """Each frame's detections at `conf` and its vector, one forward per batch and no box crops."""
+        if not images_bgr:
+            return [], np.zeros((0, self.dim), np.float32)
+        boxed = [letterbox(img, (self.imgsz, self.imgsz)) for img in images_bgr]
+        detections, features = [], []
+        for start in range(0, len(boxed), self.batch_size):
+            chunk = boxed[start : start + self.batch_size]
+            raw, pooled = self._forward(to_tensor([img for img, _ in chunk]))
+            detections += [decode(raw[i : i + 1], box, self.names, conf=conf) for i, (_, box) in enumerate(chunk)]
+            features.append(pooled)
+        return detections, unit_rows(np.concatenate(features))
+
     def _features(self, letterboxed: list[np.ndarray]) -> np.ndarray:
         if not letterboxed:
             return np.zeros((0, self.dim), np.float32)

@@ -35,7 +35,7 @@ class FilterConfig:
     """
 
     min_box_px: float = 8.0
-    max_covered: float = 0.5
+    max_covered: float = 0.25
     dup_hamming: int = 4
     dup_cosine: float = 0.998
     cluster_quantile: float = 0.05
@@ -61,7 +61,8 @@ def new_box_indices(image: SyntheticImage) -> list[int]:
 
 def label_sanity(image: SyntheticImage, n_classes: int, config: FilterConfig = FilterConfig()) -> Outcome:
     """Boxes inside the frame with known classes; at least one new box, none smaller than `min_box_px`;
-    no carried-over box hidden (more than `max_covered`) under the changed regions (lineage `changed_regions`)."""
+    no carried-over box hidden (more than `max_covered`) under the changed regions (lineage `changed_regions`),
+    except one around a new box (the worker whose head was swapped)."""
     h, w = image.image.shape[:2]
     boxes = np.asarray(image.boxes, np.float64).reshape(-1, 4)
     classes = np.asarray(image.class_ids).reshape(-1)
@@ -86,7 +87,8 @@ def label_sanity(image: SyntheticImage, n_classes: int, config: FilterConfig = F
     changed = np.zeros((h, w), bool)
     for x1, y1, x2, y2 in image.lineage.get("changed_regions") or []:
         changed[max(0, int(y1)):int(y2), max(0, int(x1)):int(x2)] = True
-    old = [i for i in range(len(boxes)) if i not in set(new)]
+    old = [i for i in range(len(boxes)) if i not in set(new)
+           and not any(_share_inside(boxes[i], boxes[j]) >= 0.9 for j in new)]
     covered = [float(changed[int(b[1]):int(np.ceil(b[3])), int(b[0]):int(np.ceil(b[2]))].mean())
                if changed.any() else 0.0 for b in boxes[old]]
     scores["max_covered"] = round(max(covered, default=0.0), 4)
@@ -94,6 +96,14 @@ def label_sanity(image: SyntheticImage, n_classes: int, config: FilterConfig = F
         i = old[int(np.argmax(covered))]
         return Outcome(BOX_COVERED, f"carried-over box {i} is {max(covered):.0%} under changed pixels", scores)
     return Outcome(None, None, scores)
+
+
+def _share_inside(outer: np.ndarray, inner: np.ndarray) -> float:
+    """Share of `inner`'s area inside `outer` (both xyxy)."""
+    ix = max(0.0, min(outer[2], inner[2]) - max(outer[0], inner[0]))
+    iy = max(0.0, min(outer[3], inner[3]) - max(outer[1], inner[1]))
+    area = (inner[2] - inner[0]) * (inner[3] - inner[1])
+    return float(ix * iy / area) if area > 0 else 0.0
 
 
 def phash(image_bgr: np.ndarray) -> int:

@@ -36,6 +36,11 @@ def rect_overlap(rect: tuple[int, int, int, int] | Box, box: Box) -> float:
     return ix * iy / (w * h) if w * h > 0 else 1.0
 
 
+def contains(outer: Box, inner: Box, share: float = 0.9) -> bool:
+    """Whether at least `share` of `inner`'s area lies inside `outer`."""
+    return rect_overlap(outer, inner) >= share
+
+
 def donors_of(material: Sequence[LabelledFrame], target: int, min_px: float) -> list[_Instance]:
     """Every verified target-class box at least `min_px` on each side, in material order."""
     return [_Instance(f, b) for f, frame in enumerate(material) for b, (c, box) in
@@ -60,7 +65,7 @@ class SwapGenerator:
     max_upscale: float = 4.0
     min_px: float = 8.0
     max_swaps: int = 2
-    max_cover: float = 0.5
+    max_cover: float = 0.25
     colour_match: bool = True
 
     def generate(self, request: SynthesisRequest,
@@ -117,9 +122,13 @@ class SwapGenerator:
         return fits
 
     def _clear(self, frame: LabelledFrame, b: int) -> bool:
-        """Whether the patch for box `b` leaves every other verified box at least (1 - max_cover) visible."""
-        rect = patch_rect(tuple(frame.boxes[b]), self.margin, frame.image.shape)
-        return all(rect_overlap(rect, tuple(other)) <= self.max_cover
+        """Whether the patch for box `b` leaves every other verified box at least (1 - max_cover) visible.
+
+        A box around box `b` (the worker whose head it is) is part of the same object and exempt.
+        """
+        box = tuple(frame.boxes[b])
+        rect = patch_rect(box, self.margin, frame.image.shape)
+        return all(rect_overlap(rect, tuple(other)) <= self.max_cover or contains(tuple(other), box)
                    for k, other in enumerate(frame.boxes) if k != b)
 
     def _choose(self, material: Sequence[LabelledFrame], first: _Instance, fits: dict[_Instance, list[_Instance]],

@@ -36,6 +36,12 @@ def test_label_sanity_passes_a_good_image_and_names_each_fault():
         outcome = label_sanity(bad, 4, FilterConfig(min_box_px=8))
         assert outcome.reason == reason, (reason, outcome)
         assert outcome.detail
+    # The worker around a swapped head is part of the same object: its covered share does not count.
+    worker = image([(90, 30, 140, 120), (100, 40, 130, 80)], [3, 1], changed_regions=[[95, 35, 135, 85]])
+    assert label_sanity(worker, 4, FilterConfig(max_covered=0.25)).reason is None
+    beside = image([(90, 30, 140, 120), (100, 40, 130, 80)], [3, 1], changed_regions=[[88, 28, 142, 122]],
+                   new_boxes=[1])
+    assert label_sanity(beside, 4, FilterConfig(max_covered=0.25)).reason is None
     # Half covered is still visible; more than `max_covered` is not.
     half = image([(10, 10, 60, 60), (100, 40, 130, 80)], [0, 1], changed_regions=[[10, 10, 35, 60]])
     assert label_sanity(half, 4, FilterConfig(max_covered=0.5)).reason is None

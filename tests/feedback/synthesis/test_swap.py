@@ -118,3 +118,7 @@ def test_what_swap_refuses():
     hidden = frame("hidden", target.image, [(60, 50, 100, 90), (101, 60, 104, 64)], [HELMET, VEST])
     with pytest.raises(MaterialError, match="fits"):
         next(iter(SwapGenerator().generate(request(), [source, hidden])))
+    # The worker whose head it is may be covered as much as it takes: it is the same object.
+    worker = frame("worker", target.image, [(60, 50, 100, 90), (55, 45, 110, 155)], [HELMET, VEST])
+    made = next(iter(SwapGenerator().generate(request(), [source, worker])))
+    assert made.class_ids.tolist() == [BARE, VEST]
