@@ -46,7 +46,7 @@ def load_pipeline(class_name: str, source: str | Path, *, allow_cpu: bool, half:
     pipeline_class = getattr(diffusers, class_name)
     local = Path(source).expanduser()
     if local.is_dir():
-        pipe = pipeline_class.from_pretrained(local, dtype=dtype, local_files_only=True)
+        pipe = pipeline_class.from_pretrained(str(local), dtype=dtype, local_files_only=True)
     elif str(source).startswith((".", "/", "~")):
         raise FileNotFoundError(f"no {class_name} weights at {source}: give a saved pipeline folder or a hub id")
     else:
@@ -55,6 +55,12 @@ def load_pipeline(class_name: str, source: str | Path, *, allow_cpu: bool, half:
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def model_id(pipe: Any) -> str | None:
+    """What a pipeline was loaded from (a hub id or a folder), for lineage; None for one built in memory."""
+    name = getattr(pipe, "name_or_path", None)
+    return str(name) if name else None
 
 
 def image_seeds(seed: int, count: int) -> list[int]:
@@ -97,3 +103,41 @@ def bgr(image: Any) -> np.ndarray:
     if array.dtype != np.uint8:
         array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
     return cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+
+
+LOCAL_GENERATORS = ("gligen", "sd-inpaint", "qwen-image", "qwen-image-edit")
+
+
+def local_generator(name: str, ws: Any) -> Any:
+    """`gligen`, `sd-inpaint`, `qwen-image` or `qwen-image-edit` built from the workspace's settings and classes.
+
+    qwen-image's output is labelled by the open-vocabulary teacher (GroundingDINO, SAM when configured).
+    """
+    from store.labels import catalog_classes
+
+    if name not in LOCAL_GENERATORS:
+        raise ValueError(f"no local generator {name!r}; choose one of {', '.join(LOCAL_GENERATORS)}")
+    settings = ws.settings
+    if name == "qwen-image-edit":
+        from feedback.synthesis.qwen_image import QwenImageEditGenerator
+
+        return QwenImageEditGenerator.from_settings(settings)
+    with ws.catalog.connect() as con:
+        classes = catalog_classes(con)
+    if not classes:
+        raise ValueError(f"{name} names classes in its prompts, and the catalog has no class list yet: import a "
+                         "labelled data set first (`edgeloop import`)")
+    if name == "gligen":
+        from feedback.synthesis.gligen import GligenGenerator
+
+        return GligenGenerator.from_settings(settings, classes)
+    if name == "sd-inpaint":
+        from feedback.synthesis.sd_inpaint import SdInpaintGenerator
+
+        return SdInpaintGenerator.from_settings(settings, classes)
+    from feedback.synthesis.grounding import GroundingDinoTeacher
+    from feedback.synthesis.qwen_image import QwenImageGenerator
+
+    # The image model's GPU check comes first: a CPU-only site is told before GroundingDINO is loaded.
+    pick_device(settings.diffusion_allow_cpu, half="bfloat16")
+    return QwenImageGenerator.from_settings(settings, classes, GroundingDinoTeacher.from_settings(settings, classes))

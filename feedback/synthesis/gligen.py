@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from feedback.synthesis.diffusers_common import (
-    batched, bgr, class_phrase, image_seeds, load_pipeline, torch_generators,
+    batched, bgr, class_phrase, image_seeds, load_pipeline, model_id, torch_generators,
 )
 from feedback.synthesis.look import look_from_attributes
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
@@ -24,13 +24,15 @@ MAX_OVERLAP = 0.1  # IoU above which a drawn box is redrawn: GLIGEN merges overl
 
 
 def cluster_stats(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat statistics from either a flat dict or mining's cluster description ({"bins": ..., "medians": ...})."""
+    """Flat statistics from a flat dict and/or mining's cluster description ({"bins": ..., "medians": ...}),
+    given as the attributes themselves or under their "description" key (as `clusters.attributes_of` does)."""
+    description = attributes.get("description") if isinstance(attributes.get("description"), Mapping) else attributes
     flat: dict[str, Any] = {}
-    for word, summary in (attributes.get("bins") or {}).items():
+    for word, summary in (description.get("bins") or {}).items():
         if isinstance(summary, Mapping):
             flat[word] = summary.get("value")
-    flat |= {k: v for k, v in (attributes.get("medians") or {}).items() if v is not None}
-    flat |= {k: v for k, v in attributes.items() if k not in ("bins", "medians")}
+    flat |= {k: v for k, v in (description.get("medians") or {}).items() if v is not None}
+    flat |= {k: v for k, v in attributes.items() if k not in ("bins", "medians", "description")}
     return flat
 
 
@@ -127,7 +129,7 @@ class GligenGenerator:
         count = object_count(stats, self.max_objects)
         rng = np.random.default_rng(request.seed)
         size = self.size or self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
-        model = getattr(self.pipe, "name_or_path", None) or self.pipe.config.get("_name_or_path")
+        model = model_id(self.pipe)
         for batch, seeds in enumerate(batched(image_seeds(request.seed, request.count), self.batch_size)):
             layout = draw_layout(stats, rng, count)
             out = self.pipe(

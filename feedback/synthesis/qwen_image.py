@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from feedback.synthesis.diffusers_common import (
-    batched, bgr, class_phrase, image_seeds, load_pipeline, pil_rgb, torch_generators,
+    batched, bgr, class_phrase, image_seeds, load_pipeline, model_id, pil_rgb, torch_generators,
 )
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 from feedback.synthesis.teacher import Teacher, label_by_teacher
@@ -54,7 +54,7 @@ class QwenImageGenerator:
         prompt = request.prompt or f"a photo of {class_phrase(self.classes, self.phrases, request.target_class)}"
         negative = request.negative_prompt or EMPTY_NEGATIVE
         size = {"height": self.size, "width": self.size} if self.size else {}
-        model = getattr(self.pipe, "name_or_path", None)
+        model = model_id(self.pipe)
         for seeds in batched(image_seeds(request.seed, request.count), self.batch_size):
             out = self.pipe(prompt=[prompt] * len(seeds), **_negative(self.true_cfg_scale, [negative] * len(seeds)),
                             true_cfg_scale=self.true_cfg_scale, num_inference_steps=self.steps,
@@ -95,7 +95,7 @@ class QwenImageEditGenerator:
             raise ValueError("qwen-image-edit needs request.edit_instruction (what to change in the box)")
         sites = edit_sites(request, material)
         size = {"height": self.size, "width": self.size} if self.size else {}
-        model = getattr(self.pipe, "name_or_path", None)
+        model = model_id(self.pipe)
         jobs = [(seed, sites[i % len(sites)]) for i, seed in enumerate(image_seeds(request.seed, request.count))]
         for batch in batched(jobs, self.batch_size):
             crops = [pil_rgb(site.frame.image[site.crop[1]:site.crop[3], site.crop[0]:site.crop[2]]) for _, site in batch]
@@ -113,6 +113,7 @@ class QwenImageEditGenerator:
                     "edited_box_index": j, "edited_box": [float(v) for v in site.frame.boxes[j]],
                     "from_class": int(site.frame.class_ids[j]), "to_class": request.target_class,
                     "crop": list(site.crop), "neighbourhood": list(site.region), "steps": self.steps,
+                    "new_boxes": [j], "changed_regions": [list(site.region)],
                 }  # fmt: skip
                 yield SyntheticImage(image=blend_back(site, bgr(edited)), boxes=np.asarray(site.frame.boxes, float).copy(),
                                      class_ids=class_ids, lineage=lineage)

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from feedback.synthesis.diffusers_common import (
-    batched, bgr, class_phrase, image_seeds, load_pipeline, pil_rgb, torch_generators,
+    batched, bgr, class_phrase, image_seeds, load_pipeline, model_id, pil_rgb, torch_generators,
 )
 from feedback.synthesis.gligen import cluster_stats, draw_layout
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
@@ -120,7 +120,7 @@ class SdInpaintGenerator:
         phrase = class_phrase(self.classes, self.phrases, request.target_class)
         prompt = request.prompt or f"a photo of {phrase}"
         size = self.size or 512
-        model = getattr(self.pipe, "name_or_path", None)
+        model = model_id(self.pipe)
         jobs = list(zip(image_seeds(request.seed, request.count), self._sites(request, material), strict=True))
         for batch in batched(jobs, self.batch_size):
             lineages = {seed: self._lineage(request, site, seed, prompt, model) for seed, site in batch}
@@ -173,5 +173,8 @@ class SdInpaintGenerator:
             "source_image_sha256": site.frame.image_sha256, "mode": "insert" if site.replaced is None else "replace",
             "box": [round(v, 3) for v in site.box], "mask": list(site.mask), "crop": list(site.crop),
             "replaced_box_index": site.replaced, "to_class": request.target_class,
+            # The filters' conventions: which boxes are the generator's, and which pixels it changed.
+            "new_boxes": [len(site.frame.boxes) if site.replaced is None else site.replaced],
+            "changed_regions": [list(site.mask)],
             "from_class": None if site.replaced is None else int(site.frame.class_ids[site.replaced]),
         }  # fmt: skip

@@ -119,3 +119,4 @@ def test_loads_saved_weights_from_settings(pipe, tmp_path) -> None:  # noqa: ANN
     [b] = generator(pipe).generate(request, [])
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.boxes, b.boxes)
+    assert a.lineage["model"] == str(tmp_path / "gligen") and b.lineage["model"] is None

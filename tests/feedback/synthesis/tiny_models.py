@@ -49,14 +49,16 @@ def clip_text_encoder(vocab_size: int):  # noqa: ANN201
     )
 
 
-def _sd_parts(in_channels: int, attention_type: str = "default") -> dict:
+def _sd_parts(in_channels: int, attention_type: str = "default", sample_size: int = 16) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        attention_head_dim=8,
         layers_per_block=1,
-        sample_size=16,
+        sample_size=sample_size,
         in_channels=in_channels,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -66,7 +68,8 @@ def _sd_parts(in_channels: int, attention_type: str = "default") -> dict:
     )
     torch.manual_seed(0)
     vae = AutoencoderKL(
-        block_out_channels=[32, 64],
+        block_out_channels=[16, 32],
+        norm_num_groups=8,
         in_channels=3,
         out_channels=3,
         latent_channels=4,
@@ -74,7 +77,8 @@ def _sd_parts(in_channels: int, attention_type: str = "default") -> dict:
         up_block_types=["UpDecoderBlock2D"] * 2,
     )
     scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+        steps_offset=1,
     )
     tokenizer = clip_tokenizer()
     return {
@@ -89,11 +93,11 @@ def _sd_parts(in_channels: int, attention_type: str = "default") -> dict:
     }
 
 
-def gligen_pipe():  # noqa: ANN201
-    """GLIGEN at 32x32 pixels (latents 16x16: the VAE halves once)."""
+def gligen_pipe(sample_size: int = 16):  # noqa: ANN201
+    """GLIGEN making images of twice `sample_size` pixels by default (the VAE halves once)."""
     from diffusers import StableDiffusionGLIGENPipeline
 
-    pipe = StableDiffusionGLIGENPipeline(**_sd_parts(4, attention_type="gated"))
+    pipe = StableDiffusionGLIGENPipeline(**_sd_parts(4, attention_type="gated", sample_size=sample_size))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
