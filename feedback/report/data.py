@@ -30,13 +30,14 @@ _RED, _GREEN, _AMBER = (50, 50, 220), (60, 180, 60), (0, 170, 255)
 
 
 def cycle_report_data(ws: Workspace, summary: Mapping[str, Any], cycle_dir: Path | str) -> dict[str, Any]:
-    """Everything the report shows, newest facts first: verdict, metrics, mistakes, mining, selection, lineage."""
+    """Everything the report shows, in the order a reader wants it: the verdict first, timings last."""
     cycle_dir = Path(cycle_dir)
     images = _Images(ws, cycle_dir)
     stages = {s["name"]: s for s in summary.get("stages", [])}
     window = (_time(summary.get("started_at")) or utc_now(), _time(summary.get("finished_at")) or utc_now())
     retrain = stages.get("retrain") or {}
     gate = (retrain.get("result") or {}).get("gate")
+    rollout = _rollout(ws, stages, window, gate)  # before ours: it opens connections of its own
     with ws.catalog.connect() as con:
         tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         names = [n for (n,) in con.execute("SELECT name FROM classes ORDER BY id").fetchall()]
@@ -53,7 +54,7 @@ def cycle_report_data(ws: Workspace, summary: Mapping[str, Any], cycle_dir: Path
             "mistakes": _mistakes(cycle_dir / "evaluation" / "challenger", gate, images),
             "mining": _mining(con, tables, stages, window, names, images),
             "selection": _selection(con, stages, images),
-            "rollout": _rollout(con, tables, stages, window, gate),
+            "rollout": rollout,
             "lineage": _lineage(con, retrain.get("result") or {}, gate),
             "stages": _stages(summary),
         }
@@ -137,17 +138,16 @@ def _curves(evaluation: Path, gate: Mapping[str, Any] | None) -> dict[str, Any]:
     found = {}
     for role in ("challenger", "champion"):
         path = evaluation / role / "pr_curves.json"
-        if path.is_file():
+        if gate.get(f"{role}_metrics") and path.is_file():
             found[role] = json.loads(path.read_text())
     if "challenger" not in found:
         return {"status": f"no precision-recall points were written ({evaluation / 'challenger' / 'pr_curves.json'})",
                 "classes": []}
     classes = []
-    for name, ours in gate["challenger_metrics"]["per_class"].items():
-        entry: dict[str, Any] = {"class": name}
+    for name in gate["challenger_metrics"]["per_class"]:
+        entry: dict[str, Any] = {"class": name, "challenger": None, "champion": None}
         for role, curves in found.items():
-            metrics = gate.get(f"{role}_metrics") or {}
-            per_class = (metrics.get("per_class") or {}).get(name) or {}
+            per_class = gate[f"{role}_metrics"]["per_class"].get(name) or {}
             entry[role] = {"points": _curve(curves["precision"].get(name), curves["recall"]),
                            "ap50": per_class.get("map50"),
                            # the deployed operating point (conf 0.25) on the curve
@@ -159,13 +159,13 @@ def _curves(evaluation: Path, gate: Mapping[str, Any] | None) -> dict[str, Any]:
 def _confusion(gate: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if gate is None:
         return None
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"challenger": None, "champion": None}
     for role in ("challenger", "champion"):
         matrix = (gate.get(f"{role}_metrics") or {}).get("confusion_matrix")
         if matrix:
             out[role] = {"labels": matrix["labels"], "matrix": matrix["matrix"]}
             out.update(confidence=matrix.get("confidence"), iou=matrix.get("iou"))
-    return out or None
+    return out if out["challenger"] else None
 
 
 # --- images --------------------------------------------------------------------------------------------------
@@ -430,30 +430,39 @@ def _why(parts: Mapping[str, float], weights: Mapping[str, float]) -> str:
     return ", ".join(words) or ("no priority: novelty only" if "diversity" in parts else "random sample")
 
 
-def _rollout(con: duckdb.DuckDBPyConnection, tables: set[str], stages: Mapping[str, Any],
-             window: tuple[datetime, datetime], gate: Mapping[str, Any] | None) -> dict[str, Any]:
-    if not {"rollouts", "rollout_events", "artifacts"} <= tables:
-        return {"status": NOT_RUN}
-    model = (gate or {}).get("challenger")
-    artifact = con.execute("SELECT model_id, onnx_bytes, parity, published_at FROM artifacts WHERE model_id = ?",
-                           [model]).fetchone() if model else None
-    latest = con.execute("SELECT id, model_id, baseline_model_id, canary_pct, state, started_at, updated_at "
-                         "FROM rollouts ORDER BY started_at DESC LIMIT 1").fetchone()
-    events = con.execute("SELECT rollout_id, happened_at, action, canary_pct, forced FROM rollout_events "
-                         "WHERE happened_at BETWEEN ? AND ? ORDER BY happened_at", list(window)).fetchall()
-    devices = con.execute(
-        "SELECT device, model_version, update_state, update_target, received_at FROM heartbeats "
-        "QUALIFY row_number() OVER (PARTITION BY device ORDER BY received_at DESC) = 1 ORDER BY device LIMIT 20"
-    ).fetchall()
-    status = None if artifact or events or "publish" in stages else NOT_RUN
+def _rollout(ws: Workspace, stages: Mapping[str, Any], window: tuple[datetime, datetime],
+             gate: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What publish did in this cycle, and the fleet as it stands: the latest rollout, its canary judgment,
+    each device's desired and running model."""
+    from feedback.rollout.canary import device_table, judge
+    from feedback.rollout.deployments import latest_rollout
+
+    with ws.catalog.connect() as con:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if not {"rollouts", "rollout_events", "artifacts"} <= tables:
+            return {"status": NOT_RUN, "publish": NOT_RUN}
+        models = [m for m in ((gate or {}).get("challenger"), (stages.get("publish") or {}).get("result", {})
+                              .get("model")) if m]
+        artifacts = con.execute("SELECT model_id, onnx_bytes, parity, published_at FROM artifacts "
+                                "WHERE list_contains(?, model_id) OR published_at BETWEEN ? AND ? "
+                                "ORDER BY published_at DESC", [models, *window]).fetchall()
+        rollout = latest_rollout(con)
+        events = con.execute("SELECT rollout_id, happened_at, action, canary_pct, forced FROM rollout_events "
+                             "WHERE happened_at BETWEEN ? AND ? ORDER BY happened_at", list(window)).fetchall()
+    if rollout is None and not artifacts:
+        return {"status": "nothing published yet", "publish": _stage_note(stages, "publish")}
+    judgment = judge(ws, rollout) if rollout is not None and rollout.state == "canary" else None
     return {
-        "status": status, "publish": _stage_note(stages, "publish"),
-        "artifact": None if artifact is None else {"model": artifact[0], "onnx_bytes": artifact[1],
-                                                   "parity": json.loads(artifact[2]), "published_at": artifact[3]},
-        "rollout": None if latest is None else dict(zip(
-            ("id", "model", "baseline", "canary_pct", "state", "started_at", "updated_at"), latest)),
+        "status": None, "publish": _stage_note(stages, "publish"),
+        "artifacts": [{"model": a[0], "onnx_bytes": a[1], "parity": json.loads(a[2]), "published_at": a[3]}
+                      for a in artifacts],
+        "rollout": None if rollout is None else {
+            "id": rollout.id, "model": rollout.model_id, "baseline": rollout.baseline_model_id,
+            "canary_pct": rollout.canary_pct, "state": rollout.state, "started_at": rollout.started_at,
+            "updated_at": rollout.updated_at},
+        "judgment": None if judgment is None else {"healthy": judgment.healthy, "reasons": judgment.reasons},
         "events": [dict(zip(("rollout", "at", "action", "canary_pct", "forced"), e)) for e in events],
-        "devices": [dict(zip(("device", "model", "update_state", "update_target", "seen_at"), d)) for d in devices],
+        "devices": device_table(ws)[:20],
     }
 
 

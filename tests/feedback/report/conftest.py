@@ -63,3 +63,32 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, dict[st
                "stages": [{"name": "retrain", "status": "done", "seconds": 12.5,
                            "result": {"dataset_version": 1, "gate": gate}}]}
     return Workspace(Settings(workspace=root / "ws", fsync=False)), summary, cycle_dir
+
+
+@pytest.fixture(scope="module")
+def published(cycle: tuple[Workspace, dict[str, Any], Path], tmp_path_factory: pytest.TempPathFactory,
+              ) -> tuple[Workspace, dict[str, Any], Path]:
+    """A copy of the cycle's workspace where a publish stage then exported the challenger and started its
+    rollout on 10% of the fleet, and two devices are registered."""
+    import shutil
+    import time
+
+    from edge.protocol import utc_now
+    from feedback.rollout.deployments import publish_and_start
+    from store.devices import add_device
+    from store.settings import Settings
+
+    ws, summary, cycle_dir = cycle
+    root = tmp_path_factory.mktemp("published") / "ws"
+    shutil.copytree(ws.settings.workspace, root)
+    copy = Workspace(Settings(workspace=root, fsync=False))
+    for name in ("dock-cam-1", "gate-cam-2"):
+        add_device(copy.catalog, copy.objects, name)
+    challenger = next(s for s in summary["stages"] if s["name"] == "retrain")["result"]["gate"]["challenger"]
+    started = time.perf_counter()
+    rollout = publish_and_start(copy, challenger, canary_pct=10.0)
+    stage = {"name": "publish", "status": "done", "seconds": round(time.perf_counter() - started, 1),
+             "result": {"model": challenger, "rollout": rollout.id, "canary_pct": rollout.canary_pct}}
+    after = {**summary, "workspace": str(root), "stages": [*summary["stages"], stage],
+             "finished_at": utc_now().isoformat()}
+    return copy, after, root / cycle_dir.relative_to(ws.settings.workspace)

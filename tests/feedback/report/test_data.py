@@ -72,7 +72,7 @@ def test_a_real_cycle_verdict_selection_lineage_and_stages(cycle: Site) -> None:
     assert data["wall_s"] == pytest.approx(sum(s["seconds"] for s in summary["stages"]))
     assert data["cost_usd"] is None  # no stage reported a cost
     assert data["mining"]["mine"] == NOT_RUN and data["mining"]["clusters"] == []
-    assert data["rollout"]["status"] == NOT_RUN
+    assert data["rollout"]["publish"] == NOT_RUN and data["rollout"]["status"] == "nothing published yet"
 
     # The challenger's missed boxes, as crops of the holdout frames.
     mistakes = json.loads((cycle_dir / "evaluation" / "challenger" / "mistakes.json").read_text())
@@ -125,3 +125,24 @@ def test_regressions_curves_and_mistakes_from_known_predictions(judged: Site) ->
     # No catalog rows for these ids: the lineage says what it knows, nothing more.
     assert data["lineage"]["model"] == "m-challenger" and data["lineage"]["chain"] == []
     assert data["selection"]["status"] == NOT_RUN
+
+
+def test_rollout_after_a_publish_stage(published: Site) -> None:
+    ws, summary, cycle_dir = published
+    data = cycle_report_data(ws, summary, cycle_dir)
+    rollout = data["rollout"]
+    challenger = _stage(summary, "publish")["result"]["model"]
+    assert rollout["status"] is None and rollout["publish"] is None  # the publish stage ran
+    [artifact] = rollout["artifacts"]
+    assert artifact["model"] == challenger and artifact["onnx_bytes"] > 0
+    assert artifact["parity"]["frames"] > 0 and artifact["parity"]["max_box_px"] <= artifact["parity"]["box_tol_px"]
+    assert rollout["rollout"]["model"] == challenger and rollout["rollout"]["state"] == "canary"
+    assert rollout["rollout"]["canary_pct"] == 10.0
+    assert [e["action"] for e in rollout["events"]] == ["start"]
+    # No device has sent a heartbeat yet: the canary cannot be judged healthy.
+    assert rollout["judgment"]["healthy"] is False
+    devices = {d["device"]: d for d in rollout["devices"]}
+    assert sorted(devices) == ["dock-cam-1", "gate-cam-2"]
+    for device in devices.values():  # in the canary by its bucket, or on the fleet's model (none yet)
+        assert device["desired"] == (challenger if device["bucket"] < 10.0 else None)
+    json.dumps(data, default=str)

@@ -18,11 +18,12 @@ Site = tuple[Workspace, dict[str, Any], Path]
 # What the page says about itself once loaded: each <img>'s state, and the verdict as a reader sees it.
 CHECK = """({
   images: Array.from(document.images).map(i => ({complete: i.complete, width: i.naturalWidth, alt: i.alt})),
-  verdict: document.querySelector('#verdict .title').textContent.trim(),
-  sections: Array.from(document.querySelectorAll('h2[id]')).map(h => h.id),
-  curves: document.querySelectorAll('#curves ~ .curves svg path').length,
+  verdict: document.querySelector('#verdict .title')?.textContent.trim() ?? null,
+  sections: Array.from(document.querySelectorAll('section[id]')).map(s => s.id),
+  curves: document.querySelectorAll('#curves svg path').length,
+  rollout: document.querySelector('#rollout')?.innerText ?? null,
 })"""
-SECTIONS = ["classes", "curves", "confusion", "mistakes", "mining", "selection", "rollout", "lineage", "timing"]
+SECTIONS = ["verdict", "classes", "curves", "confusion", "mistakes", "mining", "selection", "rollout", "lineage", "timing"]
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +57,13 @@ def _render_and_load(site: Site, browser: Chromium, screenshot: Path) -> tuple[d
     return page.value, data
 
 
-def test_a_real_cycle_report_loads_cleanly(cycle: Site, browser: Chromium, tmp_path: Path) -> None:
-    page, data = _render_and_load(cycle, browser, tmp_path / "cycle.png")
+def test_a_real_cycle_report_loads_cleanly(published: Site, browser: Chromium, tmp_path: Path) -> None:
+    page, data = _render_and_load(published, browser, tmp_path / "cycle.png")
     assert len(page["images"]) == _images_in(data) > 0
     assert all(i["complete"] and i["width"] > 0 for i in page["images"]), page["images"]
     assert page["verdict"] == data["verdict"]["title"]
     assert page["sections"] == SECTIONS
+    assert data["rollout"]["rollout"]["model"] in page["rollout"] and "canary" in page["rollout"]
     assert (tmp_path / "cycle.png").stat().st_size > 0
 
 
@@ -81,7 +83,26 @@ def test_the_check_sees_a_broken_image_and_a_console_error(browser: Chromium, tm
     """The browser check itself can fail: a page with both faults is caught on both counts."""
     page = tmp_path / "broken.html"
     page.write_text('<img src="data:image/png;base64,AAAA"><img src="missing.png">'
-                    '<div id="verdict"><div class="title">x</div></div><script>console.error("boom")</script>')
+                    '<script>console.error("boom")</script>')
     report = browser.load(page.as_uri(), CHECK)
     assert [i["width"] for i in report.value["images"]] == [0, 0]
     assert any("boom" in e for e in report.errors) and any("missing.png" in e for e in report.errors)
+
+
+def test_a_first_model_without_champion(judged: Site, browser: Chromium, tmp_path: Path) -> None:
+    """No champion yet: promoted by rule, no deltas, one curve and one confusion matrix per class."""
+    from feedback.training.gate import decide
+
+    ws, summary, cycle_dir = judged
+    retrain = summary["stages"][0]["result"]
+    first = decide(retrain["gate"]["challenger_metrics"], None)
+    gate = {**retrain["gate"], "champion": None, "champion_metrics": None, "promoted": first.promoted,
+            "reasons": first.reasons}
+    alone = {**summary, "stages": [{**summary["stages"][0], "result": {**retrain, "gate": gate}}]}
+    page, data = _render_and_load((ws, alone, cycle_dir), browser, tmp_path / "first.png")
+    assert page["verdict"] == "Promoted m-challenger" and data["verdict"]["detail"] == "the first champion"
+    assert all(m["delta"] is None and m["champion"] is None for m in data["headline"])
+    assert data["confusion"]["champion"] is None
+    assert all(c["champion"] is None for c in data["curves"]["classes"])
+    assert page["curves"] == sum(bool(c["challenger"]["points"]) for c in data["curves"]["classes"]) > 0
+    assert all(i["complete"] and i["width"] > 0 for i in page["images"]), page["images"]
