@@ -34,6 +34,22 @@ class Settings(BaseSettings):
     clip_model: str = "ViT-S-32-alt"
     clip_weights: Path | None = None
     clip_pretrained: str | None = None
+    # Failure mining (`edgeloop clusters` / `prompts`). Prompts name a class by the first of its class_phrases
+    # (below; a class without phrases by its name in words). edit_phrases: edits that turn one class into
+    # another, keyed "from->to" (a pair missing here gets a generic "turn X into Y"). attribute_vocabulary: per
+    # group, the phrases CLIP tags failure crops with when CLIP weights are configured; groups nothing measures
+    # also give prompt variants their choices. A table in edgeloop.toml replaces the whole default.
+    edit_phrases: dict[str, str] = {
+        "helmet->no_helmet": "remove the hard hat from this worker's head, showing bare hair",
+        "no_helmet->helmet": "put a hard hat on this worker's bare head",
+        "wear->no_wear": "replace this worker's high-visibility vest with ordinary clothes",
+        "no_wear->wear": "dress this worker in a high-visibility vest",
+    }
+    attribute_vocabulary: dict[str, list[str]] = {
+        "environment": ["a construction site", "a warehouse", "a factory floor", "a road works site",
+                        "a scaffolding platform"],
+        "viewpoint": ["a high-mounted security camera", "a camera at eye level", "a camera looking down steeply"],
+    }
     # Schedules of `edgeloop deploy` (cron, UTC): override any of them in edgeloop.toml.
     schedule_ingest: str = "*/5 * * * *"
     schedule_review_pull: str = "*/10 * * * *"

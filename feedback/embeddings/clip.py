@@ -70,6 +70,7 @@ class ImageEmbedder:
         if weights is not None and not Path(weights).is_file():
             raise FileNotFoundError(f"CLIP weights file {weights} does not exist")
         self.name = embedder_name(model_name, weights, pretrained)
+        self.model_name = model_name
         self.device = torch.device(device)
         self.batch_size = batch_size
         source = str(weights) if weights is not None else pretrained
@@ -107,6 +108,16 @@ class ImageEmbedder:
     def embed_boxes(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
         boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
         return self.embed([crop_with_context(image_bgr, b) for b in boxes])
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """(N, D) float32 unit rows in the image vectors' space: zero-shot tags score crops against these."""
+        import open_clip
+        import torch
+
+        tokens = open_clip.get_tokenizer(self.model_name)(texts)
+        with torch.inference_mode():
+            features = self._model.encode_text(tokens.to(self.device))
+        return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
     def _to_tensor(self, image_bgr: np.ndarray) -> torch.Tensor:
         from PIL import Image
