@@ -120,3 +120,45 @@ def test_loads_saved_weights_from_settings(pipe, tmp_path) -> None:  # noqa: ANN
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.boxes, b.boxes)
     assert a.lineage["model"] == str(tmp_path / "gligen") and b.lineage["model"] is None
+
+
+@pytest.mark.gpu
+def test_full_size_gligen_on_a_gpu_reports_images_per_second(record_property: pytest.RecordProperty) -> None:
+    """Stable Diffusion 1.4's shapes with random weights, fp16, 512 px, batches of 4: the speed a site can expect."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU: CUDA reports none")
+    import json
+    import time
+
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionGLIGENPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tests.feedback.synthesis.tiny_models import clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_type="gated")  # SD 1.x defaults
+    vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], latent_channels=4, sample_size=512,
+                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
+    tokenizer = clip_tokenizer()
+    tokenizer.model_max_length = 77
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                                        num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
+                                        bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionGLIGENPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer,
+                                         scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                         requires_safety_checker=False).to("cuda", torch.float16)
+    pipe.set_progress_bar_config(disable=True)
+    gen = GligenGenerator(pipe, CLASSES, batch_size=4, steps=20)
+    request = SynthesisRequest(target_class=1, count=4, seed=0, attributes={"count": 2})
+    list(gen.generate(request, []))  # warm-up: kernels, cuDNN autotuning
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = list(gen.generate(SynthesisRequest(target_class=1, count=8, seed=1, attributes={"count": 2}), []))
+    torch.cuda.synchronize()
+    rate = len(out) / (time.perf_counter() - start)
+    assert len(out) == 8 and all(o.image.shape == (512, 512, 3) for o in out)
+    record_property("gligen_images_per_s", rate)
+    print(json.dumps({"gpu": torch.cuda.get_device_name(0), "generator": "gligen", "size": 512, "steps": 20,
+                      "batch": 4, "dtype": "float16", "images_per_s": round(rate, 3)}))
