@@ -49,7 +49,8 @@ def cluster_jobs(ws: Workspace, cluster_ids: Sequence[str] | None, n: int, seed:
     for cid in active_cluster_ids(ws) if cluster_ids is None else cluster_ids:
         spec = load_cluster(ws, cid)
         prompt = spec.prompts[seed % len(spec.prompts)] if spec.prompts else {}
-        confusable = (spec.confusable_class,) if spec.confusable_class is not None else _confusable(ws, spec.target_class)
+        confusable = ((spec.confusable_class,) if spec.confusable_class is not None
+                      else _confusable(ws, spec.target_class))
         jobs.append((SynthesisRequest(
             target_class=spec.target_class, count=n, seed=seed, cluster_id=spec.id, prompt=prompt.get("prompt"),
             negative_prompt=prompt.get("negative_prompt"), edit_instruction=prompt.get("edit_instruction"),

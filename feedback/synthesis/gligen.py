@@ -122,7 +122,8 @@ class GligenGenerator:
         return cls(pipe, tuple(classes), settings.class_phrases, batch_size=settings.diffusion_batch_size,
                    steps=settings.diffusion_steps)
 
-    def generate(self, request: SynthesisRequest, material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:
+    def generate(self, request: SynthesisRequest,
+                 material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:
         phrase = class_phrase(self.classes, self.phrases, request.target_class)
         prompt = request.prompt or f"a photo of {phrase}"
         stats = cluster_stats(request.attributes)
@@ -141,7 +142,8 @@ class GligenGenerator:
             flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(seeds)
             for seed, image, unsafe in zip(seeds, out.images, flagged, strict=True):
                 lineage = {
-                    "generator": self.name, "model": model, "seed": seed, "batch": batch, "cluster_id": request.cluster_id,
+                    "generator": self.name, "model": model, "seed": seed, "batch": batch,
+                    "cluster_id": request.cluster_id,
                     "prompt": prompt, "negative_prompt": request.negative_prompt, "phrases": [phrase] * len(layout),
                     "layout": np.round(layout, 5).tolist(), "steps": self.steps, "guidance_scale": self.guidance_scale,
                 }  # fmt: skip

@@ -1,4 +1,4 @@
-"""qwen-image and qwen-image-edit: Qwen-Image text-to-image labelled by a teacher, and Qwen-Image-Edit on verified crops.
+"""qwen-image and qwen-image-edit: Qwen-Image text-to-image labelled by a teacher; Qwen-Image-Edit on verified crops.
 
 Text-to-image output carries no boxes: the teacher (GroundingDINO + SAM, or the champion) labels it and it is kept
 only where the target class is found. Edits reuse gemini-edit's crop-edit-blend, so their boxes hold by construction.
@@ -50,7 +50,8 @@ class QwenImageGenerator:
         return cls(pipe, teacher, tuple(classes), settings.class_phrases, batch_size=settings.diffusion_batch_size,
                    steps=settings.diffusion_steps)
 
-    def generate(self, request: SynthesisRequest, material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:
+    def generate(self, request: SynthesisRequest,
+                 material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:
         prompt = request.prompt or f"a photo of {class_phrase(self.classes, self.phrases, request.target_class)}"
         negative = request.negative_prompt or EMPTY_NEGATIVE
         size = {"height": self.size, "width": self.size} if self.size else {}
@@ -86,7 +87,8 @@ class QwenImageEditGenerator:
         pipe = load_pipeline("QwenImageEditPipeline", settings.qwen_image_edit_model, allow_cpu=allow, half=HALF)
         return cls(pipe, batch_size=settings.diffusion_batch_size, steps=settings.diffusion_steps)
 
-    def generate(self, request: SynthesisRequest, material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:
+    def generate(self, request: SynthesisRequest,
+                 material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:
         # gemini-edit's geometry, so both edit generators crop and blend alike (its module brings google-genai).
         from feedback.synthesis.gemini_edit import blend_back, edit_sites
 
@@ -98,7 +100,8 @@ class QwenImageEditGenerator:
         model = model_id(self.pipe)
         jobs = [(seed, sites[i % len(sites)]) for i, seed in enumerate(image_seeds(request.seed, request.count))]
         for batch in batched(jobs, self.batch_size):
-            crops = [pil_rgb(site.frame.image[site.crop[1]:site.crop[3], site.crop[0]:site.crop[2]]) for _, site in batch]
+            crops = [pil_rgb(site.frame.image[site.crop[1] : site.crop[3], site.crop[0] : site.crop[2]])
+                     for _, site in batch]
             out = self.pipe(image=crops, prompt=[instruction] * len(batch),
                             **_negative(self.true_cfg_scale, [EMPTY_NEGATIVE] * len(batch)),
                             true_cfg_scale=self.true_cfg_scale, num_inference_steps=self.steps,
@@ -115,5 +118,6 @@ class QwenImageEditGenerator:
                     "crop": list(site.crop), "neighbourhood": list(site.region), "steps": self.steps,
                     "new_boxes": [j], "changed_regions": [list(site.region)],
                 }  # fmt: skip
-                yield SyntheticImage(image=blend_back(site, bgr(edited)), boxes=np.asarray(site.frame.boxes, float).copy(),
-                                     class_ids=class_ids, lineage=lineage)
+                yield SyntheticImage(image=blend_back(site, bgr(edited)),
+                                     boxes=np.asarray(site.frame.boxes, float).copy(), class_ids=class_ids,
+                                     lineage=lineage)

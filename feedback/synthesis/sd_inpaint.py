@@ -20,14 +20,11 @@ from feedback.synthesis.diffusers_common import (
 )
 from feedback.synthesis.gligen import cluster_stats, draw_layout
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
+from feedback.synthesis.swap import MaterialError  # what the CLI reports as "nothing to work from"
 
 CROP_SCALE = 3.0  # the crop's side in box sides: the model sees the object's surroundings, as gemini-edit's does
 MIN_CROP_PX = 64
 MIN_BOX_PX = 8
-
-
-class InpaintMaterialError(ValueError):
-    """The material holds nothing to inpaint into (no frames, or no box of the confusable classes)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,7 @@ def replace_sites(request: SynthesisRequest, material: Sequence[LabelledFrame]) 
              for j, (box, cls) in enumerate(zip(frame.boxes, frame.class_ids, strict=True))
              if int(cls) in request.confusable_classes and min(box[2] - box[0], box[3] - box[1]) >= MIN_BOX_PX]
     if not sites:
-        raise InpaintMaterialError(f"no box of classes {list(request.confusable_classes)} at least {MIN_BOX_PX} px in "
+        raise MaterialError(f"no box of classes {list(request.confusable_classes)} at least {MIN_BOX_PX} px in "
                                    f"the {len(material)} verified frames given")
     order = np.random.default_rng(request.seed).permutation(len(sites))
     return [sites[i] for i in order]
@@ -100,7 +97,8 @@ class SdInpaintGenerator:
     name: str = "sd-inpaint"
 
     @classmethod
-    def from_settings(cls, settings: Any, classes: Sequence[str], *, allow_cpu: bool | None = None) -> SdInpaintGenerator:
+    def from_settings(cls, settings: Any, classes: Sequence[str], *,
+                      allow_cpu: bool | None = None) -> SdInpaintGenerator:
         allow = settings.diffusion_allow_cpu if allow_cpu is None else allow_cpu
         pipe = load_pipeline("StableDiffusionInpaintPipeline", settings.sd_inpaint_model, allow_cpu=allow)
         return cls(pipe, tuple(classes), settings.class_phrases, batch_size=settings.diffusion_batch_size,
@@ -108,7 +106,7 @@ class SdInpaintGenerator:
 
     def _sites(self, request: SynthesisRequest, material: Sequence[LabelledFrame]) -> list[Site | None]:
         if not material:
-            raise InpaintMaterialError("sd-inpaint paints into verified real frames, and none were given")
+            raise MaterialError("sd-inpaint paints into verified real frames, and none were given")
         if request.confusable_classes:
             sites = replace_sites(request, material)
             return [sites[i % len(sites)] for i in range(request.count)]
@@ -116,7 +114,8 @@ class SdInpaintGenerator:
         stats = cluster_stats(request.attributes)
         return [insert_site(material[int(rng.integers(len(material)))], stats, rng) for _ in range(request.count)]
 
-    def generate(self, request: SynthesisRequest, material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:
+    def generate(self, request: SynthesisRequest,
+                 material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:
         phrase = class_phrase(self.classes, self.phrases, request.target_class)
         prompt = request.prompt or f"a photo of {phrase}"
         size = self.size or 512
@@ -152,7 +151,8 @@ class SdInpaintGenerator:
                     continue
                 yield self._labelled(request, site, composite(site, bgr(painted)), lineages[seed])
 
-    def _labelled(self, request: SynthesisRequest, site: Site, image: np.ndarray, lineage: dict[str, Any]) -> SyntheticImage:
+    def _labelled(self, request: SynthesisRequest, site: Site, image: np.ndarray,
+                  lineage: dict[str, Any]) -> SyntheticImage:
         boxes = np.asarray(site.frame.boxes, float).reshape(-1, 4).copy()
         class_ids = np.asarray(site.frame.class_ids, int).copy()
         if site.replaced is not None:
@@ -164,9 +164,10 @@ class SdInpaintGenerator:
 
     def _lineage(self, request: SynthesisRequest, site: Site | None, seed: int, prompt: str,
                  model: str | None) -> dict[str, Any]:
-        lineage: dict[str, Any] = {"generator": self.name, "model": model, "seed": seed, "cluster_id": request.cluster_id,
-                                   "prompt": prompt, "negative_prompt": request.negative_prompt,
-                                   "steps": self.steps, "guidance_scale": self.guidance_scale}
+        lineage: dict[str, Any] = {"generator": self.name, "model": model, "seed": seed,
+                                   "cluster_id": request.cluster_id, "prompt": prompt,
+                                   "negative_prompt": request.negative_prompt, "steps": self.steps,
+                                   "guidance_scale": self.guidance_scale}
         if site is None:
             return lineage
         return lineage | {

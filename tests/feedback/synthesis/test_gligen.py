@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from feedback.synthesis.clusters import attributes_of
 from feedback.synthesis.diffusers_common import GpuRequired, load_pipeline
 from feedback.synthesis.gligen import GligenGenerator, cluster_stats, draw_layout, object_count
 from feedback.synthesis.port import Generator, SynthesisRequest, SyntheticImage
@@ -95,6 +96,12 @@ def test_layout_follows_the_cluster() -> None:
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     assert (np.abs(centres - 0.5) <= 0.175 + 1e-9).all()
     assert object_count({"count": 9}, max_objects=4) == 4
+    # As synthesis hands a cluster over: the description rides under "description".
+    description = {"medians": {"rel_size": 0.1, "aspect": 0.5, "neighbours": 2.0},
+                   "bins": {"position": {"value": "centre", "share": 0.8, "fixed": True}}}
+    handed = cluster_stats(attributes_of(description))
+    assert {k: handed[k] for k in ("rel_size", "aspect", "neighbours", "position")} == {
+        "rel_size": 0.1, "aspect": 0.5, "neighbours": 2.0, "position": "centre"}
 
 
 def test_refuses_the_cpu_unless_allowed(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from feedback.synthesis.port import LabelledFrame, SynthesisRequest, SyntheticImage
-from feedback.synthesis.sd_inpaint import InpaintMaterialError, SdInpaintGenerator
+from feedback.synthesis.sd_inpaint import SdInpaintGenerator
+from feedback.synthesis.swap import MaterialError
 from tests.feedback.synthesis.tiny_models import inpaint_pipe
 
 CLASSES = ("helmet", "no_helmet", "person")
@@ -83,7 +84,7 @@ def test_deterministic_by_seed(gen: SdInpaintGenerator) -> None:
 
 
 def test_needs_material(gen: SdInpaintGenerator) -> None:
-    with pytest.raises(InpaintMaterialError, match="verified real frames"):
+    with pytest.raises(MaterialError, match="verified real frames"):
         list(gen.generate(SynthesisRequest(target_class=1, count=1), []))
-    with pytest.raises(InpaintMaterialError, match=r"no box of classes \[2\]"):
+    with pytest.raises(MaterialError, match=r"no box of classes \[2\]"):
         list(gen.generate(SynthesisRequest(target_class=1, count=1, confusable_classes=(2,)), MATERIAL[1:]))

@@ -119,7 +119,8 @@ def bert_tokenizer():  # noqa: ANN201
     from transformers import BertTokenizer
 
     fixed = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103, ".": 1012, "?": 1029}
-    letters = [c for c in "abcdefghijklmnopqrstuvwxyz0123456789"] + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+    letters = [*chars, *(f"##{c}" for c in chars)]
     ids = iter(i for i in range(1100) if i not in fixed.values())
     vocab = dict(fixed)
     for token in letters:
