@@ -17,6 +17,7 @@ from prefect import flow
 from edge.protocol import utc_now
 from flows.common import open_workspace
 from flows.ingest import ingest_flow
+from flows.publish import publish_flow
 from flows.retrain import retrain_flow
 from flows.review import review_pull_flow, review_push_flow
 
@@ -84,8 +85,11 @@ def improvement_cycle(
           skip=None if _candidates(workspace) else "no capture waits for review")
     stage("review pull", lambda: review_pull_flow(workspace, reviewer, labels, holdout_share),
           skip=None if _pending_reviews(workspace) else "no review task is open")
-    stage("retrain", lambda: retrain_flow(workspace, profile, epochs, imgsz, seed=seed,
-                                          report_dir=str(out / "evaluation"), backend=backend))
+    retrained = stage("retrain", lambda: retrain_flow(workspace, profile, epochs, imgsz, seed=seed,
+                                                      report_dir=str(out / "evaluation"), backend=backend))
+    promoted = (retrained.get("gate") or {}).get("promoted")
+    stage("publish", lambda: publish_flow(workspace, retrained["gate"]["challenger"], canary_pct),
+          skip=None if promoted else "no new champion this cycle")
     summary["finished_at"] = utc_now().isoformat()
     (out / "report.json").write_text(json.dumps(summary, indent=2, default=str))
     summary["report"] = str(out / "report.json")

@@ -11,6 +11,7 @@ from edge.protocol import CaptureMeta, Detection, SourceRef, utc_now
 from feedback.datasets.yolo_import import import_yolo
 from feedback.scenes import encode_jpeg, render_scene, write_yolo_dataset
 from flows.cycle import improvement_cycle
+from flows.publish import publish_flow
 from store.inbox import CaptureRecord
 from store.settings import Settings, Workspace
 
@@ -57,6 +58,13 @@ def test_a_cycle_runs_every_stage_then_a_rerun_skips(tmp_path: Path, scene_pt: P
     assert trained["trained"]["parent"] is not None and trained["gate"]["challenger"] == trained["trained"]["model"]
     report = json.loads(Path(first["report"]).read_text())
     assert report["cycle"] == first["cycle"] and len(report["stages"]) == len(first["stages"])
+    if not trained["gate"]["promoted"]:
+        assert stages["publish"]["status"] == "skipped"
+    # Publishing the champion by hand: an artifact, and a canary rollout of it.
+    published = publish_flow(str(ws.settings.workspace), canary_pct=50.0)
+    with ws.catalog.connect() as con:
+        champion_id = con.execute("SELECT id FROM models WHERE status = 'champion'").fetchall()[0][0]
+    assert published["model"] == champion_id and published["state"] == "canary" and published["canary_pct"] == 50.0
 
     second = improvement_cycle(str(ws.settings.workspace), budget=6, reviewer="oracle", labels=str(labels),
                                holdout_share=0.0, epochs=1, imgsz=64)
@@ -68,4 +76,5 @@ def test_a_cycle_runs_every_stage_then_a_rerun_skips(tmp_path: Path, scene_pt: P
     third = improvement_cycle(str(ws.settings.workspace), budget=6, reviewer="oracle", labels=str(labels),
                               holdout_share=0.0, epochs=1, imgsz=64)
     assert {s["name"]: s["status"] for s in third["stages"]} == {
-        "ingest": "skipped", "review push": "skipped", "review pull": "skipped", "retrain": "skipped"}
+        "ingest": "skipped", "review push": "skipped", "review pull": "skipped", "retrain": "skipped",
+        "publish": "skipped"}
