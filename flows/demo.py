@@ -203,7 +203,12 @@ def run_demo(path: Path, plan: DemoPlan = DemoPlan(), console: Console | None = 
         cycle = improvement_cycle(str(path), budget=budget, reviewer="oracle", labels=str(labels), holdout_share=0.2,
                                   generator="swap", synthetic_count=plan.synthetic, canary_pct=plan.canary_pct,
                                   epochs=plan.challenger_epochs, imgsz=plan.imgsz, seed=s, on_stage=on_stage)
-    stages = {st["name"]: st for st in cycle["stages"]}
+        stages = {st["name"]: st for st in cycle["stages"]}
+        if stages.get("publish", {}).get("status") == "done":
+            lines.begin("rollout: the device follows its deployment")
+            swaps = _roll_out(ws, path, onnx, token, watched)
+            lines.end("rollout", _describe_swap(swaps))
+            summary["rollout"] = swaps
     summary.update(ingested=stages["ingest"]["result"].get("captures_added", 0),
                    reviewed=stages["review pull"]["result"].get("verified", 0),
                    failures=stages["review pull"]["result"].get("failures", 0),
@@ -217,6 +222,45 @@ def run_demo(path: Path, plan: DemoPlan = DemoPlan(), console: Console | None = 
     console.rule(f"done in {summary['seconds']:.0f} s")
     console.print(f"report: {summary['report']}")
     return summary
+
+
+def _roll_out(ws: Workspace, path: Path, installed: Path, token: str, watched: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The device runs its camera again, following its deployment, until the new model has taken over.
+
+    Paced like a live camera (looping), so the frame loop keeps going while the updater downloads, builds
+    and checks the new model in the background; returns which model ran which frames.
+    """
+    import threading
+
+    from edge.updater import ModelUpdater, UpdaterConfig
+
+    with BackgroundServer(ws.settings) as url:
+        updater = ModelUpdater(UpdaterConfig(server=url, token=token, model_dir=path / "device-models", poll_s=0.5,
+                                             probation_frames=10, latency_budget_ms=10_000), installed=installed)
+        triggers = TriggerConfig(random_enabled=False, watch_classes=watched, budget_per_hour=60)
+        config = AgentConfig(server=url, token=token, device=DEVICE, camera="gate-1", spool_dir=path / "spool",
+                             triggers=triggers, heartbeat_interval_s=1.0, max_frames=600)
+        agent = Agent(config, updater.initial_detector(),
+                      VideoFileSource(path / "generated" / "camera.mp4", realtime=True, loop=True), updater)
+        stop = threading.Event()
+
+        def swapped(status: dict[str, Any]) -> None:
+            runs = status["models_run"]
+            if len(runs) > 1 and runs[-1]["frames"] >= 20:  # the new model is through probation and running
+                stop.set()
+
+        status = agent.run(stop=stop, on_status=swapped)
+        agent.close(drain_timeout_s=10)
+    return status["models_run"]
+
+
+def _describe_swap(runs: list[dict[str, Any]]) -> str:
+    if len(runs) < 2:
+        return f"no swap within {runs[-1]['frames'] if runs else 0} frames (see demo.log)"
+    old, new = runs[-2], runs[-1]
+    seamless = "no frame dropped or run twice" if new["first_frame"] == old["last_frame"] + 1 else "FRAMES LOST"
+    return (f"swapped {old['model_version']} -> {new['model_version']} between frames {old['last_frame']} and "
+            f"{new['first_frame']}: {seamless}")
 
 
 def _camera(data: Path, plan: DemoPlan) -> Path:
