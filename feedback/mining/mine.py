@@ -61,6 +61,8 @@ def mine_clusters(ws: Workspace, embedder: Embedder | str, *, model_version: str
     if not isinstance(embedder, str):
         embed_failures(ws, embedder, progress=progress)
     table = load_failures(ws, name, model_version=model_version, progress=progress)
+    if isinstance(embedder, str) and len(table) and not table.has_vector.any():
+        raise ValueError(f"no failure crop is embedded by {name!r}: pass the embedder itself, which embeds them")
     tags = zero_shot_tags(embedder, table.vectors, ws.settings.attribute_vocabulary) \
         if hasattr(embedder, "embed_texts") else [{} for _ in range(len(table))]
     groups: dict[tuple[int, str], list[int]] = {}
@@ -141,8 +143,8 @@ def _describe(table: FailureTable, m: np.ndarray, kind: str, tags: list[dict[str
 def _neighbour(table: FailureTable, m: np.ndarray, kind: str, target: int,
                centroids: dict[int, np.ndarray]) -> dict[str, Any] | None:
     """The class an edit should turn into the target: what the model called these objects (confusion), what
-    it calls this class elsewhere (missed, from the same failures' confusions), else the verified class whose
-    crops look most like this cluster's. None for spurious and localisation clusters."""
+    it calls this class elsewhere (missed: at least MIN_CONFUSIONS of the class's confusions), else the
+    verified class whose crops look most like this cluster's. None for spurious and localisation clusters."""
     if kind in ("spurious", "localization"):
         return None
     if kind == "confusion":

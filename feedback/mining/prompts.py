@@ -27,6 +27,8 @@ CROWDING = {"occluded": "partly hidden behind other objects", "crowded": "among 
             "isolated": ""}
 FOCUS = {"blurry": "slightly out of focus, motion-blurred", "sharp": ""}
 SHAPE = {"tall": "tall and narrow in view", "wide": "wide and low in view", "square": ""}
+# Measured attributes a variant picks a value for when the cluster leaves them open (vocabulary groups too).
+SLOTS = {"lighting": LIGHTING, "size": SIZE, "position": POSITION}
 # What a fixed attribute rules out: said in the negative prompt.
 OPPOSITE = {("lighting", "dark"): "bright daylight", ("lighting", "bright"): "darkness, night",
             ("size", "small"): "close-up, portrait", ("size", "large"): "distant wide shot",
@@ -70,7 +72,9 @@ def write_prompts(cluster: Cluster, book: Phrasebook, *, variants: int = 4, seed
     for variant in range(variants):
         rng = np.random.default_rng([seed, cluster_key, variant])
         choices = _choices(rng, fixed, tags, book.vocabulary) if variant else {}
-        text = _prompt(cluster, book, {**fixed, **choices}, {**tags, **choices}, neighbour)
+        picked_bins = {k: v for k, v in choices.items() if k in SLOTS}
+        picked_tags = {k: v for k, v in choices.items() if k not in SLOTS}
+        text = _prompt(cluster, book, {**fixed, **picked_bins}, {**tags, **picked_tags}, neighbour)
         lineage = {"cluster_id": cluster.id, "failure_ids": list(cluster.members), "class": target,
                    "kind": cluster.kind, "fixed": fixed, "tags": tags, "choices": choices,
                    "attributes": d, "writer_version": WRITER_VERSION, "seed": seed, "variant": variant}
@@ -89,7 +93,7 @@ def _choices(rng: np.random.Generator, fixed: Mapping[str, str], tags: Mapping[s
     """One seeded pick for every open slot; slots the cluster fixes are left alone. Slot order is fixed so a
     seed always draws the same picks."""
     picks: dict[str, str] = {}
-    for slot, options in (("lighting", LIGHTING), ("size", SIZE), ("position", POSITION)):
+    for slot, options in SLOTS.items():
         if slot not in fixed:
             picks[slot] = list(options)[int(rng.integers(len(options)))]
     for group in sorted(vocabulary):
@@ -151,8 +155,8 @@ def _edit(cluster: Cluster, book: Phrasebook, fixed: Mapping[str, str], neighbou
     keep = f"keep the {'dark, dim ' if lighting == 'dark' else 'bright ' if lighting == 'bright' else ''}lighting"
     if cluster.kind == "spurious":
         colours = _colours(cluster.description)
-        return (f"add {colours + ' ' if colours else ''}objects that look like {phrase} but are not one, "
-                f"without adding any {phrase}; {keep} and the rest of the scene unchanged")
+        return (f"add {colours + ' ' if colours else ''}objects that look like {phrase} but are clearly not one; "
+                f"{keep} and the rest of the scene unchanged")
     if cluster.kind == "localization":
         state = [w for w in (CROWDING.get(fixed.get("crowding", ""), ""),
                              POSITION.get(fixed.get("position", ""), "") if fixed.get("position") == "edge" else "")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.progress import Progress
-from rich.table import Table
+from rich.table import Column, Table
 
 from flows.cli.common import (
     JsonOpt,
@@ -20,6 +20,10 @@ from flows.cli.common import (
     open_workspace,
     ultralytics_to_stderr,
 )
+
+# Bin values too common to tell clusters apart in the table (--json has them all).
+ORDINARY = {"lighting": "normal", "contrast": "normal", "focus": "sharp", "size": "medium", "position": "off-centre",
+            "crowding": "isolated", "shape": "square"}
 
 ModelVersionOpt = Annotated[Optional[str], typer.Option(
     help="Only this deployed model's failures (default: every model's, as one scope).")]
@@ -92,14 +96,19 @@ def clusters(
     if as_json:
         emit(out, True)
         return
-    table = Table("id", "class", "kind", "size", "fixed attributes", "neighbour",
-                  title=f"failure clusters ({model_version or 'all models'}, {embedder.name})")
+    table = Table(Column("id", no_wrap=True), "class", "kind", Column("size", justify="right"), "distinctive",
+                  "neighbour", title=f"failure clusters ({model_version or 'all models'}, {embedder.name})",
+                  caption="distinctive: what at least 70% of a cluster share, ordinary values left out")
     for c, item in zip(found, items, strict=True):
+        distinctive = [f"{v} contrast" if k == "contrast" else v for k, v in item["fixed"].items()
+                       if ORDINARY.get(k) != v]
         table.add_row(c.id, c.class_name, c.kind + (" (noise)" if c.noise else ""), str(c.size),
-                      ", ".join(map(str, item["fixed"].values())), (item.get("neighbour") or {}).get("class", ""))
+                      ", ".join(distinctive) or "-", (item.get("neighbour") or {}).get("class", ""))
+    if not found:
+        console.print("no failure records yet: review some captures first (`edgeloop review push` / `pull`)")
+        return
     console.print(table)
-    if found:
-        console.print(f"contact sheets: {Path(sheets[found[0].id]).parent}/<id>.png")
+    console.print(f"contact sheets: {Path(sheets[found[0].id]).parent}/<id>.png")
     console.print(f"{out['failures']} failures: {out['clusters']} clusters, {out['noise']} in noise")
 
 

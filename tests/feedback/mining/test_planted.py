@@ -123,3 +123,9 @@ def test_prompts_are_stable_for_a_seed(site):
     assert a[0].prompt == other[0].prompt  # variant 0 says only what the cluster fixes
     assert [p.prompt for p in a[1:]] != [p.prompt for p in other[1:]]
     assert not {p.id for p in a} & {p.id for p in other}
+
+
+def test_an_embedder_name_without_vectors_is_refused_by_name(site):
+    ws, _, _, _ = site
+    with pytest.raises(ValueError, match="'clip:never-run'"):
+        mine_clusters(ws, "clip:never-run", progress=False)

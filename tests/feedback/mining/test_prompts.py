@@ -52,6 +52,9 @@ def test_a_missed_rare_class_in_the_dark_is_asked_for_in_the_dark_and_made_from_
         assert "in dim, dark low light" in p.prompt  # fixed by the cluster
         assert p.lineage["choices"].keys() == {"environment", "viewpoint", "season"}  # only what it leaves open
         assert p.lineage["choices"]["season"] in p.prompt  # a site's own vocabulary group joins the prompt
+        parts = p.prompt.split(", ")
+        assert p.lineage["choices"]["environment"] in p.prompt
+        assert not {"centre", "off-centre", "edge", "small", "medium", "large"} & set(parts)  # only as phrases
     assert len({p.prompt for p in variants}) > 1
     assert first.lineage == {**first.lineage, "cluster_id": c.id, "failure_ids": list(c.members),
                              "writer_version": WRITER_VERSION, "variant": 0, "seed": 3}
@@ -86,7 +89,8 @@ def test_spurious_clusters_ask_for_look_alikes_without_the_class():
     assert p.prompt.startswith("a realistic photo of grey and yellow objects that look like a construction "
                                "worker wearing a hard hat but are not")
     assert p.negative_prompt.split(", ")[-2:] == ["a construction worker wearing a hard hat", "motion blur"]
-    assert p.edit_instruction.startswith("add grey and yellow objects that look like")
+    assert p.edit_instruction == ("add grey and yellow objects that look like a construction worker wearing a hard "
+                                  "hat but are clearly not one; keep the lighting and the rest of the scene unchanged")
 
 
 def test_confusions_name_what_they_are_mistaken_for_and_unknown_classes_read_as_their_name():
