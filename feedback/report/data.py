@@ -58,7 +58,10 @@ def cycle_report_data(ws: Workspace, summary: Mapping[str, Any], cycle_dir: Path
             "lineage": _lineage(con, retrain.get("result") or {}, gate),
             "stages": _stages(summary),
         }
-    data["wall_s"] = round(sum(s["seconds"] or 0 for s in data["stages"]), 1)
+    data["story"] = _story(stages, data)
+    data["stages_s"] = round(sum(s["seconds"] or 0 for s in data["stages"]), 1)
+    started, finished = _time(summary.get("started_at")), _time(summary.get("finished_at"))
+    data["wall_s"] = round((finished - started).total_seconds(), 1) if started and finished else data["stages_s"]
     costs = [s["cost_usd"] for s in data["stages"] if s["cost_usd"] is not None]
     data["cost_usd"] = round(sum(costs), 4) if costs else None
     return data
@@ -346,38 +349,67 @@ def _synthesis_runs(con: duckdb.DuckDBPyConnection, window: tuple[datetime, date
         reasons = dict(con.execute(
             "SELECT reason, count(*) FROM synthesis_outcomes WHERE run_id = ? AND NOT kept GROUP BY reason "
             "ORDER BY count(*) DESC", [rid]).fetchall())
-        samples = {"kept": [], "rejected": []}
+        samples: dict[str, list[dict[str, Any]]] = {"kept_samples": [], "rejected_samples": []}
         for is_kept in (True, False):
             for idx, image_sha, reason, detail, thumb_sha, lineage in con.execute(
                     "SELECT o.idx, o.image_sha256, o.reason, o.detail, o.thumb_sha256, "
                     "coalesce(i.lineage, o.lineage) FROM synthesis_outcomes o LEFT JOIN images i "
                     "ON i.sha256 = o.image_sha256 WHERE o.run_id = ? AND o.kept = ? ORDER BY o.idx LIMIT ?",
                     [rid, is_kept, SAMPLES]).fetchall():
-                frame = images.blob(image_sha if is_kept else thumb_sha)
                 lineage = json.loads(lineage) if lineage else {}
-                samples["kept" if is_kept else "rejected"].append({
+                frame = images.blob(image_sha if is_kept else thumb_sha)
+                if frame is not None:
+                    frame = _with_new_boxes(con, frame, image_sha, lineage.get("new_boxes")) if is_kept \
+                        else thumbnail(frame, side=200)
+                filters = filter_scores(lineage.get("filters") or {})
+                samples["kept_samples" if is_kept else "rejected_samples"].append({
                     "index": idx, "reason": reason, "detail": detail,
-                    "image": images.save(thumbnail(frame, side=200), "synthetic") if frame is not None else None,
-                    "scores": filter_scores(lineage.get("filters") or {}),
+                    "image": images.save(frame, "synthetic") if frame is not None else None,
+                    "filters": filters,
+                    "scores": [[label, _format(filters[key])] for key, label in SCORE_LABELS if key in filters],
                     "prompt": lineage.get("prompt") or lineage.get("edit_instruction")})
         runs.append({"id": rid, "generator": generator, "cluster_id": cid, "target": _name(names, target),
                      "kept": kept, "rejected": rejected, "cost_usd": cost, "reasons": reasons, **samples})
     return runs
 
 
-def filter_scores(filters: Mapping[str, Any]) -> dict[str, str]:
-    """The filters' numbers as short strings; references to other images and hashes are left out."""
-    out = {}
+def _with_new_boxes(con: duckdb.DuckDBPyConnection, image: np.ndarray, sha: str, new: Sequence[int] | None,
+                    ) -> np.ndarray:
+    """A kept image's thumbnail with its labelled boxes: the generated ones green, the carried-over ones grey."""
+    boxes = con.execute(
+        "SELECT b.x1, b.y1, b.x2, b.y2 FROM labels l JOIN label_boxes b ON b.label_id = l.id "
+        "WHERE l.image_sha256 = ? AND l.id = (SELECT id FROM labels WHERE image_sha256 = ? "
+        "ORDER BY created_at DESC LIMIT 1) ORDER BY b.idx", [sha, sha]).fetchall()
+    fresh = set(range(len(boxes))) if new is None else {int(i) for i in new}
+    out = thumbnail(image, side=200)
+    scale = out.shape[1] / image.shape[1]
+    for i, b in enumerate(boxes):
+        corners = (round(b[0] * scale), round(b[1] * scale)), (round(b[2] * scale), round(b[3] * scale))
+        cv2.rectangle(out, *corners, _GREEN if i in fresh else (170, 170, 170), 2 if i in fresh else 1)
+    return out
+
+
+# The filter scores a reader weighs a synthetic image by, in this order; the rest stay in the JSON.
+SCORE_LABELS = (("champion", "champion"), ("max_cosine", "cosine to nearest real"),
+                ("phash_min_hamming", "hash bits from nearest"), ("cluster_cosine", "cosine to cluster"),
+                ("cluster_threshold", "cluster needs"), ("n_new", "new boxes"))
+
+
+def filter_scores(filters: Mapping[str, Any]) -> dict[str, Any]:
+    """The filters' scalar scores, the champion's verdicts as words; references to other images are left out."""
+    out: dict[str, Any] = {}
     for key, value in filters.items():
         if key.endswith("_nearest") or key == "phash":
             continue
         if key == "champion" and isinstance(value, list):
             out[key] = ", ".join(str(v.get("verdict")) for v in value if isinstance(v, Mapping))
-        elif isinstance(value, bool) or isinstance(value, str):
-            out[key] = str(value)
-        elif isinstance(value, int | float):
-            out[key] = f"{value:.3f}" if isinstance(value, float) else str(value)
+        elif isinstance(value, bool | str | int | float):
+            out[key] = value
     return out
+
+
+def _format(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 # --- selection, rollout, lineage, stages ---------------------------------------------------------------------
@@ -506,6 +538,40 @@ def _stages(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "cost_usd": float(cost) if isinstance(cost, int | float) else None,
                     "note": result.get("skipped") if s["status"] == "skipped" else _facts(result)})
     return out
+
+
+def _story(stages: Mapping[str, Any], data: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The cycle in one line, stage by stage: what went in and what came out ('12 captures in', '6 reviewed,
+    30 failures found', ...); a skipped stage says why."""
+    def say(stage: Mapping[str, Any]) -> str:
+        r = stage.get("result") or {}
+        if stage["status"] == "skipped":
+            return str(r.get("skipped"))
+        match stage["name"]:
+            case "ingest":
+                return f"{r.get('captures_added', 0)} captures in"
+            case "review push":
+                return f"{r.get('pushed', 0)} sent for review"
+            case "review pull":
+                return f"{r.get('verified', 0)} reviewed, {r.get('failures', 0)} failures found"
+            case "mine":
+                return f"{len(data['mining']['clusters'])} blind spots"
+            case "synthesize":
+                runs = [x for c in data["mining"]["clusters"] for x in c["runs"]] + data["mining"]["runs_without_cluster"]
+                return (f"{sum(x['kept'] or 0 for x in runs)} synthetic images kept, "
+                        f"{sum(x['rejected'] or 0 for x in runs)} rejected")
+            case "retrain":
+                dataset = (data["lineage"] or {}).get("dataset") or {}
+                if not dataset:
+                    return f"dataset v{r.get('dataset_version')}"
+                return (f"trained on dataset v{dataset['version']} ({dataset['train']} images, "
+                        f"{dataset['synthetic']} synthetic): {data['verdict']['state']}")
+            case "publish":
+                rollout = data["rollout"].get("rollout") or {}
+                return f"{rollout.get('state', 'published')} on {rollout.get('canary_pct', '?')}%"
+        return _facts(r) or "done"
+
+    return [{"stage": s["name"], "status": s["status"], "text": say(s)} for s in stages.values()]
 
 
 def _facts(result: Mapping[str, Any]) -> str:

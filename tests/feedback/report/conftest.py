@@ -20,7 +20,7 @@ def cycle(tmp_path_factory: pytest.TempPathFactory, scene_pt: Path, prefect_api:
 
     ws, labels = _site(tmp_path_factory.mktemp("report_site"), scene_pt)
     summary = improvement_cycle(str(ws.settings.workspace), budget=6, reviewer="oracle", labels=str(labels),
-                                holdout_share=0.0, epochs=1, imgsz=64)
+                                holdout_share=0.0, synthetic_count=6, epochs=1, imgsz=64)
     return ws, summary, Path(summary["report"]).parent
 
 
@@ -66,29 +66,66 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, dict[st
 
 
 @pytest.fixture(scope="module")
-def published(cycle: tuple[Workspace, dict[str, Any], Path], tmp_path_factory: pytest.TempPathFactory,
-              ) -> tuple[Workspace, dict[str, Any], Path]:
-    """A copy of the cycle's workspace where a publish stage then exported the challenger and started its
-    rollout on 10% of the fleet, and two devices are registered."""
+def later_stages(cycle: tuple[Workspace, dict[str, Any], Path], tmp_path_factory: pytest.TempPathFactory,
+                 ) -> tuple[Workspace, dict[str, Any], Path]:
+    """A copy of the cycle's workspace run through the stages the cycle flow is gaining, with the real code:
+    mining (clusters of the reviewed failures, prompts), synthesis (offline swap images for the first cluster
+    and for the rarest class, kept or rejected by the real filters) and publish (the challenger exported and
+    rolled out to 10% of the fleet, two devices registered)."""
     import shutil
     import time
 
     from edge.protocol import utc_now
+    from feedback.embeddings.choice import default_embedder
+    from feedback.mining.catalog import save_prompts
+    from feedback.mining.mine import mine_clusters
+    from feedback.mining.prompts import Phrasebook, write_prompts
     from feedback.rollout.deployments import publish_and_start
+    from feedback.synthesis.clusters import active_cluster_ids, load_cluster
+    from feedback.synthesis.port import SynthesisRequest
+    from feedback.synthesis.service import synthesize, synthesize_for_loop
+    from feedback.synthesis.swap import SwapGenerator
+    from feedback.synthesis.targets import confusable_for
     from store.devices import add_device
     from store.settings import Settings
 
     ws, summary, cycle_dir = cycle
-    root = tmp_path_factory.mktemp("published") / "ws"
+    root = tmp_path_factory.mktemp("later") / "ws"
     shutil.copytree(ws.settings.workspace, root)
     copy = Workspace(Settings(workspace=root, fsync=False))
+    clock = time.perf_counter()
+
+    def stage(name: str, result: dict[str, Any]) -> dict[str, Any]:
+        nonlocal clock
+        seconds, clock = round(time.perf_counter() - clock, 1), time.perf_counter()
+        return {"name": name, "status": "done", "seconds": seconds, "result": result}
+
+    found = mine_clusters(copy, default_embedder(copy), seed=0, min_size=3, progress=False)
+    written = [p for c in found if not c.noise for p in write_prompts(c, Phrasebook.from_settings(copy.settings),
+                                                                       variants=2, seed=0)]
+    with copy.catalog.connect() as con:
+        save_prompts(con, written)
+    mine = stage("mine", {"clusters": sum(not c.noise for c in found), "prompts": len(written)})
+
+    spec = load_cluster(copy, active_cluster_ids(copy)[0])
+    request = SynthesisRequest(
+        target_class=spec.target_class, count=6, seed=0, cluster_id=spec.id, **{
+            k: spec.prompts[0][k] for k in ("prompt", "negative_prompt", "edit_instruction")},
+        confusable_classes=(spec.confusable_class if spec.confusable_class is not None
+                            else confusable_for(copy, spec.target_class),), attributes=spec.attributes)
+    runs = [synthesize(copy, SwapGenerator(), request, cluster=spec).as_dict(), synthesize_for_loop(copy, 4, seed=0)]
+    made = stage("synthesize", {"runs": runs, "kept": sum(r["kept"] for r in runs),
+                                "cost_usd": sum(r["cost_usd"] for r in runs)})
+
     for name in ("dock-cam-1", "gate-cam-2"):
         add_device(copy.catalog, copy.objects, name)
     challenger = next(s for s in summary["stages"] if s["name"] == "retrain")["result"]["gate"]["challenger"]
-    started = time.perf_counter()
     rollout = publish_and_start(copy, challenger, canary_pct=10.0)
-    stage = {"name": "publish", "status": "done", "seconds": round(time.perf_counter() - started, 1),
-             "result": {"model": challenger, "rollout": rollout.id, "canary_pct": rollout.canary_pct}}
-    after = {**summary, "workspace": str(root), "stages": [*summary["stages"], stage],
-             "finished_at": utc_now().isoformat()}
+    publish = stage("publish", {"model": challenger, "rollout": rollout.id, "canary_pct": rollout.canary_pct})
+
+    # The order improvement_cycle runs them in: mining and synthesis before retrain, publish last.
+    ran = [s for s in summary["stages"] if s["name"] not in ("mine", "synthesize", "publish")]
+    stages = [s for s in ran if s["name"] != "retrain"] + [mine, made]
+    stages += [s for s in ran if s["name"] == "retrain"] + [publish]
+    after = {**summary, "workspace": str(root), "stages": stages, "finished_at": utc_now().isoformat()}
     return copy, after, root / cycle_dir.relative_to(ws.settings.workspace)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from feedback.report.data import NOT_RUN, WORST, cycle_report_data
+from feedback.mining.catalog import read_clusters, read_prompts
+from feedback.report.data import NOT_RUN, SAMPLES, WORST, cycle_report_data
 from feedback.scenes import CLASSES
 from store.settings import Workspace
 
@@ -69,10 +71,18 @@ def test_a_real_cycle_verdict_selection_lineage_and_stages(cycle: Site) -> None:
     # Stages as they ran; no mining, synthesis or rollout stage in this cycle, and the report says so.
     assert [(s["name"], s["status"], s["seconds"]) for s in data["stages"]] == \
         [(s["name"], s["status"], s["seconds"]) for s in summary["stages"]]
-    assert data["wall_s"] == pytest.approx(sum(s["seconds"] for s in summary["stages"]))
+    story = {x["stage"]: x["text"] for x in data["story"]}
+    assert list(story) == [s["name"] for s in summary["stages"]] and story["ingest"] == "12 captures in"
+    assert story["review pull"] == f"6 reviewed, {_stage(summary, 'review pull')['result']['failures']} failures found"
+    assert story["retrain"].endswith(data["verdict"]["state"])
+    assert data["stages_s"] == pytest.approx(sum(s["seconds"] for s in summary["stages"]))
+    wall = datetime.fromisoformat(summary["finished_at"]) - datetime.fromisoformat(summary["started_at"])
+    assert data["wall_s"] == pytest.approx(wall.total_seconds(), abs=0.05) and data["wall_s"] >= data["stages_s"]
     assert data["cost_usd"] is None  # no stage reported a cost
     assert data["mining"]["mine"] == NOT_RUN and data["mining"]["clusters"] == []
-    assert data["rollout"]["publish"] == NOT_RUN and data["rollout"]["status"] == "nothing published yet"
+    publish = next((s for s in summary["stages"] if s["name"] == "publish"), None)  # skipped: nothing promoted
+    assert data["rollout"]["publish"] == (publish["result"]["skipped"] if publish else NOT_RUN)
+    assert data["rollout"]["status"] == "nothing published yet"
 
     # The challenger's missed boxes, as crops of the holdout frames.
     mistakes = json.loads((cycle_dir / "evaluation" / "challenger" / "mistakes.json").read_text())
@@ -127,8 +137,8 @@ def test_regressions_curves_and_mistakes_from_known_predictions(judged: Site) ->
     assert data["selection"]["status"] == NOT_RUN
 
 
-def test_rollout_after_a_publish_stage(published: Site) -> None:
-    ws, summary, cycle_dir = published
+def test_mining_synthesis_and_rollout_of_the_later_stages(later_stages: Site) -> None:
+    ws, summary, cycle_dir = later_stages
     data = cycle_report_data(ws, summary, cycle_dir)
     rollout = data["rollout"]
     challenger = _stage(summary, "publish")["result"]["model"]
@@ -146,3 +156,37 @@ def test_rollout_after_a_publish_stage(published: Site) -> None:
     for device in devices.values():  # in the canary by its bucket, or on the fleet's model (none yet)
         assert device["desired"] == (challenger if device["bucket"] < 10.0 else None)
     json.dumps(data, default=str)
+
+    # Mining: every cluster it found (noise aside), each with medoid crops, its prompts and its synthesis runs.
+    mining = data["mining"]
+    assert mining["mine"] is None and mining["synthesize"] is None  # both stages ran
+    with ws.catalog.connect() as con:
+        found = {c.id: c for c in read_clusters(con) if not c.noise}
+        prompts = {cid: {p.prompt for p in read_prompts(con, cid)} for cid in found}
+    assert {c["id"] for c in mining["clusters"]} == set(found) and found
+    for cluster in mining["clusters"]:
+        assert cluster["size"] == found[cluster["id"]].size and cluster["class"] == found[cluster["id"]].class_name
+        assert [m["failure"] for m in cluster["medoids"]] == found[cluster["id"]].medoids[:3]
+        assert all(_image(cycle_dir, m["image"]).size for m in cluster["medoids"])
+        assert cluster["prompts"] and {p["prompt"] for p in cluster["prompts"]} <= prompts[cluster["id"]]
+    runs = _stage(summary, "synthesize")["result"]["runs"]
+    by_cluster = {c["id"]: c for c in mining["clusters"]}
+    for made, [run] in ((runs[0], by_cluster[runs[0]["cluster_id"]]["runs"]), (runs[1], mining["runs_without_cluster"])):
+        # The run, its counts and reasons, and a few kept and rejected images with the filters' scores.
+        assert (run["id"], run["generator"], run["kept"]) == (made["run_id"], "swap", made["kept"])
+        assert run["rejected"] == sum(made["rejected"].values()) and run["reasons"] == made["rejected"]
+        assert run["target"] == CLASSES[made["target_class"]] and made["kept"] > 0
+        assert len(run["kept_samples"]) == min(SAMPLES, made["kept"])
+        assert len(run["rejected_samples"]) == min(SAMPLES, sum(made["rejected"].values()))
+        for sample in run["kept_samples"]:
+            assert _image(cycle_dir, sample["image"]).size and sample["filters"]["n_new"] >= 1
+            assert ["new boxes", str(sample["filters"]["n_new"])] in sample["scores"]
+        for sample in run["rejected_samples"]:
+            assert sample["reason"] in made["rejected"]
+    # Lineage runs through: the cluster's kept images were asked for with one of its prompts.
+    assert {s["prompt"] for s in by_cluster[runs[0]["cluster_id"]]["runs"][0]["kept_samples"]} <= \
+        prompts[runs[0]["cluster_id"]]
+    # A stage that reports a cost has it counted (the offline swap generator costs nothing).
+    cost = _stage(summary, "synthesize")["result"]["cost_usd"]
+    assert [s["cost_usd"] for s in data["stages"] if s["name"] == "synthesize"] == [cost]
+    assert data["cost_usd"] == cost

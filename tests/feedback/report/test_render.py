@@ -57,8 +57,8 @@ def _render_and_load(site: Site, browser: Chromium, screenshot: Path) -> tuple[d
     return page.value, data
 
 
-def test_a_real_cycle_report_loads_cleanly(published: Site, browser: Chromium, tmp_path: Path) -> None:
-    page, data = _render_and_load(published, browser, tmp_path / "cycle.png")
+def test_a_real_cycle_report_loads_cleanly(later_stages: Site, browser: Chromium, tmp_path: Path) -> None:
+    page, data = _render_and_load(later_stages, browser, tmp_path / "cycle.png")
     assert len(page["images"]) == _images_in(data) > 0
     assert all(i["complete"] and i["width"] > 0 for i in page["images"]), page["images"]
     assert page["verdict"] == data["verdict"]["title"]
