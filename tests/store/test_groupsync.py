@@ -150,20 +150,21 @@ def test_a_failed_second_flush_fails_callers_whose_files_were_published() -> Non
 def test_loops_in_different_threads_each_flush_their_own_commits_on_their_own_thread() -> None:
     flushed_in: list[int] = []
     group = GroupFlush(lambda: (flushed_in.append(threading.get_ident()), time.sleep(0.001)))
-    threads_done: dict[int, list[int]] = {}
+    # Keyed by the thread's index, not its ident: a finished thread's ident may be handed to the next one.
+    done: dict[int, tuple[int, list[int]]] = {}
 
-    def run_loop() -> None:
+    def run_loop(index: int) -> None:
         async def main() -> list[int]:
             return await asyncio.gather(*(group.commit(threading.get_ident, lambda: None) for _ in range(50)))
 
-        threads_done[threading.get_ident()] = asyncio.run(main())
+        done[index] = (threading.get_ident(), asyncio.run(main()))
 
-    threads = [threading.Thread(target=run_loop) for _ in range(4)]
+    threads = [threading.Thread(target=run_loop, args=(i,)) for i in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(10)
-    assert len(threads_done) == 4
-    for ident, published_in in threads_done.items():
+        thread.join(120)
+    assert len(done) == 4
+    for ident, published_in in done.values():
         assert published_in == [ident] * 50  # published by its own loop's thread
-    assert set(flushed_in) == set(threads_done)
+    assert set(flushed_in) == {ident for ident, _ in done.values()}
