@@ -80,6 +80,16 @@ class DetectorEmbedder:
                  for b in boxes]
         return self._features(crops)
 
+    def embed_boxes_of(self, images_bgr: list[np.ndarray], boxes_xyxy: list[np.ndarray]) -> list[np.ndarray]:
+        """`embed_boxes` for several images at once: their crops share batches (one forward, not one per image)."""
+        boxes = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in boxes_xyxy]
+        if not boxes:
+            return []
+        crops = [letterbox(crop_with_context(img, b, self.context), (self.crop_size, self.crop_size))[0]
+                 for img, bs in zip(images_bgr, boxes, strict=True) for b in bs]
+        vectors = self._features(crops)
+        return np.split(vectors, np.cumsum([len(b) for b in boxes])[:-1])
+
     def detect_and_embed(self, image_bgr: np.ndarray, *, conf: float = 0.05) -> tuple[sv.Detections, np.ndarray, np.ndarray]:
         """One frame: its detections at `conf` (the edge's own decoding), the frame's vector, and each box's."""
         img, box = letterbox(image_bgr, (self.imgsz, self.imgsz))

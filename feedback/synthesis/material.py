@@ -5,7 +5,6 @@ Holdout images never become material, so no holdout pixel reaches training throu
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection
 
 import numpy as np
@@ -14,8 +13,6 @@ from feedback.embeddings.catalog import read_image
 from feedback.synthesis.port import LabelledFrame
 from store.labels import Label, current_labels
 from store.settings import Workspace
-
-log = logging.getLogger(__name__)
 
 
 def material_labels(ws: Workspace, *, with_classes: Collection[int] | None = None) -> list[Label]:
@@ -28,30 +25,37 @@ def material_labels(ws: Workspace, *, with_classes: Collection[int] | None = Non
     return labels
 
 
+def sample(labels: list[Label], *, max_frames: int | None, prefer: Collection[int] = (),
+           seed: int = 0) -> list[Label]:
+    """At most `max_frames` labels (seeded), every one showing a `prefer` class first, in sha256 order.
+
+    The rare target class's few crops must not be sampled away.
+    """
+    if max_frames is None or len(labels) <= max_frames:
+        return labels
+    wanted = np.asarray(sorted(set(prefer)), np.int64)
+    first = [x for x in labels if np.isin(x.class_ids, wanted).any()]
+    rest = [x for x in labels if not np.isin(x.class_ids, wanted).any()]
+    order = np.random.default_rng(seed).permutation(len(rest))
+    return sorted(first[:max_frames] + [rest[i] for i in order[: max(0, max_frames - len(first))]],
+                  key=lambda x: x.image_sha256)
+
+
+def decode(ws: Workspace, labels: list[Label]) -> list[LabelledFrame]:
+    """The labels' frames with their images; images missing from the blob store are logged and left out."""
+    frames = []
+    for label in labels:
+        image = read_image(ws, label.image_sha256)
+        if image is not None:
+            frames.append(LabelledFrame(label.image_sha256, image, label.boxes, label.class_ids))
+    return frames
+
+
 def load_material(
     ws: Workspace, *, with_classes: Collection[int] | None = None, prefer: Collection[int] = (),
     max_frames: int | None = None, seed: int = 0,
 ) -> list[LabelledFrame]:
-    """Decoded verified frames, in sha256 order.
-
-    `with_classes`: only frames with a box of one of them (None: every verified frame, empty ones too).
-    `max_frames`: a seeded sample of at most that many, taking every frame with a `prefer` class first
-    (the rare target class's few crops must not be sampled away). Images missing from the blob store
-    are logged and left out.
-    """
+    """Decoded verified frames, in sha256 order: only those with a box of `with_classes` when given (None:
+    every verified frame, empty ones too), at most `max_frames` of them (see `sample`)."""
     labels = material_labels(ws, with_classes=with_classes)
-    if max_frames is not None and len(labels) > max_frames:
-        wanted = np.asarray(sorted(set(prefer)), np.int64)
-        first = [x for x in labels if np.isin(x.class_ids, wanted).any()]
-        rest = [x for x in labels if not np.isin(x.class_ids, wanted).any()]
-        order = np.random.default_rng(seed).permutation(len(rest))
-        labels = sorted(first[:max_frames] + [rest[i] for i in order[: max(0, max_frames - len(first))]],
-                        key=lambda x: x.image_sha256)
-    frames = []
-    for label in labels:
-        image = read_image(ws, label.image_sha256)
-        if image is None:
-            continue
-        frames.append(LabelledFrame(image_sha256=label.image_sha256, image=image, boxes=label.boxes,
-                                    class_ids=label.class_ids))
-    return frames
+    return decode(ws, sample(labels, max_frames=max_frames, prefer=prefer, seed=seed))

@@ -22,11 +22,11 @@ from feedback.synthesis.filters import (
     frechet_distance, label_sanity, new_box_indices, unit,
 )
 from feedback.synthesis.lineage import Dropped, Kept, finish_run, save_batch, start_run, stored_hashes
-from feedback.synthesis.material import material_labels
+from feedback.synthesis.material import decode, material_labels, sample
 from feedback.synthesis.port import Generator, LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 from feedback.synthesis.swap import SwapGenerator
 from feedback.synthesis.targets import confusable_for, rarest_class
-from store.labels import Label, catalog_classes
+from store.labels import catalog_classes
 from store.settings import Workspace
 
 SYNTHETIC_BOX = "synthetic_box"  # embeddings kind of a kept synthetic image's new box (ref: image sha/k)
@@ -67,26 +67,6 @@ class SynthesisReport:
         out = dict(vars(self))
         out["rejected"] = dict(self.rejected)
         return out
-
-
-def _frames(ws: Workspace, labels: Sequence[Label], target: int, max_frames: int | None, seed: int
-            ) -> tuple[list[LabelledFrame], dict[str, str]]:
-    """Decoded material (every frame with the target class first when sampling) and each frame's label id."""
-    from feedback.embeddings.catalog import read_image
-
-    chosen = list(labels)
-    if max_frames is not None and len(chosen) > max_frames:
-        first = [x for x in chosen if (x.class_ids == target).any()]
-        rest = [x for x in chosen if not (x.class_ids == target).any()]
-        order = np.random.default_rng(seed).permutation(len(rest))
-        chosen = sorted(first[:max_frames] + [rest[i] for i in order[: max(0, max_frames - len(first))]],
-                        key=lambda x: x.image_sha256)
-    frames = []
-    for label in chosen:
-        image = read_image(ws, label.image_sha256)
-        if image is not None:
-            frames.append(LabelledFrame(label.image_sha256, image, label.boxes, label.class_ids))
-    return frames, {x.image_sha256: x.id for x in chosen}
 
 
 def _vectors(ws: Workspace, embedder: Embedder, kind: str, wanted: dict[str, tuple[np.ndarray, np.ndarray]]
@@ -204,8 +184,9 @@ def synthesize(
         from feedback.embeddings.choice import default_embedder
 
         embedder = default_embedder(ws)
-    labels = material_labels(ws)
-    frames, label_ids = _frames(ws, labels, request.target_class, max_frames, request.seed)
+    labels = sample(material_labels(ws), max_frames=max_frames, prefer=(request.target_class,), seed=request.seed)
+    frames = decode(ws, labels)
+    label_ids = {x.image_sha256: x.id for x in labels}
     references = _references(ws, embedder, frames, label_ids, request.target_class, config)
     gate = _cluster_gate(ws, embedder, cluster, config)
     report = SynthesisReport(uuid.uuid4().hex, generator.name, request.target_class, request.cluster_id,
@@ -277,11 +258,15 @@ def _judge(embedder: Embedder, references: NearDuplicates, gate: tuple[np.ndarra
         detections, frames = embedder.detect_frames(images)  # type: ignore[attr-defined]
     else:
         detections, frames = [None] * len(images), embedder.embed(images)
+    new_boxes = [np.asarray(item.boxes, np.float64)[new_box_indices(item)] for _, item, _ in pending]
+    if hasattr(embedder, "embed_boxes_of"):  # the batch's crops in shared forwards
+        box_vectors = embedder.embed_boxes_of(images, new_boxes)  # type: ignore[attr-defined]
+    else:
+        box_vectors = [embedder.embed_boxes(image, boxes) for image, boxes in zip(images, new_boxes, strict=True)]
     kept = []
-    for (idx, item, scores), found, frame_vector in zip(pending, detections, frames, strict=True):
+    for (idx, item, scores), found, frame_vector, boxes, vectors in zip(pending, detections, frames, new_boxes,
+                                                                         box_vectors, strict=True):
         new = new_box_indices(item)
-        boxes = np.asarray(item.boxes, np.float64)[new]
-        vectors = embedder.embed_boxes(item.image, boxes)
         hashes = box_hashes(item.image, boxes)
         scores = {**scores, "phash": [f"{h:016x}" for h in hashes]}
         outcome = references.check(hashes, vectors)

@@ -86,19 +86,22 @@ class SwapGenerator:
                                 f"(aspect within x{self.max_aspect_change:g}, upscale at most x{self.max_upscale:g})")
         look = look_from_attributes(request.attributes)
         rng = np.random.default_rng(request.seed)
-        seen: set[tuple] = set()
+        used: set[tuple[_Instance, _Instance]] = set()
         made = 0
         # Every draw is one step of the seeded generator, so the output depends only on seed and material.
+        # An (instance, donor) pair is used once: the same object at the same place would be a duplicate.
         for _ in range(request.count * 20):
             if made >= request.count:
                 return
             first = instances[int(rng.integers(len(instances)))]
-            chosen = self._choose(material, first, fits, rng)
-            picks = tuple((inst, fits[inst][int(rng.integers(len(fits[inst])))]) for inst in chosen)
-            key = tuple((i.frame, i.box, d.frame, d.box) for i, d in picks)
-            if key in seen:
+            picks = []
+            for inst in self._choose(material, first, fits, rng):
+                free = [d for d in fits[inst] if (inst, d) not in used]
+                if free:
+                    picks.append((inst, free[int(rng.integers(len(free)))]))
+            if not picks:
                 continue
-            seen.add(key)
+            used.update(picks)
             made += 1
             yield self._swap(material, picks, target, look, rng)
 
@@ -149,7 +152,7 @@ class SwapGenerator:
                 chosen.append(others[k])
         return sorted(chosen, key=lambda i: i.box)
 
-    def _swap(self, material: Sequence[LabelledFrame], picks: tuple[tuple[_Instance, _Instance], ...], target: int,
+    def _swap(self, material: Sequence[LabelledFrame], picks: list[tuple[_Instance, _Instance]], target: int,
               look: Look, rng: np.random.Generator) -> SyntheticImage:
         frame = material[picks[0][0].frame]
         image = frame.image
