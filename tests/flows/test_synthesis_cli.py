@@ -9,6 +9,7 @@ import cv2
 from typer.testing import CliRunner
 
 from feedback.datasets.yolo_import import import_yolo
+from feedback.mining.catalog import Cluster, Prompt, save_clusters, save_prompts
 from feedback.scenes import CLASSES, write_yolo_dataset
 from flows.cli import app
 from store.blobs import sha256_hex
@@ -65,3 +66,34 @@ def test_synthesize_for_a_class_then_report(tmp_path: Path, scene_pt: Path):
     assert str(kept_sheet) in report["sheets"] and cv2.imread(str(kept_sheet)) is not None
     code, out, _ = run("synthetic", "report", "--out", str(sheets), *w)
     assert code == 0 and "class:no_helmet" in out
+
+
+def test_synthesize_for_mined_clusters(tmp_path: Path, scene_pt: Path):
+    ws = Workspace(Settings(workspace=tmp_path / "ws", fsync=False))
+    import_yolo(ws, write_yolo_dataset(tmp_path / "train", range(8), class_weights=(0.6, 0.4, 0, 0)), "train",
+                progress=False)
+    data = scene_pt.read_bytes()
+    ws.blobs.put(data)
+    dark = {"bins": {"lighting": {"value": "dark", "share": 0.9, "fixed": True}}, "medians": {},
+            "neighbour": {"class_id": CLASSES.index("helmet")}}
+    with ws.catalog.connect() as con:
+        con.execute("UPDATE models SET status = 'champion' WHERE id = ?",
+                    [register_model(con, sha256_hex(data), classes=list(CLASSES), imgsz=160)])
+        save_clusters(con, None, [Cluster("c-dark", None, CLASSES.index("no_helmet"), "missed", False, 4, "emb",
+                                          dark, [], {})])
+        save_prompts(con, [Prompt("p1", "c-dark", 0, 0, CLASSES.index("no_helmet"), CLASSES.index("helmet"),
+                                  "a bare head at night", "cartoon", "remove the hard hat", "w1", {})])
+    w = ["-w", str(tmp_path / "ws")]
+    code, out, err = run("synthesize", "--cluster", "c-dark", "--n", "2", "--json", *w)
+    assert code == 0, err
+    made = json.loads(out)
+    assert made["cluster_id"] == "c-dark" and made["kept"] + sum(made["rejected"].values()) == 2
+    with ws.catalog.connect() as con:
+        lineage = [json.loads(x) for (x,) in con.execute(
+            "SELECT lineage FROM images WHERE origin = 'synthetic'").fetchall()]
+    assert lineage and all(x["cluster_id"] == "c-dark" and x["edit_instruction"] == "remove the hard hat"
+                           and x["prompt"] == "a bare head at night" for x in lineage)
+    assert all(0.35 <= e["brightness_factor"] <= 0.65 for x in lineage for e in x["edits"])  # the cluster is dark
+    code, out, err = run("synthesize", "--all", "--n", "1", "--seed", "5", "--json", *w)
+    assert code == 0, err
+    assert [r["cluster_id"] for r in json.loads(out)["runs"]] == ["c-dark"]
