@@ -17,9 +17,11 @@ from prefect import flow
 from edge.protocol import utc_now
 from flows.common import open_workspace
 from flows.ingest import ingest_flow
+from flows.mine import mine_flow
 from flows.publish import publish_flow
 from flows.retrain import retrain_flow
 from flows.review import review_pull_flow, review_push_flow
+from flows.synthesize import synthesize_flow
 
 StageHook = Callable[[str, str, dict[str, Any]], None]  # (stage, "start" | "done" | "skipped", result)
 
@@ -36,6 +38,11 @@ def _pending_reviews(workspace: str | None) -> int:
         return con.execute("SELECT count(*) FROM review_tasks WHERE status = 'pushed'").fetchall()[0][0]
 
 
+def _synthetic(workspace: str | None) -> int:
+    with open_workspace(workspace).catalog.connect() as con:
+        return con.execute("SELECT count(*) FROM images WHERE origin = 'synthetic'").fetchall()[0][0]
+
+
 @flow(name="improvement-cycle", log_prints=True)
 def improvement_cycle(
     workspace: str | None = None,
@@ -46,6 +53,7 @@ def improvement_cycle(
     holdout_share: float = 0.2,
     generator: str | None = "swap",
     synthetic_count: int = 100,
+    max_cost_usd: float | None = None,
     canary_pct: float = 10.0,
     profile: str = "cpu",
     backend: str = "local",
@@ -85,6 +93,9 @@ def improvement_cycle(
           skip=None if _candidates(workspace) else "no capture waits for review")
     stage("review pull", lambda: review_pull_flow(workspace, reviewer, labels, holdout_share),
           skip=None if _pending_reviews(workspace) else "no review task is open")
+    mined = stage("mine", lambda: mine_flow(workspace, seed=seed))
+    stage("synthesize", lambda: synthesize_flow(workspace, generator, synthetic_count, seed, max_cost_usd),
+          skip="no new blind spot since the last synthesis" if mined.get("skipped") and _synthetic(workspace) else None)
     retrained = stage("retrain", lambda: retrain_flow(workspace, profile, epochs, imgsz, seed=seed,
                                                       report_dir=str(out / "evaluation"), backend=backend))
     promoted = (retrained.get("gate") or {}).get("promoted")

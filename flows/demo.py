@@ -296,6 +296,12 @@ def _describe(name: str, result: dict[str, Any], labels: Path, ws: Workspace) ->
         was = ((gate["champion_metrics"] or {}).get("per_class", {}).get(RARE, {}).get("map50")) or 0.0
         word = "PROMOTED" if gate["promoted"] else "kept the champion"
         return f"{gate['challenger']}: mAP@0.5:0.95 {before:.3f} -> {after:.3f}, {RARE} AP@0.5 {was:.3f} -> {ap:.3f}: {word}"
+    if name == "mine":
+        return f"{result['clusters']} blind spots from {result['new_failures']} failures, {result['prompts']} prompts"
+    if name == "synthesize":
+        return f"{result['kept']} {result['generator']} images kept, {result['rejected']} rejected by the filters"
+    if name == "publish":
+        return f"{result['model']} published, rolling out to {result['canary_pct']:g}% of devices"
     return ", ".join(f"{k} {v}" for k, v in result.items() if isinstance(v, (int, float, str)))[:100]
 
 

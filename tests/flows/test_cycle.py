@@ -54,6 +54,10 @@ def test_a_cycle_runs_every_stage_then_a_rerun_skips(tmp_path: Path, scene_pt: P
     assert stages["ingest"]["result"]["captures_added"] == 12
     assert stages["review push"]["result"]["pushed"] == 6
     assert stages["review pull"]["result"]["verified"] == 6
+    failures = stages["review pull"]["result"]["failures"]
+    assert failures > 0 and stages["mine"]["result"]["new_failures"] == failures
+    synth = stages["synthesize"]["result"]
+    assert synth.get("skipped") == "no failure cluster of missed or confused objects" or synth["kept"] >= 0
     trained = stages["retrain"]["result"]
     assert trained["trained"]["parent"] is not None and trained["gate"]["challenger"] == trained["trained"]["model"]
     report = json.loads(Path(first["report"]).read_text())
@@ -76,5 +80,5 @@ def test_a_cycle_runs_every_stage_then_a_rerun_skips(tmp_path: Path, scene_pt: P
     third = improvement_cycle(str(ws.settings.workspace), budget=6, reviewer="oracle", labels=str(labels),
                               holdout_share=0.0, epochs=1, imgsz=64)
     assert {s["name"]: s["status"] for s in third["stages"]} == {
-        "ingest": "skipped", "review push": "skipped", "review pull": "skipped", "retrain": "skipped",
-        "publish": "skipped"}
+        "ingest": "skipped", "review push": "skipped", "review pull": "skipped", "mine": "skipped",
+        "synthesize": "skipped", "retrain": "skipped", "publish": "skipped"}

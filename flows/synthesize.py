@@ -1,0 +1,55 @@
+"""The synthesize stage: images for the largest blind spots, filtered and stored for training only.
+
+Paid generators run under the generation-spend concurrency limit; the work is cached on its inputs, so a
+cycle rerun after a later failure does not pay twice.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from flows.common import GENERATION_LIMIT, limited, open_workspace
+
+MAX_CLUSTERS = 5  # the largest blind spots first; the next cycle reaches the rest
+
+
+def _targets(workspace: str | None) -> list[str]:
+    """Active, non-noise clusters of failures a new image can teach (missed or confused objects), largest first."""
+    from feedback.mining.catalog import read_clusters
+
+    with open_workspace(workspace).catalog.connect() as con:
+        found = [c for c in read_clusters(con, members=False) if not c.noise and c.kind in ("missed", "confusion")]
+    return [c.id for c in sorted(found, key=lambda c: -c.size)[:MAX_CLUSTERS]]
+
+
+@task(name="synthetic-images", cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=2,
+      retry_delay_seconds=60)
+def synthetic_images(workspace: str | None, generator: str, clusters: list[str], count: int, seed: int,
+                     max_cost_usd: float | None) -> dict:
+    from feedback.synthesis.batch import cluster_jobs, run_batch
+    from feedback.synthesis.generators import make_generator
+
+    ws = open_workspace(workspace)
+    per_cluster = max(1, -(-count // len(clusters)))
+    with limited(GENERATION_LIMIT):
+        report = run_batch(ws, make_generator(generator, ws), cluster_jobs(ws, clusters, per_cluster, seed,
+                                                                            max_cost_usd))
+    cost = sum(float(r.get("cost_usd") or 0.0) for r in report.runs)
+    return {"generator": generator, "clusters": len(clusters), "kept": report.kept,
+            "rejected": sum(sum((r.get("rejected") or {}).values()) for r in report.runs), "failed": report.failed,
+            "cost_usd": round(cost, 4), "runs": [r.get("run_id") for r in report.runs]}
+
+
+@flow(name="synthesize", log_prints=True)
+def synthesize_flow(workspace: str | None = None, generator: str | None = "swap", count: int = 100, seed: int = 0,
+                    max_cost_usd: float | None = None) -> dict:
+    """`count` images spread over the largest blind spots; skipped without a generator or a cluster."""
+    if not generator or count < 1:
+        return {"skipped": "no generator or no images asked for"}
+    clusters = _targets(workspace)
+    if not clusters:
+        return {"skipped": "no failure cluster of missed or confused objects"}
+    result = synthetic_images(workspace, generator, clusters, count, seed, max_cost_usd)
+    print(f"synthesize: {result['kept']} kept, {result['rejected']} rejected over {len(clusters)} clusters")
+    return result
