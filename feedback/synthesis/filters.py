@@ -54,9 +54,20 @@ class Outcome:
 
 
 def new_box_indices(image: SyntheticImage) -> list[int]:
-    """Boxes the generator made (lineage `new_boxes`); without that key every box is new (text-to-image)."""
+    """Boxes the generator made (lineage `new_boxes`, or the one `edited_box_index`); else every box is new
+    (text-to-image)."""
     new = image.lineage.get("new_boxes")
+    if new is None and image.lineage.get("edited_box_index") is not None:
+        new = [image.lineage["edited_box_index"]]
     return list(range(len(image.boxes))) if new is None else [int(i) for i in new]
+
+
+def changed_regions(image: SyntheticImage) -> list[list[int]]:
+    """Rects holding every changed pixel (lineage `changed_regions`, or an edit's `neighbourhood`); [] if unknown."""
+    regions = image.lineage.get("changed_regions")
+    if regions is None and image.lineage.get("neighbourhood") is not None:
+        regions = [image.lineage["neighbourhood"]]
+    return [[int(np.floor(r[0])), int(np.floor(r[1])), int(np.ceil(r[2])), int(np.ceil(r[3]))] for r in regions or []]
 
 
 def label_sanity(image: SyntheticImage, n_classes: int, config: FilterConfig = FilterConfig()) -> Outcome:
@@ -85,7 +96,7 @@ def label_sanity(image: SyntheticImage, n_classes: int, config: FilterConfig = F
         return Outcome(BOX_TOO_SMALL, f"a new box is {sides.min():.1f} px on a side (< {config.min_box_px:g})",
                        scores)
     changed = np.zeros((h, w), bool)
-    for x1, y1, x2, y2 in image.lineage.get("changed_regions") or []:
+    for x1, y1, x2, y2 in changed_regions(image):
         changed[max(0, int(y1)):int(y2), max(0, int(x1)):int(x2)] = True
     old = [i for i in range(len(boxes)) if i not in set(new)
            and not any(_share_inside(boxes[i], boxes[j]) >= 0.9 for j in new)]

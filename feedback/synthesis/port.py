@@ -40,7 +40,12 @@ class LabelledFrame:
 
 @dataclass
 class SyntheticImage:
-    """One generated image, its boxes (by construction or from a teacher) and where it came from."""
+    """One generated image, its boxes (by construction or from a teacher) and where it came from.
+
+    Lineage keys the filters read: `new_boxes` (indices of the boxes the generator made; absent: all of them,
+    as for text-to-image), `changed_regions` (integer [x1, y1, x2, y2] rects holding every changed pixel, so
+    carried-over boxes can be checked for being painted over) and `source_image` (the real frame edited).
+    """
 
     image: np.ndarray  # HxWx3 uint8 BGR
     boxes: np.ndarray  # (N, 4) float xyxy pixels

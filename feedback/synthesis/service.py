@@ -286,8 +286,9 @@ def _judge(embedder: Embedder, references: NearDuplicates, gate: tuple[np.ndarra
         references.add([f"{context['run_id'][:8]}#{idx}/{j}" for j in range(len(new))], hashes, vectors)
         report.hard += any(v["hard"] for v in scores.get("champion", []))
         frame_vectors.append(frame_vector)
-        if item.lineage.get("source_image"):
-            parents.append(item.lineage["source_image"])
+        parent = item.lineage.get("source_image") or item.lineage.get("source_image_sha256")
+        if parent:
+            parents.append(parent)
         kept.append(Kept(idx, item.image, np.asarray(item.boxes, np.float64), np.asarray(item.class_ids, np.int64),
                          lineage, vectors))
     return kept

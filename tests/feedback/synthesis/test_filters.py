@@ -8,8 +8,8 @@ import pytest
 
 from feedback.synthesis.filters import (
     BAD_CLASS, BOX_COVERED, BOX_OUTSIDE, BOX_TOO_SMALL, NEAR_DUPLICATE, NO_NEW_BOX, OFF_CLUSTER, FilterConfig,
-    NearDuplicates, box_hashes, champion_verdict, cluster_similarity, cluster_threshold, frechet_distance, hamming,
-    label_sanity, phash,
+    NearDuplicates, box_hashes, champion_verdict, changed_regions, cluster_similarity, cluster_threshold,
+    frechet_distance, hamming, label_sanity, new_box_indices, phash,
 )
 from feedback.synthesis.port import SyntheticImage
 
@@ -42,6 +42,11 @@ def test_label_sanity_passes_a_good_image_and_names_each_fault():
     beside = image([(90, 30, 140, 120), (100, 40, 130, 80)], [3, 1], changed_regions=[[88, 28, 142, 122]],
                    new_boxes=[1])
     assert label_sanity(beside, 4, FilterConfig(max_covered=0.25)).reason is None
+    # An edit that names its one box and its neighbourhood (as gemini-edit does) is read the same way.
+    edit = SyntheticImage(good.image, good.boxes, good.class_ids,
+                          {"edited_box_index": 0, "neighbourhood": [95.5, 35, 134.2, 85]})
+    assert new_box_indices(edit) == [0] and changed_regions(edit) == [[95, 35, 135, 85]]
+    assert label_sanity(edit, 4).reason == BOX_COVERED  # box 1 lies under the neighbourhood
     # Half covered is still visible; more than `max_covered` is not.
     half = image([(10, 10, 60, 60), (100, 40, 130, 80)], [0, 1], changed_regions=[[10, 10, 35, 60]])
     assert label_sanity(half, 4, FilterConfig(max_covered=0.5)).reason is None
