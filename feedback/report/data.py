@@ -309,10 +309,10 @@ def _mining(con: duckdb.DuckDBPyConnection, tables: set[str], stages: Mapping[st
 
 
 def _traits(description: Mapping[str, Any]) -> list[str]:
-    """What most members share, in words: 'dark 80%', 'confused with no_helmet 60%'."""
-    words = [f"{v['value']} {v['share']:.0%}" for v in (description.get("bins") or {}).values()
+    """What most members share, in words: 'lighting dark 80%', 'confused with no_helmet 60%'."""
+    words = [f"{k} {v['value']} {v['share']:.0%}" for k, v in (description.get("bins") or {}).items()
              if isinstance(v, Mapping) and v.get("fixed") and v.get("value") is not None]
-    words += [f"{c['name']} {c['share']:.0%}" for c in description.get("colours") or []]
+    words += [f"colour {c['name']} {c['share']:.0%}" for c in description.get("colours") or []]
     for key, value in description.items():
         if key in {"bins", "medians", "colours", "class", "tags", "neighbour"} or not isinstance(value, Mapping):
             continue

@@ -68,10 +68,10 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, dict[st
 @pytest.fixture(scope="module")
 def later_stages(cycle: tuple[Workspace, dict[str, Any], Path], tmp_path_factory: pytest.TempPathFactory,
                  ) -> tuple[Workspace, dict[str, Any], Path]:
-    """A copy of the cycle's workspace run through the stages the cycle flow is gaining, with the real code:
-    mining (clusters of the reviewed failures, prompts), synthesis (offline swap images for the first cluster
-    and for the rarest class, kept or rejected by the real filters) and publish (the challenger exported and
-    rolled out to 10% of the fleet, two devices registered)."""
+    """A copy of the cycle's workspace taken through the later stages with the real code, where the cycle did not
+    run them: mining (clusters of the reviewed failures, prompts), synthesis (offline swap images for the first
+    cluster, kept or rejected by the real filters), and always a synthesis run for the rarest class and publish
+    (the refused challenger exported anyway and rolled out to 10% of the fleet, two devices registered)."""
     import shutil
     import time
 
@@ -100,22 +100,28 @@ def later_stages(cycle: tuple[Workspace, dict[str, Any], Path], tmp_path_factory
         seconds, clock = round(time.perf_counter() - clock, 1), time.perf_counter()
         return {"name": name, "status": "done", "seconds": seconds, "result": result}
 
-    found = mine_clusters(copy, default_embedder(copy), seed=0, min_size=3, progress=False)
-    written = [p for c in found if not c.noise for p in write_prompts(c, Phrasebook.from_settings(copy.settings),
-                                                                       variants=2, seed=0)]
-    with copy.catalog.connect() as con:
-        save_prompts(con, written)
-    mine = stage("mine", {"clusters": sum(not c.noise for c in found), "prompts": len(written)})
-
-    spec = load_cluster(copy, active_cluster_ids(copy)[0])
-    request = SynthesisRequest(
-        target_class=spec.target_class, count=6, seed=0, cluster_id=spec.id, **{
-            k: spec.prompts[0][k] for k in ("prompt", "negative_prompt", "edit_instruction")},
-        confusable_classes=(spec.confusable_class if spec.confusable_class is not None
-                            else confusable_for(copy, spec.target_class),), attributes=spec.attributes)
-    runs = [synthesize(copy, SwapGenerator(), request, cluster=spec).as_dict(), synthesize_for_loop(copy, 4, seed=0)]
-    made = stage("synthesize", {"runs": runs, "kept": sum(r["kept"] for r in runs),
-                                "cost_usd": sum(r["cost_usd"] for r in runs)})
+    ran = {s["name"] for s in summary["stages"] if s["status"] == "done"}
+    added = []
+    if "mine" not in ran:  # the cycle flow mines by itself once its mine stage is wired
+        found = mine_clusters(copy, default_embedder(copy), seed=0, min_size=3, progress=False)
+        book = Phrasebook.from_settings(copy.settings)
+        written = [p for c in found if not c.noise for p in write_prompts(c, book, variants=2, seed=0)]
+        with copy.catalog.connect() as con:
+            save_prompts(con, written)
+        added.append(stage("mine", {"clusters": sum(not c.noise for c in found), "prompts": len(written)}))
+    runs = []
+    if "synthesize" not in ran:
+        spec = load_cluster(copy, active_cluster_ids(copy)[0])
+        request = SynthesisRequest(
+            target_class=spec.target_class, count=6, seed=0, cluster_id=spec.id, **{
+                k: spec.prompts[0][k] for k in ("prompt", "negative_prompt", "edit_instruction")},
+            confusable_classes=(spec.confusable_class if spec.confusable_class is not None
+                                else confusable_for(copy, spec.target_class),), attributes=spec.attributes)
+        runs.append(synthesize(copy, SwapGenerator(), request, cluster=spec).as_dict())
+    runs.append(synthesize_for_loop(copy, 4, seed=0))  # a run for a class, not a cluster
+    added.append(stage("synthesize" if "synthesize" not in ran else "synthesize for a class",
+                       {"runs": runs, "kept": sum(r["kept"] for r in runs),
+                        "cost_usd": sum(r["cost_usd"] for r in runs)}))
 
     for name in ("dock-cam-1", "gate-cam-2"):
         add_device(copy.catalog, copy.objects, name)
@@ -123,9 +129,11 @@ def later_stages(cycle: tuple[Workspace, dict[str, Any], Path], tmp_path_factory
     rollout = publish_and_start(copy, challenger, canary_pct=10.0)
     publish = stage("publish", {"model": challenger, "rollout": rollout.id, "canary_pct": rollout.canary_pct})
 
-    # The order improvement_cycle runs them in: mining and synthesis before retrain, publish last.
-    ran = [s for s in summary["stages"] if s["name"] not in ("mine", "synthesize", "publish")]
-    stages = [s for s in ran if s["name"] != "retrain"] + [mine, made]
-    stages += [s for s in ran if s["name"] == "retrain"] + [publish]
+    # The order improvement_cycle runs them in: mining and synthesis before retrain, publish (skipped there:
+    # nothing was promoted) last.
+    replaced = {"publish", *(s["name"] for s in added)}  # the cycle's own, skipped, are replaced
+    kept = [s for s in summary["stages"] if s["name"] not in replaced]
+    at = next(i for i, s in enumerate(kept) if s["name"] == "retrain")
+    stages = [*kept[:at], *added, *kept[at:], publish]
     after = {**summary, "workspace": str(root), "stages": stages, "finished_at": utc_now().isoformat()}
     return copy, after, root / cycle_dir.relative_to(ws.settings.workspace)
