@@ -105,7 +105,8 @@ def _headline(gate: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     if gate is None:
         return []
     new, old = gate["challenger_metrics"], gate.get("champion_metrics")
-    return [{"key": key, "label": label, **_pair(new, old, key)} for key, label in HEADLINE]
+    return [{"key": key, "label": label, "has_champion": old is not None, **_pair(new, old, key)}
+            for key, label in HEADLINE]
 
 
 def _per_class(gate: Mapping[str, Any] | None) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ def test_a_real_cycle_verdict_selection_lineage_and_stages(cycle: Site) -> None:
     assert data["verdict"]["holdout_images"] == gate["challenger_metrics"]["images"]
     for m in data["headline"]:
         new, old = gate["challenger_metrics"][m["key"]], gate["champion_metrics"][m["key"]]
-        assert (m["challenger"], m["champion"]) == (new, old)
+        assert (m["challenger"], m["champion"], m["has_champion"]) == (new, old, True)
         assert m["delta"] == (None if new is None or old is None else pytest.approx(new - old))
     assert [c["class"] for c in data["per_class"]] == list(CLASSES)
 

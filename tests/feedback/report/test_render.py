@@ -101,7 +101,7 @@ def test_a_first_model_without_champion(judged: Site, browser: Chromium, tmp_pat
     alone = {**summary, "stages": [{**summary["stages"][0], "result": {**retrain, "gate": gate}}]}
     page, data = _render_and_load((ws, alone, cycle_dir), browser, tmp_path / "first.png")
     assert page["verdict"] == "Promoted m-challenger" and data["verdict"]["detail"] == "the first champion"
-    assert all(m["delta"] is None and m["champion"] is None for m in data["headline"])
+    assert all(m["delta"] is None and m["champion"] is None and not m["has_champion"] for m in data["headline"])
     assert data["confusion"]["champion"] is None
     assert all(c["champion"] is None for c in data["curves"]["classes"])
     assert page["curves"] == sum(bool(c["challenger"]["points"]) for c in data["curves"]["classes"]) > 0
