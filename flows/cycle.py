@@ -65,8 +65,8 @@ def improvement_cycle(
     """Run every stage once, in order; a stage with nothing to do says so and the cycle goes on.
 
     `on_stage` lets a caller (the demo, `edgeloop cycle`) show progress; it is not a flow parameter a
-    deployment sets. The report (JSON, and HTML when the report package is installed) goes under
-    `<workspace>/cycles/<cycle id>/`.
+    deployment sets. The cycle's summary (report.json) and its report (report.html, self-contained, with
+    report_data.json) go under `<workspace>/cycles/<cycle id>/`.
     """
     ws = open_workspace(workspace)
     cycle_id = f"{utc_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -104,4 +104,9 @@ def improvement_cycle(
     summary["finished_at"] = utc_now().isoformat()
     (out / "report.json").write_text(json.dumps(summary, indent=2, default=str))
     summary["report"] = str(out / "report.json")
+    hook("report", "start", {})
+    from feedback.report.render import write_cycle_report
+
+    summary["report_html"] = str(write_cycle_report(ws, summary, out))
+    hook("report", "done", {"html": summary["report_html"]})
     return summary

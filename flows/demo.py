@@ -193,6 +193,8 @@ def run_demo(path: Path, plan: DemoPlan = DemoPlan(), console: Console | None = 
         budget = max(1, int(status["spooled"] * plan.review_share))
 
         def on_stage(name: str, state: str, result: dict[str, Any]) -> None:
+            if name == "report":  # the demo's last line names it
+                return
             if state == "start":
                 lines.begin(f"cycle: {name}")
             else:

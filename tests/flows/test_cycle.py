@@ -50,7 +50,8 @@ def test_a_cycle_runs_every_stage_then_a_rerun_skips(tmp_path: Path, scene_pt: P
     first = improvement_cycle(str(ws.settings.workspace), budget=6, reviewer="oracle", labels=str(labels),
                               holdout_share=0.0, epochs=1, imgsz=64, on_stage=lambda s, state, _: seen.append((s, state)))
     stages = {s["name"]: s for s in first["stages"]}
-    assert [s["name"] for s in first["stages"]] == [name for name, state in seen if state == "start"]
+    started = [name for name, state in seen if state == "start"]
+    assert [s["name"] for s in first["stages"]] + ["report"] == started
     assert stages["ingest"]["result"]["captures_added"] == 12
     assert stages["review push"]["result"]["pushed"] == 6
     assert stages["review pull"]["result"]["verified"] == 6
@@ -62,6 +63,9 @@ def test_a_cycle_runs_every_stage_then_a_rerun_skips(tmp_path: Path, scene_pt: P
     assert trained["trained"]["parent"] is not None and trained["gate"]["challenger"] == trained["trained"]["model"]
     report = json.loads(Path(first["report"]).read_text())
     assert report["cycle"] == first["cycle"] and len(report["stages"]) == len(first["stages"])
+    data = json.loads((Path(first["report_html"]).parent / "report_data.json").read_text())
+    assert data["verdict"]["state"] == ("promoted" if trained["gate"]["promoted"] else "refused")
+    assert "<html" in Path(first["report_html"]).read_text()
     if not trained["gate"]["promoted"]:
         assert stages["publish"]["status"] == "skipped"
     # Publishing the champion by hand: an artifact, and a canary rollout of it.
