@@ -5,7 +5,9 @@ the base model registered as champion; the pool detected as the edge would (the 
 and its sub-threshold class evidence) and uploaded through the ingest API; `budget` captures chosen by the
 arm's strategy and reviewed by the oracle (the pool's own labels); a dataset version built; the champion
 fine-tuned with the same recipe for every arm; the result evaluated on real images with `edgeloop eval`'s
-code. Arms: base (no new labels: the recipe alone), random (the baseline), active (the product's default).
+code. Arms: base (no new labels: the recipe alone), random (the baseline), active (the product's default), and
+random+synth / active+synth: the same labels as their base arm plus `--synthetic` swap images made only from
+that arm's own verified labels (feedback.synthesis.service.synthesize_for_loop).
 
     python bench/loop.py --data ../shared/datasets/ppe --base-model ../shared/models/ppe_base.pt \\
         --budget 150 --arms base,random,active --seeds 0,1,2 --epochs 10 --imgsz 320 --out DIR
@@ -161,9 +163,10 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, data: Path, na
     reviewer = OracleReviewer(data / "pool" / "labels")
     with ws.catalog.connect() as con:
         pushed = con.execute("SELECT count(*) FROM review_tasks").fetchone()[0]
+    strategy = arm.removesuffix("+synth")
     if arm != "base" and not pushed:  # a crash after the push: only pull again
-        embedder = prepare_vectors(ws, progress=False) if arm == "active" else None
-        config = SelectionConfig(strategy="active" if arm == "active" else "random", seed=seed, embedder=embedder)
+        embedder = prepare_vectors(ws, progress=False) if strategy == "active" else None
+        config = SelectionConfig(strategy="active" if strategy == "active" else "random", seed=seed, embedder=embedder)
         push_for_review(ws, budget, reviewer=reviewer, selection=config)
     # Every reviewed capture trains: the real holdout is val, kept apart and the same for all arms.
     pull_reviews(ws, reviewer=reviewer, holdout_share=0.0)
@@ -176,6 +179,22 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, data: Path, na
     result = {"images_reviewed": int(images), "boxes_labelled": sum(by_class.values()),
               "boxes_by_class": {n: by_class.get(n, 0) for n in names}, "seconds": round(time.perf_counter() - started, 1)}
     write_json(run / "acquired.json", result)
+    return result
+
+
+def add_synthetic(ws: Any, run: Path, n: int, seed: int) -> dict[str, Any]:
+    """N swap images made only from this arm's own verified labels (the rarest class, from its confusable one)."""
+    from feedback.synthesis.service import synthesize_for_loop
+
+    if (run / "synthetic.json").exists():
+        return json.loads((run / "synthetic.json").read_text())
+    log(f"{run.name}: making {n} swap images from its own verified labels")
+    started = time.perf_counter()
+    made = synthesize_for_loop(ws, n, seed)
+    result = {k: made[k] for k in ("run_id", "target_class", "confusable_classes", "requested", "kept", "rejected",
+                                   "domain_gap") if k in made}
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(run / "synthetic.json", result)
     return result
 
 
@@ -212,9 +231,11 @@ def judge(weights: Path, data_dir: Path, out: Path, rare: str) -> dict[str, Any]
 
 
 def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names: list[str]) -> dict[str, Any]:
-    key = f"{arm}_{seed}"
+    key = f"{arm.replace('+', '_')}_{seed}"
     run = args.out / key
     config = settings(args)
+    if arm.endswith("+synth"):
+        config["synthetic"] = args.synthetic  # only these arms depend on it: the others' saved results stay valid
     done = run / "result.json"
     saved = RESULTS / f"{key}.json"
     for source in (done, saved):
@@ -228,11 +249,14 @@ def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names
     result: dict[str, Any] = {"arm": arm, "seed": seed, "config": config, "acquired": acquired}
     if args.acquire_only:
         return result
+    if arm.endswith("+synth"):
+        result["synthetic"] = add_synthetic(ws, run, args.synthetic, seed)
     weights = fine_tune(ws, run, seed, args.epochs, args.imgsz)
     result["val"] = judge(weights, args.data / "val", run / "metrics_val.json", args.rare_class)
     # Each step's own time, so a resumed run reports what the whole run took, not the last sitting.
     result["wall_s"] = round(sum(json.loads((run / f).read_text()).get("seconds", 0)
-                                 for f in ("prepared.json", "acquired.json", "trained.json")), 1)
+                                 for f in ("prepared.json", "acquired.json", "synthetic.json", "trained.json")
+                                 if (run / f).exists()), 1)
     write_json(done, result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json(saved, result)
@@ -289,6 +313,15 @@ def summarise(results: list[dict[str, Any]], rare: str, eval_key: str) -> dict[s
                                                                for s in paired])
             row["wall_s"] = mean_ci([r.get("wall_s") for r in runs.values()])
         out[arm] = row
+    for arm in ("random+synth", "active+synth"):
+        plain = arm.removesuffix("+synth")
+        if arm in by_arm and plain in by_arm:
+            paired = [s for s in by_arm[arm] if s in by_arm[plain] and eval_key in by_arm[arm][s]
+                      and eval_key in by_arm[plain][s]]
+            if paired:
+                out[arm][f"gain_rare_ap50_over_{plain}"] = mean_ci([by_arm[arm][s][eval_key]["rare_ap50"]
+                                                                    - by_arm[plain][s][eval_key]["rare_ap50"]
+                                                                    for s in paired])
     rnd, act = out.get("random"), out.get("active")
     if rnd and act and rnd["rare_boxes_acquired"]["mean"]:
         out["active_over_random_rare_boxes"] = round(act["rare_boxes_acquired"]["mean"]
@@ -302,7 +335,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="PPE-style folder: base/, pool/, val/")
     parser.add_argument("--base-model", type=Path, required=True, help="the deployed model (.pt) to improve")
     parser.add_argument("--budget", type=int, default=150, help="captures a person reviews per arm")
-    parser.add_argument("--arms", default="base,random,active", help="comma-separated: base, random, active")
+    parser.add_argument("--arms", default="base,random,active",
+                        help="comma-separated: base, random, active, random+synth, active+synth")
+    parser.add_argument("--synthetic", type=int, default=150, help="swap images the +synth arms add")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (selection and training)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--imgsz", type=int, default=320)
@@ -312,8 +347,9 @@ def main() -> None:
     parser.add_argument("--acquire-only", action="store_true", help="stop after review: acquisition only")
     args = parser.parse_args()
     arms = [a for a in args.arms.split(",") if a]
-    if bad := [a for a in arms if a not in ("base", "random", "active")]:
-        parser.error(f"--arms: unknown arm(s) {bad}; choose from base, random, active")
+    known = ("base", "random", "active", "random+synth", "active+synth")
+    if bad := [a for a in arms if a not in known]:
+        parser.error(f"--arms: unknown arm(s) {bad}; choose from {', '.join(known)}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
     for path, what in ((args.data / "pool" / "images", "--data"), (args.base_model, "--base-model")):
         if not path.exists():
@@ -333,9 +369,9 @@ def main() -> None:
     for seed in seeds:
         for arm in arms:
             results.append(run_one(args, arm, seed, captures, names))
-            if args.eval_data and (args.out / f"{arm}_{seed}" / "best.pt").exists():
-                results[-1]["eval"] = judge(args.out / f"{arm}_{seed}" / "best.pt", args.eval_data,
-                                            args.out / f"{arm}_{seed}" / f"metrics_{args.eval_data.name}.json",
+            run = args.out / f"{arm.replace('+', '_')}_{seed}"
+            if args.eval_data and (run / "best.pt").exists():
+                results[-1]["eval"] = judge(run / "best.pt", args.eval_data, run / f"metrics_{args.eval_data.name}.json",
                                             args.rare_class)
     summary = {"budget": args.budget, "epochs": args.epochs, "imgsz": args.imgsz, "rare_class": args.rare_class,
                "arms": summarise(results, args.rare_class, "val"), "seconds": round(time.perf_counter() - started, 1)}
