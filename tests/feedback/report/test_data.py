@@ -77,7 +77,8 @@ def test_a_real_cycle_verdict_selection_lineage_and_stages(cycle: Site) -> None:
     assert story["retrain"].endswith(data["verdict"]["state"])
     assert data["stages_s"] == pytest.approx(sum(s["seconds"] for s in summary["stages"]))
     wall = datetime.fromisoformat(summary["finished_at"]) - datetime.fromisoformat(summary["started_at"])
-    assert data["wall_s"] == pytest.approx(wall.total_seconds(), abs=0.05) and data["wall_s"] >= data["stages_s"]
+    assert data["wall_s"] == pytest.approx(wall.total_seconds(), abs=0.05)
+    assert data["wall_s"] >= data["stages_s"] - 0.05 * len(data["stages"])  # each stage's time is rounded
     costs = [s["result"]["cost_usd"] for s in summary["stages"] if "cost_usd" in s["result"]]
     assert data["cost_usd"] == (sum(costs) if costs else None)  # None: no stage reported a cost
     for name in ("mine", "synthesize"):  # the later stages' notes, whether the cycle has them yet or not
