@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -15,21 +16,27 @@ app.add_typer(devices_app, name="devices")
 
 
 
-@devices_app.command("add")
-def devices_add(name: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
-    """Register device NAME and print its upload token (shown only this once)."""
-    from store.devices import DeviceError, add_device
+def _issue_token(name: str, workspace: Path | None, as_json: bool, how: str) -> None:
+    """Run `store.devices.<how>` (add_device or rotate_token) and show the token it returns, this once only."""
+    from store import devices
 
     ws = open_workspace(workspace)
     try:
-        token = add_device(ws.catalog, ws.objects, name)
-    except DeviceError as exc:
+        token = getattr(devices, how)(ws.catalog, ws.objects, name)
+    except devices.DeviceError as exc:
         raise fail(str(exc)) from exc
     if as_json:
         print(json.dumps({"device": name, "token": token}))
     else:
-        console.print(f"device [bold]{name}[/] registered. Token (store it now, it is not kept):")
+        what = "registered. Token" if how == "add_device" else "has a new token"
+        console.print(f"device [bold]{name}[/] {what} (store it now, it is not kept):")
         print(token)
+
+
+@devices_app.command("add")
+def devices_add(name: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Register device NAME and print its upload token (shown only this once)."""
+    _issue_token(name, workspace, as_json, "add_device")
 
 
 @devices_app.command("list")
@@ -64,15 +71,4 @@ def devices_revoke(name: str, workspace: WorkspaceOpt = None) -> None:
 @devices_app.command("rotate")
 def devices_rotate(name: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Give NAME a new token (shown only this once); the old one stops working, a revoked device is back in."""
-    from store.devices import DeviceError, rotate_token
-
-    ws = open_workspace(workspace)
-    try:
-        token = rotate_token(ws.catalog, ws.objects, name)
-    except DeviceError as exc:
-        raise fail(str(exc)) from exc
-    if as_json:
-        print(json.dumps({"device": name, "token": token}))
-    else:
-        console.print(f"device [bold]{name}[/] has a new token (store it now, it is not kept):")
-        print(token)
+    _issue_token(name, workspace, as_json, "rotate_token")
