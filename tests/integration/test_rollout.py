@@ -80,6 +80,11 @@ class Heartbeats:
         beats = sorted(self.by_device.get(device, []), key=lambda h: h.sent_at)
         return beats[-1] if beats else None
 
+    def count(self, device: str, version: str) -> int:
+        """How many heartbeats `device` has sent while running `version`, reading the newly stored ones first."""
+        self.latest(device)
+        return sum(h.model_version == version for h in self.by_device.get(device, []))
+
     def runs(self, device: str, version: str, idle: bool = True) -> Callable[[], bool]:
         def check() -> bool:
             hb = self.latest(device)
@@ -178,7 +183,7 @@ def test_a_half_canary_swaps_exactly_its_device_promote_moves_the_other_rollback
         assert (rows[WEST]["desired"], rows[WEST]["running"]) == (None, installed)
         assert status["judgment"]["candidate_stats"]["devices"] == [EAST]
 
-        wait_for(lambda: len([h for h in beats.by_device[EAST] if h.model_version == m1]) >= 4,
+        wait_for(lambda: beats.count(EAST, m1) >= 4,
                  "enough heartbeats from the canary to judge it", procs)
         promoted = cli(site["root"], "rollout", "promote")
         assert promoted["state"] == "promoted" and promoted["healthy"], promoted["reasons"]
