@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import typing
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -105,13 +106,15 @@ class IngestClient:
             return None, etag
         return DeploymentAnswer.model_validate_json(response.content), response.headers.get("etag")
 
-    def download(self, sha256: str, dest: Path, *, limit: int) -> int:
+    def download(self, sha256: str, dest: Path, *, limit: int, pace: Callable[[], object] = lambda: None) -> int:
         """Fetch artifact `sha256` into `dest`, resuming after the bytes already there (Range); returns the
         size of `dest`. Stops reading past `limit` bytes: more than the manifest announced is refused anyway.
-        A broken connection raises TransientError and keeps what arrived, for the next try to resume."""
+        A broken connection raises TransientError and keeps what arrived, for the next try to resume.
+        `pace` runs before the request and after each MiB (the updater waits there for a gap between frames)."""
         have = dest.stat().st_size if dest.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
+            pace()
             with self._http.stream("GET", f"{ARTIFACTS_PATH}/{sha256}", headers=headers) as response:
                 if response.status_code == 416:  # what we have is already longer than the blob
                     return have
@@ -122,11 +125,15 @@ class IngestClient:
                 mode = "ab" if response.status_code == 206 else "wb"
                 with open(dest, mode) as f:
                     size = have if mode == "ab" else 0
+                    paced = size
                     for chunk in response.iter_bytes():  # as it arrives: a cut loses nothing received
                         f.write(chunk)
                         size += len(chunk)
                         if size > limit:
                             break
+                        if size - paced >= 1 << 20:
+                            paced = size
+                            pace()
                     f.flush()
                     os.fsync(f.fileno())  # the next try resumes after these bytes, even after a power cut
         except httpx.TransportError as exc:

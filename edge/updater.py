@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -78,12 +79,14 @@ class _Probation:
     latencies: list[float]
 
 
-def reference_mismatch(detector: Detector, reference: ReferenceSet) -> str | None:
+def reference_mismatch(detector: Detector, reference: ReferenceSet,
+                       before_each: Callable[[], object] = lambda: None) -> str | None:
     """None when `detector` finds on every reference frame what the publisher's ONNX Runtime found there;
-    otherwise the first difference."""
+    otherwise the first difference. `before_each` runs before each frame (the updater waits for a gap there)."""
     from edge.detectors.tensorrt_engine import detections_agree  # lazy: no TensorRT import, only its check
 
     for frame in reference.frames:
+        before_each()
         image = cv2.imdecode(np.frombuffer(base64.b64decode(frame.png_base64), np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             return f"reference frame {frame.name} does not decode"
@@ -170,6 +173,8 @@ class ModelUpdater:
         self._next_poll = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._frame_ended = threading.Event()  # set by frame_done: the loop is idle until its next frame is due
+        self._last_frame_at = -math.inf
         self._thread: threading.Thread | None = None
         self._child: subprocess.Popen | None = None
         self.downloaded_bytes = 0  # over the network, since start: resumed downloads count only what was missing
@@ -254,6 +259,8 @@ class ModelUpdater:
     def frame_done(self, latency_ms: float) -> None:
         """Called after each frame with its inference time: judges a new model over its first frames."""
         self._recent_ms.append(latency_ms)
+        self._last_frame_at = time.monotonic()
+        self._frame_ended.set()
         probation = self._probation
         if probation is None or self._failed is not None:
             return
@@ -406,6 +413,7 @@ class ModelUpdater:
             self._install(client, manifest)
         self._set("building", version)
         try:
+            self._between_frames()
             detector = self._build(folder)
         except Refused:
             raise
@@ -419,12 +427,22 @@ class ModelUpdater:
             if tuple(detector.input_size) != tuple(manifest.input_size):
                 raise Refused(f"its input {detector.input_size} is not the manifest's {manifest.input_size}")
             reference = ReferenceSet.model_validate_json((folder / "reference.json").read_bytes())
-            if why := reference_mismatch(detector, reference):
+            if why := reference_mismatch(detector, reference, self._between_frames):
                 raise Refused(f"failed its reference check: {why}")
         except BaseException:
             _close(detector)
             raise
         return Candidate(sha, version, detector)
+
+    def _between_frames(self) -> None:
+        """Return just after the frame loop finishes a frame, so that a build step, a reference frame or a MiB
+        of download uses the idle time before the next frame is due instead of competing with it for the
+        device's few cores. Real time, not the updater's clock: this paces work, it decides nothing. When no
+        frame ran in the last second (camera down, loop not started), there is nothing to spare: return."""
+        if time.monotonic() - self._last_frame_at > 1.0:
+            return
+        self._frame_ended.clear()
+        self._frame_ended.wait(0.5)
 
     def _install(self, client: IngestClient, manifest: ArtifactManifest) -> None:
         """Download both blobs, check them, and make `models/<sha>/` appear whole with one rename."""
@@ -452,7 +470,7 @@ class ModelUpdater:
         for attempt in range(2):
             had = part.stat().st_size if part.exists() else 0
             try:
-                got = client.download(sha, part, limit=size)
+                got = client.download(sha, part, limit=size, pace=self._between_frames)
             finally:  # a cut link keeps what arrived: count it too
                 self.downloaded_bytes += max(0, (part.stat().st_size if part.exists() else 0) - had)
             problem = None
