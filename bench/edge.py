@@ -8,10 +8,10 @@ All three see the same pre-decoded frames, so decoding is out of the comparison:
 Prints one JSON line last: {"agent_fps", "bare_infer_fps", "ratio", "ultralytics_fps", ...}.
 
 `--swap` measures something else: the agent's frame loop, paced like a camera, while its updater fetches,
-builds, checks and swaps in a new model from `edgeloop serve` in its own niced process on loopback, as another
-machine would serve it (the same ONNX stamped as another
-model). One JSON line: median frame time, the worst frame from the update's start to the end of the new
-model's probation, their ratio (the goal: under 2), and the worst frame outside the swap (this machine's noise).
+builds, checks and swaps in a new model (the same ONNX stamped as another model) from `edgeloop serve` in its
+own niced process, as another machine would serve it. One JSON line: median frame time, the worst frame from
+the update's start to the end of the new model's probation, their ratio (the goal: under 2), and the worst
+frame outside the swap (this machine's noise).
 """
 
 from __future__ import annotations
