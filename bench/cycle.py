@@ -18,17 +18,15 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/select.py would shadow the stdlib's select
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import os
+import subprocess
+import time
+from typing import Any
 
-import cv2  # noqa: E402
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 DEVICE = "site-cam-1"
@@ -80,27 +78,11 @@ def stream_labels(data: Path, video: Path, out: Path) -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_camera(out: Path, video: Path, sha256: str, token: str) -> dict:
     """`edgeloop serve`, and the device's agent over the whole video uploading to it."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    api = subprocess.Popen([sys.executable, "-m", "flows", "serve", "--port", str(port), "-w", str(out / "ws")],
-                           stdout=subprocess.DEVNULL, stderr=open(out / "logs" / "serve.log", "w"))
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("edgeloop serve did not answer within 60 s")
+    from bench.edge import api_process
+
+    with api_process(out / "ws") as url:
         # Installed at the factory: the published ONNX itself (the API serves artifacts only while deployed).
         from flows.cli.common import open_workspace
 
@@ -119,9 +101,6 @@ def run_camera(out: Path, video: Path, sha256: str, token: str) -> dict:
         if done.returncode != 0:
             raise SystemExit(f"the agent failed ({done.returncode}):\n{done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
-    finally:
-        api.terminate()
-        api.wait(timeout=30)
 
 
 def stages(cycle: dict) -> dict[str, str]:

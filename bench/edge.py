@@ -31,8 +31,8 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
@@ -111,8 +111,8 @@ def ultralytics_fps(model: Path, images: list[np.ndarray], imgsz: int) -> float:
 
 
 @contextlib.contextmanager
-def api_process(ws) -> Iterator[str]:
-    """`edgeloop serve` on `ws` in a child process, on a free loopback port; yields its URL."""
+def api_process(workspace: Path) -> Iterator[str]:
+    """`edgeloop serve` on `workspace` in a child process, on a free loopback port; yields its URL."""
     import socket
     import subprocess
     import sys
@@ -125,7 +125,7 @@ def api_process(ws) -> Iterator[str]:
     env = {**os.environ, "EDGELOOP_REGISTRY_TTL_S": "0"}
     # Niced: on a fleet the server is another machine, so here it should take only the CPU the loop leaves.
     proc = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "flows", "serve", "--port", str(port),
-                             "--workspace", str(ws.settings.workspace)], env=env, stdout=subprocess.DEVNULL,
+                             "--workspace", str(workspace)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -153,7 +153,12 @@ def swap_run(model: Path, frames: list, fps: float, probation: int = 30) -> dict
     from edge.sources import Frame
     from edge.updater import ModelUpdater, UpdaterConfig
     from feedback.rollout.deployments import pin_device
-    from feedback.rollout.publish import Parity, reference_set, stamp_version, store_artifact
+    from feedback.rollout.publish import (
+        Parity,
+        reference_set,
+        stamp_version,
+        store_artifact,
+    )
     from store.blobs import sha256_hex
     from store.devices import add_device
     from store.models import get_model, register_model
@@ -180,7 +185,7 @@ def swap_run(model: Path, frames: list, fps: float, probation: int = 30) -> dict
         token = add_device(ws.catalog, ws.objects, "bench")
         # The API runs in a process of its own, as it would on another machine: serving the artifact from
         # this process would put the server's work on the frame loop's interpreter, which no device has.
-        with api_process(ws) as url:
+        with api_process(ws.settings.workspace) as url:
             updater = ModelUpdater(UpdaterConfig(server=url, token=token, model_dir=root / "models", poll_s=0.2,
                                                  probation_frames=probation, latency_budget_ms=1e6), model)
             config = AgentConfig(server="http://127.0.0.1:9", token="bench", device="bench", spool_dir=root / "spool")
