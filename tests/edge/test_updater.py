@@ -7,6 +7,7 @@ looks at what the loop did frame by frame (`models_run`) and what lies on disk.
 
 from __future__ import annotations
 
+import io
 import itertools
 import random
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from edge.agent import Agent, AgentConfig
+from edge.client import IngestClient
 from edge.detectors.metadata import file_sha256
 from edge.detectors.onnx_runtime import OnnxDetector
 from edge.protocol import ReferenceDetection, ReferenceSet, SourceRef, utc_now
@@ -29,7 +31,12 @@ from feedback.rollout.deployments import pin_device, unpin_device
 from feedback.rollout.publish import reference_set
 from store.devices import add_device
 from tests.edge.manual_clock import ManualClock
-from tests.feedback.rollout.artifacts import artifact, frames, holdout_workspace, parity_of
+from tests.feedback.rollout.artifacts import (
+    artifact,
+    frames,
+    holdout_workspace,
+    parity_of,
+)
 
 DEVICE = "cam-u"
 DEADLINE_FRAMES = 3000  # far more than any step here needs, on the slowest machine we run on
@@ -312,6 +319,27 @@ def test_a_download_cut_off_resumes_where_it_stopped(site, deploy, tmp_path) -> 
             assert device.updater.downloaded_bytes == nxt.onnx_bytes + nxt.reference_bytes
     finally:
         link.close()
+
+
+def test_a_download_yields_to_the_frame_loop_before_it_starts_and_after_every_mib(site, deploy, tmp_path) -> None:
+    """The updater passes `pace` (wait for the gap after a frame) so that a download never takes the cores in one
+    go: it runs before the request and then each time another MiB has been written, never after less."""
+    nxt, dest = site["next"], tmp_path / "next.part"
+    deploy("next")
+    written: list[int] = []  # the bytes on disk at each pace call
+    client = IngestClient(site["url"], site["token"])
+    try:
+        got = client.download(nxt.onnx_sha256, dest, limit=nxt.onnx_bytes,
+                              pace=lambda: written.append(dest.stat().st_size if dest.exists() else 0))
+    finally:
+        client.close()
+    assert got == nxt.onnx_bytes and file_sha256(dest) == nxt.onnx_sha256
+    assert written[0] == 0  # before the first byte is asked for
+    steps = [b - a for a, b in itertools.pairwise(written)]
+    # On disk may lag what was written by the file object's buffer, at either end of a step.
+    assert steps and all(step >= (1 << 20) - io.DEFAULT_BUFFER_SIZE for step in steps)
+    assert nxt.onnx_bytes - written[-1] < 2 << 20  # and it kept pacing to the end
+    assert len(written) - 1 >= nxt.onnx_bytes // (2 << 20)
 
 
 def test_polls_are_spread_by_jitter(site, tmp_path) -> None:
