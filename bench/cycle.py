@@ -26,15 +26,13 @@ import time
 from typing import Any
 
 import cv2
-import numpy as np
+
+from bench.loop import log
+from feedback.review.oracle import label_file, read_yolo_labels
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 DEVICE = "site-cam-1"
 CLASSES = ("helmet", "no_helmet", "no_wear", "wear")
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def edgeloop(out: Path, name: str, *args: str) -> Any:
@@ -65,16 +63,16 @@ def stream_labels(data: Path, video: Path, out: Path) -> Path:
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
     images = sorted((data / "pool" / "images").glob("*.jpg"))
-    for frame in range(frames):
-        image = images[frame // 5]
+    for i, image in enumerate(images[: -(-frames // 5)]):
         h, w = cv2.imread(str(image)).shape[:2]
         scale = min(width / w, height / h)
         x0, y0 = (width - round(w * scale)) // 2, (height - round(h * scale)) // 2
-        label = data / "pool" / "labels" / f"{image.stem}.txt"
-        rows = np.loadtxt(label, ndmin=2).reshape(-1, 5) if label.stat().st_size else np.zeros((0, 5))
-        lines = [f"{int(c)} {(cx * w * scale + x0) / width:.6f} {(cy * h * scale + y0) / height:.6f} "
-                 f"{bw * w * scale / width:.6f} {bh * h * scale / height:.6f}" for c, cx, cy, bw, bh in rows]
-        (folder / f"{video.stem}_{frame:06d}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+        boxes, class_ids = read_yolo_labels(data / "pool" / "labels" / f"{image.stem}.txt", w, h)
+        boxes = boxes * scale + [x0, y0, x0, y0]  # into the frame's pixels
+        text = "".join(f"{k} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
+                       f"{(y2 - y1) / height:.6f}\n" for (x1, y1, x2, y2), k in zip(boxes, class_ids, strict=True))
+        for frame in range(5 * i, min(5 * i + 5, frames)):
+            label_file(folder, str(video), frame).write_text(text)
     return folder
 
 

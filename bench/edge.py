@@ -115,7 +115,6 @@ def api_process(workspace: Path) -> Iterator[str]:
     """`edgeloop serve` on `workspace` in a child process, on a free loopback port; yields its URL."""
     import socket
     import subprocess
-    import sys
 
     import httpx
 
