@@ -3,7 +3,8 @@
 Each arm/seed: a fresh workspace with the base set imported (train) and the real validation split (holdout);
 the base model registered as champion; the pool detected as the edge would (the exported ONNX, its decoding
 and its sub-threshold class evidence) and uploaded through the ingest API; `budget` captures chosen by the
-arm's strategy and reviewed by the oracle (the pool's own labels); a dataset version built; the champion
+arm's strategy and reviewed by the oracle (the pool's own labels), for active in `--rounds` review cycles that
+each see the reviews before them; a dataset version built; the champion
 fine-tuned with the same recipe for every arm; the result evaluated on real images with `edgeloop eval`'s
 code. Arms: base (no new labels: the recipe alone), random (the baseline), active (the product's default), and
 random+synth / active+synth: the same labels as their base arm plus `--synthetic` swap images made only from
@@ -44,6 +45,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 RESULTS = Path(__file__).resolve().parent / "results" / "loop"
 DEVICE = "bench-cam"
 RECIPE_VERSION = 1  # bump when the loop's code path changes what a run measures
+SELECTION_VERSION = 2  # bump when active selection's code changes what it picks (only active arms rerun)
 
 
 def log(message: str) -> None:
@@ -150,8 +152,13 @@ def prepare(run: Path, data: Path, base_model: Path, captures: Path, names: list
     return ws
 
 
-def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, data: Path, names: list[str]) -> dict[str, Any]:
-    """Select and review (oracle) `budget` captures; the boxes this bought, by class."""
+def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, data: Path,
+            names: list[str]) -> dict[str, Any]:
+    """Select and review (oracle) `budget` captures in `rounds` pushes; the boxes this bought, by class.
+
+    Between two rounds the reviews are pulled, so active's next push sees them as the product's next cycle
+    would: the probe refits on the new verified boxes, and the failures they reveal seed retrieval. Random
+    draws each round uniformly from what is left, which is one uniform draw of `budget` in all."""
     from feedback.review.boxes import prepare_vectors
     from feedback.review.oracle import OracleReviewer
     from feedback.review.selection import SelectionConfig
@@ -161,15 +168,22 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, data: Path, na
         return json.loads((run / "acquired.json").read_text())
     started = time.perf_counter()
     reviewer = OracleReviewer(data / "pool" / "labels")
-    with ws.catalog.connect() as con:
-        pushed = con.execute("SELECT count(*) FROM review_tasks").fetchone()[0]
     strategy = arm.removesuffix("+synth")
-    if arm != "base" and not pushed:  # a crash after the push: only pull again
-        embedder = prepare_vectors(ws, progress=False) if strategy == "active" else None
-        config = SelectionConfig(strategy="active" if strategy == "active" else "random", seed=seed, embedder=embedder)
-        push_for_review(ws, budget, reviewer=reviewer, selection=config)
     # Every reviewed capture trains: the real holdout is val, kept apart and the same for all arms.
-    pull_reviews(ws, reviewer=reviewer, holdout_share=0.0)
+    pull_reviews(ws, reviewer=reviewer, holdout_share=0.0)  # a crash after a push: its reviews first
+    for r in range(rounds if arm != "base" else 0):
+        with ws.catalog.connect() as con:
+            pushed = con.execute("SELECT count(*) FROM review_tasks").fetchone()[0]
+        size = budget * (r + 1) // rounds - pushed  # this round's share, less what a crashed run pushed
+        if size <= 0:
+            continue
+        embedder = prepare_vectors(ws, progress=False) if strategy == "active" else None
+        config = SelectionConfig(strategy="active" if strategy == "active" else "random", seed=seed + 1000 * r,
+                                 embedder=embedder)
+        push_for_review(ws, size, reviewer=reviewer, selection=config)
+        pull_reviews(ws, reviewer=reviewer, holdout_share=0.0)
+        if rounds > 1:
+            log(f"{run.name}: round {r + 1} of {rounds}: {pushed + size} of {budget} captures reviewed")
     with ws.catalog.connect() as con:
         rows = con.execute(
             "SELECT b.class_id, count(*) FROM review_tasks t JOIN label_boxes b ON b.label_id = t.label_id "
@@ -231,11 +245,14 @@ def judge(weights: Path, data_dir: Path, out: Path, rare: str) -> dict[str, Any]
 
 
 def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names: list[str]) -> dict[str, Any]:
-    key = f"{arm.replace('+', '_')}_{seed}"
+    rounds = rounds_of(arm, args.rounds)
+    key = run_key(arm, seed)
     run = args.out / key
     config = settings(args)
     if arm.endswith("+synth"):
         config["synthetic"] = args.synthetic  # only these arms depend on it: the others' saved results stay valid
+    if arm.startswith("active"):
+        config.update(selection=SELECTION_VERSION, rounds=rounds)
     done = run / "result.json"
     saved = RESULTS / f"{key}.json"
     for source in (done, saved):
@@ -243,8 +260,12 @@ def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names
             log(f"{key}: reusing {source}")
             return result
     run.mkdir(parents=True, exist_ok=True)
+    stamp = run / "config.json"  # the settings its step files were made with: never resume across a change
+    if stamp.exists() and (made := json.loads(stamp.read_text())) != config:
+        sys.exit(f"{run} was made with other settings ({made}, now {config}): delete it or use another --out")
+    write_json(stamp, config)
     ws = prepare(run, args.data, args.base_model, captures, names)
-    acquired = acquire(ws, run, arm, seed, args.budget, args.data, names)
+    acquired = acquire(ws, run, arm, seed, args.budget, rounds, args.data, names)
     log(f"{key}: {acquired['boxes_by_class']} from {acquired['images_reviewed']} reviewed images")
     result: dict[str, Any] = {"arm": arm, "seed": seed, "config": config, "acquired": acquired}
     if args.acquire_only:
@@ -262,6 +283,16 @@ def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names
     write_json(saved, result)
     log(f"{key}: val {result['val']}")
     return result
+
+
+def rounds_of(arm: str, rounds: int) -> int:
+    """Only active selection reads earlier rounds' reviews; random in rounds is one uniform draw, so it always
+    draws once (and its saved results serve every --rounds)."""
+    return rounds if arm.startswith("active") else 1
+
+
+def run_key(arm: str, seed: int) -> str:
+    return f"{arm.replace('+', '_')}_{seed}"
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -338,6 +369,9 @@ def main() -> None:
     parser.add_argument("--arms", default="base,random,active",
                         help="comma-separated: base, random, active, random+synth, active+synth")
     parser.add_argument("--synthetic", type=int, default=150, help="swap images the +synth arms add")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="active arms push their budget in this many rounds (review cycles), pulling the "
+                             "reviews between")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (selection and training)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--imgsz", type=int, default=320)
@@ -350,6 +384,8 @@ def main() -> None:
     known = ("base", "random", "active", "random+synth", "active+synth")
     if bad := [a for a in arms if a not in known]:
         parser.error(f"--arms: unknown arm(s) {bad}; choose from {', '.join(known)}")
+    if not 1 <= args.rounds <= args.budget:
+        parser.error(f"--rounds {args.rounds}: must be between 1 and --budget ({args.budget})")
     seeds = [int(s) for s in args.seeds.split(",") if s]
     for path, what in ((args.data / "pool" / "images", "--data"), (args.base_model, "--base-model")):
         if not path.exists():
@@ -369,7 +405,7 @@ def main() -> None:
     for seed in seeds:
         for arm in arms:
             results.append(run_one(args, arm, seed, captures, names))
-            run = args.out / f"{arm.replace('+', '_')}_{seed}"
+            run = args.out / run_key(arm, seed)
             if args.eval_data and (run / "best.pt").exists():
                 results[-1]["eval"] = judge(run / "best.pt", args.eval_data, run / f"metrics_{args.eval_data.name}.json",
                                             args.rare_class)
