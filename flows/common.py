@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from prefect.cache_policies import CacheKeyFnPolicy
+
 from store.settings import Settings, Workspace
 
 # Global concurrency limits (`edgeloop deploy` creates them): one catalog-heavy stage at a time, and one
@@ -19,6 +21,23 @@ GENERATION_LIMIT = "edgeloop-generation-spend"
 
 def open_workspace(workspace: str | None) -> Workspace:
     return Workspace(Settings(workspace=Path(workspace)) if workspace else Settings())
+
+
+def workspace_identity(workspace: str | None) -> str:
+    """The id the workspace's catalog was made with (migration 0010): unlike its path, it changes when a
+    workspace is deleted and made again, as `edgeloop demo` does on every run."""
+    with open_workspace(workspace).catalog.connect() as con:
+        return con.execute("SELECT id FROM workspace_identity").fetchone()[0]
+
+
+def _this_workspace(context: object, inputs: dict) -> str:
+    return workspace_identity(inputs["workspace"])
+
+
+# Add to a cached task's policy (its first parameter must be `workspace`): Prefect keeps task results
+# outside the workspace, and INPUTS alone sees only the path, so a recreated workspace at the same path
+# (or None, meaning the settings' one) would get the old workspace's model or images back.
+THIS_WORKSPACE = CacheKeyFnPolicy(cache_key_fn=_this_workspace)
 
 
 def make_reviewer(ws: Workspace, reviewer: str, labels: str | None):  # noqa: ANN201 - a Reviewer adapter

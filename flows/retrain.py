@@ -8,7 +8,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from flows.common import CATALOG_LIMIT, limited, open_workspace
+from flows.common import CATALOG_LIMIT, THIS_WORKSPACE, limited, open_workspace
 
 
 @task(name="dataset-version")
@@ -29,7 +29,7 @@ def _already_trained(workspace: str | None, version: int) -> str | None:
 
 
 # Cached on its inputs and this code: a cycle rerun after a later stage failed reuses the trained model.
-@task(name="challenger", cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=1)
+@task(name="challenger", cache_policy=INPUTS + TASK_SOURCE + THIS_WORKSPACE, persist_result=True, retries=1)
 def challenger(workspace: str | None, version: int, profile: str, epochs: int | None, imgsz: int | None,
                seed: int, backend: str = "local") -> dict:
     from feedback.training.backends import get_backend

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from flows.common import GENERATION_LIMIT, limited, open_workspace
+from flows.common import GENERATION_LIMIT, THIS_WORKSPACE, limited, open_workspace
 
 MAX_CLUSTERS = 5  # the largest blind spots first; the next cycle reaches the rest
 
@@ -23,7 +23,7 @@ def _targets(workspace: str | None) -> list[str]:
     return [c.id for c in sorted(found, key=lambda c: -c.size)[:MAX_CLUSTERS]]
 
 
-@task(name="synthetic-images", cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=2,
+@task(name="synthetic-images", cache_policy=INPUTS + TASK_SOURCE + THIS_WORKSPACE, persist_result=True, retries=2,
       retry_delay_seconds=60)
 def synthetic_images(workspace: str | None, generator: str, clusters: list[str], count: int, seed: int,
                      max_cost_usd: float | None) -> dict:
