@@ -32,26 +32,17 @@ class Probe:
     coef: dict[int, np.ndarray]  # class -> (dim,)
     intercept: dict[int, float]
     positives: dict[int, int]
-    negatives: dict[int, int]
 
     @property
     def classes(self) -> list[int]:
         return sorted(self.coef)
 
-    def score(self, vectors: np.ndarray, *, calibrated: bool = False) -> np.ndarray:
-        """(N, len(classes)) probabilities that each box is each rare class; (N, 0) without probes.
-
-        The fit weighs both sides equally, which makes a rare class look as common as the rest: good for
-        ranking boxes, but a crowd of unlikely boxes then adds up to several "expected" rare ones.
-        `calibrated` undoes the weighting (the prior correction of King & Zeng 2001: add log(pos/neg) to
-        each logit), so probabilities summed over boxes count rare boxes at the verified boxes' base rate.
-        """
+    def score(self, vectors: np.ndarray) -> np.ndarray:
+        """(N, len(classes)) probabilities that each box is each rare class; (N, 0) without probes."""
         vectors = np.asarray(vectors, dtype=np.float64)
         if not self.coef or not len(vectors):
             return np.zeros((len(vectors), len(self.coef)))
-        logits = np.stack([vectors @ self.coef[c] + self.intercept[c]
-                           + (np.log(self.positives[c] / self.negatives[c]) if calibrated else 0.0)
-                           for c in self.classes], axis=1)
+        logits = np.stack([vectors @ self.coef[c] + self.intercept[c] for c in self.classes], axis=1)
         return 1.0 / (1.0 + np.exp(-logits))
 
 
@@ -62,7 +53,7 @@ def fit_probe(vectors: np.ndarray, class_ids: np.ndarray, targets: Sequence[int]
 
     vectors = np.asarray(vectors, dtype=np.float64)
     class_ids = np.asarray(class_ids, dtype=np.int64)
-    coef, intercept, positives, negatives = {}, {}, {}, {}
+    coef, intercept, positives = {}, {}, {}
     for c in targets:
         y = class_ids == c
         if y.sum() < MIN_POSITIVES or y.all():
@@ -71,6 +62,5 @@ def fit_probe(vectors: np.ndarray, class_ids: np.ndarray, targets: Sequence[int]
         # balanced: 29 positives against 2,400 negatives must still move the boundary.
         model = LogisticRegression(class_weight="balanced", C=1.0, max_iter=2000, random_state=seed)
         model.fit(vectors, y)
-        coef[int(c)], intercept[int(c)] = model.coef_[0], float(model.intercept_[0])
-        positives[int(c)], negatives[int(c)] = int(y.sum()), int((~y).sum())
-    return Probe(coef, intercept, positives, negatives)
+        coef[int(c)], intercept[int(c)], positives[int(c)] = model.coef_[0], float(model.intercept_[0]), int(y.sum())
+    return Probe(coef, intercept, positives)

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 TRIGGER_WEIGHTS = {"flicker": 0.75, "uncertainty": 0.25, "rare_class": 0.25, "random": 0.0, "operator": 0.0}
 # How much each part of a capture's priority counts (see `select_captures`). The probe's answer weighs most:
 # on PPE it alone finds 2.7x the rare boxes random does, sub-threshold evidence alone 2.2x (NOTES.md).
-WEIGHTS = {"uncertainty": 0.5, "rare": 2.0, "rare_boxes": 2.0, "evidence": 1.0, "class_balance": 0.5, "failure": 0.5}
+WEIGHTS = {"uncertainty": 0.5, "rare": 2.0, "evidence": 1.0, "class_balance": 0.5, "failure": 0.5}
 EPS = 0.05
 MAX_NOVELTY = 2.0  # cosine distance between opposite unit vectors
 POOL_PER_PICK = 20
@@ -44,7 +44,7 @@ class SelectionConfig:
     uncertainty: bool = True
     diversity: bool = True
     class_balance: bool = True
-    rare: bool = True  # the box probe's "this box is really a rare class" (rare and rare_boxes)
+    rare: bool = True  # the box probe's "this box is really a rare class"
     evidence: bool = True  # the device's sub-threshold evidence for rare classes
     failure: bool = True  # boxes near verified missed/confused boxes
     seed: int = 0  # for the random strategy
@@ -74,10 +74,6 @@ def select_captures(ws: Workspace, budget: int, config: SelectionConfig | None =
       (`probe.py`: logistic regression on the embedder's crops of verified boxes, refit on every call).
       Candidate boxes are what `boxes.scan_candidates` found (the deployed model at a low confidence).
       Rare classes: `watch_classes` and those with under RARE_SHARE of the commonest class's verified boxes;
-    - rare_boxes_i = E_i / max_j E_j, E_i = sum over its candidate boxes b of max over rare c of the probe's
-      calibrated P_c(b): the rare boxes reviewing i is expected to buy, since a frame with three bare heads
-      teaches three times what a frame with one does. Calibrated (`Probe.score`), so a crowd of unlikely boxes
-      does not add up to a likely one (PPE pool, 150 reviews in 3 rounds: 240 rare boxes with it, 226 without);
     - evidence_i = max over rare c of the percentile rank, among candidates, of the device's sub-threshold
       evidence for c (`captures.class_evidence`, the per-class maximum score over the frame); 0 without it;
     - class_balance_i = max over classes c of expected_ic · w_c / max_k w_k, w_c = 1 / sqrt(1 + n_c), n_c the
@@ -296,17 +292,14 @@ def _parts(con: duckdb.DuckDBPyConnection, c: dict[str, np.ndarray], config: Sel
     need_boxes = config.rare or config.class_balance or config.failure
     boxes = _candidate_boxes(con, c["id"], model) if need_boxes else None
     probe_p = np.zeros((n, len(rare)), np.float32)  # per capture, max over its boxes of P_c, c in `rare`
-    expected = np.zeros(n, np.float32)  # per capture, the rare boxes its review is expected to buy
     if boxes is not None and (config.rare or config.class_balance) and rare:
         probe = _fit_probe(con, model, rare)
         if probe.classes:
             scores = probe.score(boxes["vectors"]).astype(np.float32)
             cols = [rare.index(k) for k in probe.classes]
             np.maximum.at(probe_p, (boxes["row"][:, None], np.asarray(cols)[None, :]), scores)
-            expected = expected_rare_boxes(probe.score(boxes["vectors"], calibrated=True), boxes["row"], n)
     if config.rare:
         parts["rare"] = probe_p.max(axis=1) if rare else np.zeros(n, np.float32)
-        parts["rare_boxes"] = expected / expected.max() if expected.max() > 0 else expected
     if config.evidence:
         parts["evidence"] = _evidence(c["evidence"], rare)
     if config.class_balance:
@@ -331,20 +324,11 @@ def _fit_probe(con: duckdb.DuckDBPyConnection, model: str, rare: list[int]) -> P
     refs, vectors = read_vectors(con, LABEL_BOX, model)
     if not refs:
         log.warning("no verified box has a vector from %s: the probe has nothing to learn from", model)
-        return Probe({}, {}, {}, {})
+        return Probe({}, {}, {})
     classes = dict(((f"{label_id}/{idx}"), k) for label_id, idx, k in con.execute(
         "SELECT label_id, idx, class_id FROM label_boxes WHERE list_contains(?, label_id)",
         [sorted({r.rsplit("/", 1)[0] for r in refs})]).fetchall())
     return fit_probe(vectors, np.asarray([classes[r] for r in refs]), rare)
-
-
-def expected_rare_boxes(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
-    """Per capture, the sum over its boxes of the box's highest rare-class probability: how many rare boxes
-    reviewing it should buy. `scores`: (boxes, rare classes); `rows`: each box's capture, in [0, n)."""
-    out = np.zeros(n, np.float32)
-    if len(scores) and scores.shape[1]:
-        np.add.at(out, rows, scores.max(axis=1).astype(np.float32))
-    return out
 
 
 def _evidence(evidence: np.ndarray, rare: list[int]) -> np.ndarray:

@@ -16,13 +16,7 @@ import pytest
 from edge.protocol import CaptureMeta, Detection, SourceRef, utc_now
 from feedback.embeddings.catalog import CAPTURE as KIND
 from feedback.embeddings.clip import settings_embedder_name
-from feedback.review.selection import (
-    Candidate,
-    SelectionConfig,
-    expected_rare_boxes,
-    select_captures,
-    select_indices,
-)
+from feedback.review.selection import Candidate, SelectionConfig, select_captures, select_indices
 from store.inbox import CaptureRecord, load_inbox
 from store.labels import add_image, add_label, ensure_classes
 from store.settings import Settings, Workspace
@@ -192,11 +186,3 @@ def test_select_indices_core():
     assert list(select_indices(vectors, priority, flagged, 5, diversity=False)) == [42, 0, 1, 2, 3]
     assert list(select_indices(None, priority, flagged, 3)) == [42, 0, 1]
     assert len(select_indices(vectors, priority, flagged, 500)) == 50
-
-
-def test_a_frame_with_several_likely_rare_boxes_outranks_one_with_a_single_likelier_box():
-    # Boxes of captures 0, 1, 1, 1, 2; two rare classes: each box counts once, at its likelier class.
-    scores = np.array([[0.9, 0.1], [0.6, 0.2], [0.1, 0.6], [0.6, 0.0], [0.1, 0.05]])
-    expected = expected_rare_boxes(scores, np.array([0, 1, 1, 1, 2]), 4)
-    np.testing.assert_allclose(expected, [0.9, 1.8, 0.1, 0.0], rtol=1e-6)
-    assert np.array_equal(expected_rare_boxes(np.zeros((0, 2)), np.zeros(0, int), 3), np.zeros(3))
