@@ -45,7 +45,6 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 RESULTS = Path(__file__).resolve().parent / "results" / "loop"
 DEVICE = "bench-cam"
 RECIPE_VERSION = 1  # bump when the loop's code path changes what a run measures
-SELECTION_VERSION = 2  # bump when active selection's code changes what it picks (only active arms rerun)
 
 
 def log(message: str) -> None:
@@ -246,13 +245,13 @@ def judge(weights: Path, data_dir: Path, out: Path, rare: str) -> dict[str, Any]
 
 def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names: list[str]) -> dict[str, Any]:
     rounds = rounds_of(arm, args.rounds)
-    key = run_key(arm, seed)
+    key = run_key(arm, seed, rounds)
     run = args.out / key
     config = settings(args)
     if arm.endswith("+synth"):
         config["synthetic"] = args.synthetic  # only these arms depend on it: the others' saved results stay valid
-    if arm.startswith("active"):
-        config.update(selection=SELECTION_VERSION, rounds=rounds)
+    if rounds > 1:
+        config["rounds"] = rounds  # one push (the default) keeps the saved results' settings
     done = run / "result.json"
     saved = RESULTS / f"{key}.json"
     for source in (done, saved):
@@ -291,8 +290,8 @@ def rounds_of(arm: str, rounds: int) -> int:
     return rounds if arm.startswith("active") else 1
 
 
-def run_key(arm: str, seed: int) -> str:
-    return f"{arm.replace('+', '_')}_{seed}"
+def run_key(arm: str, seed: int, rounds: int) -> str:
+    return f"{arm.replace('+', '_')}{f'_r{rounds}' if rounds > 1 else ''}_{seed}"
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -369,7 +368,7 @@ def main() -> None:
     parser.add_argument("--arms", default="base,random,active",
                         help="comma-separated: base, random, active, random+synth, active+synth")
     parser.add_argument("--synthetic", type=int, default=150, help="swap images the +synth arms add")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=1,
                         help="active arms push their budget in this many rounds (review cycles), pulling the "
                              "reviews between")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (selection and training)")
@@ -405,7 +404,7 @@ def main() -> None:
     for seed in seeds:
         for arm in arms:
             results.append(run_one(args, arm, seed, captures, names))
-            run = args.out / run_key(arm, seed)
+            run = args.out / run_key(arm, seed, rounds_of(arm, args.rounds))
             if args.eval_data and (run / "best.pt").exists():
                 results[-1]["eval"] = judge(run / "best.pt", args.eval_data, run / f"metrics_{args.eval_data.name}.json",
                                             args.rare_class)
