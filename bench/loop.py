@@ -156,8 +156,7 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, d
     """Select and review (oracle) `budget` captures in `rounds` pushes; the boxes this bought, by class.
 
     Between two rounds the reviews are pulled, so active's next push sees them as the product's next cycle
-    would: the probe refits on the new verified boxes, and the failures they reveal seed retrieval. Random
-    draws each round uniformly from what is left, which is one uniform draw of `budget` in all."""
+    would: the probe refits on the new verified boxes, and the failures they reveal seed retrieval."""
     from feedback.review.boxes import prepare_vectors
     from feedback.review.oracle import OracleReviewer
     from feedback.review.selection import SelectionConfig
@@ -177,8 +176,7 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, d
         if size <= 0:
             continue
         embedder = prepare_vectors(ws, progress=False) if strategy == "active" else None
-        config = SelectionConfig(strategy="active" if strategy == "active" else "random", seed=seed + 1000 * r,
-                                 embedder=embedder)
+        config = SelectionConfig(strategy="active" if strategy == "active" else "random", seed=seed, embedder=embedder)
         push_for_review(ws, size, reviewer=reviewer, selection=config)
         pull_reviews(ws, reviewer=reviewer, holdout_share=0.0)
         if rounds > 1:
@@ -245,8 +243,8 @@ def judge(weights: Path, data_dir: Path, out: Path, rare: str) -> dict[str, Any]
 
 def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names: list[str]) -> dict[str, Any]:
     rounds = rounds_of(arm, args.rounds)
-    key = run_key(arm, seed, rounds)
-    run = args.out / key
+    run = run_dir(args, arm, seed)
+    key = run.name
     config = settings(args)
     if arm.endswith("+synth"):
         config["synthetic"] = args.synthetic  # only these arms depend on it: the others' saved results stay valid
@@ -290,8 +288,10 @@ def rounds_of(arm: str, rounds: int) -> int:
     return rounds if arm.startswith("active") else 1
 
 
-def run_key(arm: str, seed: int, rounds: int) -> str:
-    return f"{arm.replace('+', '_')}{f'_r{rounds}' if rounds > 1 else ''}_{seed}"
+def run_dir(args: argparse.Namespace, arm: str, seed: int) -> Path:
+    """DIR/<arm>[_r<rounds>]_<seed>; its name also names the saved result in bench/results/loop/."""
+    rounds = rounds_of(arm, args.rounds)
+    return args.out / f"{arm.replace('+', '_')}{f'_r{rounds}' if rounds > 1 else ''}_{seed}"
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -404,7 +404,7 @@ def main() -> None:
     for seed in seeds:
         for arm in arms:
             results.append(run_one(args, arm, seed, captures, names))
-            run = args.out / run_key(arm, seed, rounds_of(arm, args.rounds))
+            run = run_dir(args, arm, seed)
             if args.eval_data and (run / "best.pt").exists():
                 results[-1]["eval"] = judge(run / "best.pt", args.eval_data, run / f"metrics_{args.eval_data.name}.json",
                                             args.rare_class)
