@@ -136,5 +136,6 @@ def run_agent(
         stop.set()  # lets the closer end; the source is closed already, and closing it again is harmless
         closer.join()
         left = agent.close(drain_timeout_s=drain_s)
-    # Counters read after the drain, so `uploaded` includes what went out while draining.
-    return {**summary, "uploaded": agent.uploader.stats().get("uploaded", 0), "left_in_spool": left}
+    # Counters read after the drain, so `uploaded` and `alerts` include what went out while draining.
+    alerts = agent.alerter.stats() if agent.alerter else None
+    return {**summary, "uploaded": agent.uploader.stats().get("uploaded", 0), "alerts": alerts, "left_in_spool": left}

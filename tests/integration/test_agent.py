@@ -220,6 +220,36 @@ def test_alerts_reach_the_webhook_signed_once_per_object(site: dict, ppe_onnx: P
     assert len(alerts) < confident
 
 
+class _SlowReceiver(_Receiver):
+    """Takes its time over each alert, so alerts are still queued when the last frame is done."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        time.sleep(0.5)
+        super().do_POST()
+
+
+def test_alerts_delivered_while_the_agent_drains_count_in_its_summary(
+    site: dict, ppe_onnx: Path, ppe_dir: Path
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _SlowReceiver.deliveries = []
+    site["api"].start()
+    try:
+        summary = finish(subprocess.Popen(
+            agent_cmd(site, str(ppe_dir / "pool_stream.mp4"), ppe_onnx, "--max-frames", "20",
+                      "--alert-webhook", f"http://127.0.0.1:{server.server_port}/hook",
+                      "--alert-secret", _Receiver.secret, "--alert-classes", "helmet",
+                      "--alert-confidence", "0.6", "--drain-s", "30"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    finally:
+        server.shutdown()
+    stats, delivered = summary["alerts"], _SlowReceiver.deliveries
+    # Every alert raised is accounted for, and what reached the receiver is what the summary calls sent.
+    assert stats["sent"] == len(delivered) > 0 and stats["queued"] == 0
+    assert len({a["id"] for a in delivered}) == len(delivered) and all(a["valid"] for a in delivered)
+
+
 def test_sigterm_stops_the_agent_cleanly_and_drains_its_uploads(site: dict, scene_onnx: Path) -> None:
     site["api"].start()
     video = site["tmp"] / "v.mp4"
