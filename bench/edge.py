@@ -241,6 +241,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads for the bare run")
     parser.add_argument("--watch-classes", default="", help="comma-separated class names for the rare_class trigger")
     parser.add_argument("--rare-band", default="0.001,0.25", help="LOW,HIGH evidence band of the watched classes")
+    parser.add_argument("--rare-top", type=float, default=0.05, help="share of recent frames that may show more "
+                        "evidence (1 = the band alone)")
     parser.add_argument("--swap", action="store_true", help="measure the frame loop through a model swap instead")
     parser.add_argument("--swap-fps", type=float, default=None, help="camera pace of the swap run (default: the "
                         "video's frame rate)")
@@ -265,7 +267,8 @@ def main() -> None:
     if unknown := [c for c in watched if c not in ids]:
         parser.error(f"--watch-classes {unknown[0]!r} is not a class of the model ({', '.join(ids)})")
     low, high = (float(v) for v in args.rare_band.split(","))
-    triggers = TriggerConfig(watch_classes=tuple(ids[c] for c in watched), rare_band=(low, high))
+    triggers = TriggerConfig(watch_classes=tuple(ids[c] for c in watched), rare_band=(low, high),
+                             rare_top=args.rare_top)
     results: dict[str, list[float]] = {"bare": [], "agent": [], "ultralytics": []}
     status: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -57,6 +57,7 @@ def run_agent(
     alert_secret: str | None = None, alert_classes: list[str] | None = None, alert_confidence: float = 0.85,
     operator_port: int | None = None, random_rate: float = 0.01, budget_per_hour: float = 120.0,
     watch_classes: list[str] | None = None, rare_band: tuple[float, float] = (0.001, 0.25),
+    rare_top: float = 0.05,
     heartbeat_s: float = 30.0, max_frames: int | None = None, realtime: bool = False, drain_s: float = 10.0, live: bool = True,
     console: Console | None = None, loop: bool = False, follow_deployments: bool = False,
     model_dir: Path = Path("edgeloop-models"), poll_s: float = 30.0, update_backend: UpdateBackend = "auto",
@@ -96,7 +97,8 @@ def run_agent(
                               f"({', '.join(detector.names.values())})")
     try:
         triggers = TriggerConfig(random_rate=random_rate, budget_per_hour=budget_per_hour,
-                                 watch_classes=tuple(names[c] for c in watch_classes or []), rare_band=rare_band)
+                                 watch_classes=tuple(names[c] for c in watch_classes or []), rare_band=rare_band,
+                                 rare_top=rare_top)
     except ValueError as exc:
         raise AgentSetupError(f"trigger settings: {exc}") from exc
     threshold = getattr(detector, "conf", 1.0)

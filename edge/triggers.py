@@ -5,6 +5,7 @@ Triggers (uncertainty, flicker, operator, rare_class, random) propose frames; an
 
 from __future__ import annotations
 
+import bisect
 import random
 import threading
 import time
@@ -50,6 +51,13 @@ class TriggerConfig:
     """A frame whose evidence for a watched class (its maximum score over the frame, before the
     detector's threshold) lies in `low <= evidence < high` fires rare_class: the model almost
     saw that class. `high` is meant to be the detector's operating threshold."""
+    rare_top: float = 0.05
+    """...and when at most this share of the last `rare_window` frames had more evidence for it.
+    A model that never predicts a class gives it faint evidence everywhere (on PPE, no_helmet's
+    band fires on 86% of frames): ranking against the recent stream keeps the frames where it
+    came closest. 1.0 turns the ranking off (the band alone)."""
+    rare_window: int = 3000
+    """How many recent frames the ranking looks back over (about two minutes at 25 fps)."""
     budget_per_hour: float = 120.0
     """Uploads per hour (token bucket refilling continuously). Operator flags are exempt."""
     budget_burst: int = 5
@@ -70,6 +78,8 @@ class TriggerConfig:
         low, high = self.rare_band
         if not 0.0 <= low < high <= 1.0:
             raise ValueError(f"rare_band {self.rare_band} must satisfy 0 <= low < high <= 1")
+        if not 0.0 < self.rare_top <= 1.0 or self.rare_window < 1:
+            raise ValueError(f"rare_top {self.rare_top} must lie in (0, 1] and rare_window {self.rare_window} be >= 1")
         if bad := [c for c in self.watch_classes if c < 0]:
             raise ValueError(f"watch_classes must be class ids >= 0, got {bad}")
         if not 0.0 <= self.random_rate <= 1.0:
@@ -184,6 +194,7 @@ class HardExampleMiner:
         capacity = float(cfg.budget_burst) if cfg.budget_per_hour > 0 else 0.0
         self._bucket = _TokenBucket(cfg.budget_per_hour / 3600.0, capacity, clock)
         self._recent_hashes: deque[int] = deque(maxlen=cfg.dedup_memory)
+        self._evidence = {c: _RollingRank(cfg.rare_window) for c in cfg.watch_classes}
         self._tracks: dict[int, _Track] = {}
         self._previous: _Frame | None = None
         self._lock = threading.Lock()  # guards the flag (set from the operator endpoint) and the counters
@@ -288,12 +299,17 @@ class HardExampleMiner:
         evidence = class_evidence(detections)
         if evidence is None:
             return []
-        low, high = self.config.rare_band
-        return [
-            f"{self._names.get(c, f'class {c}')} {evidence[c]:.4g}"
-            for c in self.config.watch_classes
-            if c < len(evidence) and low <= evidence[c] < high
-        ]
+        cfg = self.config
+        low, high = cfg.rare_band
+        almost = []
+        for c in cfg.watch_classes:
+            if c >= len(evidence):
+                continue
+            value = float(evidence[c])
+            above = self._evidence[c].share_above(value)  # every frame counts, in the band or not
+            if low <= value < high and above <= cfg.rare_top:
+                almost.append(f"{self._names.get(c, f'class {c}')} {value:.4g}")
+        return almost
 
     def _follow_tracks(self, detections: sv.Detections, frame_index: int) -> tuple[list[str], list[str]]:
         """Updates the live tracks; returns reasons for class changes now and young vanished tracks."""
@@ -327,6 +343,22 @@ class HardExampleMiner:
             if not track.reported and track.hits >= cfg.flicker_min_hits and lifetime <= cfg.flicker_max_age:
                 vanished.append(f"track {tid} {track.class_label} lived {lifetime} frames")
         return changed, vanished
+
+
+class _RollingRank:
+    """The last `size` values, kept sorted: where a new value ranks among them, in O(log n) plus a memmove."""
+
+    def __init__(self, size: int) -> None:
+        self._order: deque[float] = deque(maxlen=size)  # arrival order, to know which value leaves
+        self._sorted: list[float] = []
+
+    def share_above(self, value: float) -> float:
+        """Adds `value`; returns the share of the window (it included) that is strictly greater."""
+        if len(self._order) == self._order.maxlen:
+            del self._sorted[bisect.bisect_left(self._sorted, self._order[0])]
+        self._order.append(value)
+        bisect.insort(self._sorted, value)
+        return (len(self._sorted) - bisect.bisect_right(self._sorted, value)) / len(self._sorted)
 
 
 def _decide(fired: list[tuple[Trigger, str]], frame: _Frame, note: str | None) -> Decision:

@@ -58,6 +58,8 @@ def agent(
                                                "almost saw one (evidence in --rare-band).")] = "",
     rare_band: Annotated[str, typer.Option(help="LOW,HIGH: evidence band of --watch-classes, below the "
                                            "detection threshold.")] = "0.001,0.25",
+    rare_top: Annotated[float, typer.Option(help="...and only when at most this share of the last 3000 frames "
+                                            "showed more evidence for the class (1 = the band alone).")] = 0.05,
     heartbeat_s: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 30.0,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after N frames (default: run until stopped).")] = None,
     realtime: Annotated[bool, typer.Option(help="Pace a video file at its own fps, like a camera.")] = False,
@@ -94,7 +96,7 @@ def agent(
             alert_confidence=alert_confidence, operator_port=operator_port, random_rate=random_rate,
             budget_per_hour=budget_per_hour, heartbeat_s=heartbeat_s, max_frames=max_frames, realtime=realtime, drain_s=drain_s,
             live=not as_json, console=err, watch_classes=[c.strip() for c in watch_classes.split(",") if c.strip()],
-            rare_band=(low, high), loop=loop, follow_deployments=follow_deployments, model_dir=model_dir,
+            rare_band=(low, high), rare_top=rare_top, loop=loop, follow_deployments=follow_deployments, model_dir=model_dir,
             poll_s=poll_s, update_backend=update_backend, probation_frames=probation_frames,  # type: ignore[arg-type]
             latency_budget_ms=latency_budget_ms,
         )

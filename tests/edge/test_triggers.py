@@ -287,6 +287,32 @@ def test_rare_class_spends_the_budget_and_is_deduplicated() -> None:
     assert stats["suppressed_by_budget"] == 2 and stats["suppressed_as_duplicate"] == 1 and stats["uploaded"] == 4
 
 
+def test_faint_evidence_everywhere_fires_only_where_it_ranks_in_the_top_share_of_recent_frames() -> None:
+    # A model that never predicts the class: every frame's evidence is faint and in the band.
+    values = np.random.default_rng(0).uniform(0.001, 0.02, 2000)
+    frames = [seen(0.5, float(v), 0.0, 0.0) for v in values]
+    window, top = 300, 0.05
+    fired = run(HardExampleMiner(TriggerConfig(**RARE, rare_top=top, rare_window=window), names=PPE), frames)
+    # Worked out afresh from the values: the share of the window (this frame and up to window-1 before it) above.
+    expected = {i for i, v in enumerate(values) if (values[max(0, i - window + 1):i + 1] > v).mean() <= top}
+    assert set(fired) == expected
+    assert 0.04 < len(fired) / len(values) < 0.1  # near the top share, against every frame with the band alone
+    assert len(run(HardExampleMiner(TriggerConfig(**RARE, rare_top=1.0), names=PPE), frames)) == len(values)
+
+
+def test_the_ranking_forgets_frames_older_than_its_window() -> None:
+    frames = [seen(0.5, 0.2, 0.0, 0.0)] * 10 + [seen(0.5, 0.01, 0.0, 0.0)] * 15
+    fired = run(HardExampleMiner(TriggerConfig(**RARE, rare_top=0.1, rare_window=10), names=PPE), frames)
+    # Ties rank together, so a steady 0.2 fires throughout; 0.01 fires again once at most one 0.2 is left in view.
+    assert sorted(fired) == [*range(10), *range(18, 25)]  # frame 18 still sees frame 9
+
+
+@pytest.mark.parametrize(("top", "window"), [(0.0, 10), (1.5, 10), (0.05, 0)])
+def test_a_rare_top_or_window_out_of_range_is_refused_naming_it(top: float, window: int) -> None:
+    with pytest.raises(ValueError, match=r"rare_top .* must lie in \(0, 1\] and rare_window"):
+        TriggerConfig(rare_top=top, rare_window=window)
+
+
 @pytest.mark.parametrize("band", [(0.25, 0.25), (0.3, 0.2), (-0.1, 0.2), (0.1, 1.5)])
 def test_a_rare_band_out_of_order_or_range_is_refused_naming_it(band: tuple[float, float]) -> None:
     with pytest.raises(ValueError, match=r"rare_band .* must satisfy 0 <= low < high <= 1"):
