@@ -12,6 +12,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -135,6 +136,14 @@ class ObjectStore:
         path = self.local_path(key)
         try:
             return path.read_bytes() if path else self.fs.cat_file(self._remote(key))
+        except (FileNotFoundError, IsADirectoryError):
+            raise KeyError(f"no object {key!r} in {self.url}") from None
+
+    def open(self, key: str) -> BinaryIO:
+        """`key` opened for reading, seekable; a remote store fetches only the ranges read, never the whole."""
+        path = self.local_path(key)
+        try:
+            return path.open("rb") if path else self.fs.open(self._remote(key), "rb")
         except (FileNotFoundError, IsADirectoryError):
             raise KeyError(f"no object {key!r} in {self.url}") from None
 

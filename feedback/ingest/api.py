@@ -6,6 +6,7 @@ Stateless by design (DESIGN decision 1): no DuckDB here, so replicas scale behin
 from __future__ import annotations
 
 import functools
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -253,18 +254,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Only what is deployed now: the blob store also holds every device's captures.
         if not _SHA256.fullmatch(sha256) or sha256 not in desired.current().downloadable():
             raise Rejected(404, "no_such_artifact", f"{sha256!r} is not an artifact of any model deployed now")
-        key = workspace.blobs.key(sha256)
-        local = workspace.objects.local_path(key)
         try:
-            size = local.stat().st_size if local else len(data := workspace.objects.get(key))
-        except (FileNotFoundError, KeyError):
+            blob = await run_in_threadpool(workspace.objects.open, workspace.blobs.key(sha256))  # remote: a request
+        except KeyError:
             raise Rejected(404, "no_such_artifact", f"artifact {sha256} is listed but its blob is missing") from None
+        size = blob.seek(0, os.SEEK_END)
         etag = f'"{sha256}"'
         wanted = request.headers.get("range")
         if_range = request.headers.get("if-range")
         span = _byte_range(wanted, size) if wanted and (if_range is None or if_range == etag) else None
         headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, max-age=86400, immutable"}
         if span == "unsatisfiable":
+            blob.close()
             raise Rejected(416, "range_not_satisfiable", f"the blob has {size} bytes; asked for {wanted!r}",
                            {"Content-Range": f"bytes */{size}"})
         start, end = span if isinstance(span, tuple) else (0, size - 1)
@@ -273,13 +274,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
 
         def chunks() -> Iterator[bytes]:
-            if local is None:  # a remote store: fsspec reads the object whole
-                yield data[start : end + 1]
-                return
-            with open(local, "rb") as f:
-                f.seek(start)
+            with blob:  # a chunk at a time, local or remote: a model of any size costs the server one chunk
+                blob.seek(start)
                 left = end - start + 1
-                while left > 0 and (chunk := f.read(min(_CHUNK, left))):
+                while left > 0 and (chunk := blob.read(min(_CHUNK, left))):
                     left -= len(chunk)
                     yield chunk
 

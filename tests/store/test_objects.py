@@ -117,6 +117,21 @@ def test_memory_backend_behaves_like_local():
     assert store.list() == ["a/j"]
 
 
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_open_reads_any_range_and_knows_the_size(tmp_path, where):
+    store = ObjectStore(tmp_path if where == "local" else f"memory://test-{uuid.uuid4().hex}/root")
+    data = os.urandom(300_000)
+    store.put("blobs/x", data)
+    with store.open("blobs/x") as f:
+        assert f.seek(0, os.SEEK_END) == len(data)
+        f.seek(123_456)
+        assert f.read(1000) == data[123_456:124_456]
+        f.seek(len(data) - 7)
+        assert f.read(100) == data[-7:]  # reading past the end gives what there is
+    with pytest.raises(KeyError, match="blobs/y"):
+        store.open("blobs/y")
+
+
 def _put_shared(store: ObjectStore, *puts: Put) -> list[bool]:
     return asyncio.run(store.put_shared(*puts))
 
