@@ -13,7 +13,8 @@ from google.genai import types
 
 from feedback.synthesis.cloud import Answer, CloudCalls, ResponseCache, encode_png, images_answer, sha256
 from feedback.synthesis.gemini import run_text
-from feedback.synthesis.gemini_edit import EditSite, run_edits, sent_size
+from feedback.synthesis.edit_sites import EditSite, sent_size
+from feedback.synthesis.gemini_edit import run_edits
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 from feedback.synthesis.teacher import Teacher
 

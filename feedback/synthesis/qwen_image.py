@@ -15,6 +15,7 @@ import numpy as np
 from feedback.synthesis.diffusers_common import (
     batched, bgr, class_phrase, image_seeds, load_pipeline, model_id, pil_rgb, torch_generators,
 )
+from feedback.synthesis.edit_sites import blend_back, edit_sites
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 from feedback.synthesis.teacher import Teacher, label_by_teacher
 
@@ -89,9 +90,6 @@ class QwenImageEditGenerator:
 
     def generate(self, request: SynthesisRequest,
                  material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:
-        # gemini-edit's geometry, so both edit generators crop and blend alike (its module brings google-genai).
-        from feedback.synthesis.gemini_edit import blend_back, edit_sites
-
         instruction = request.edit_instruction
         if not instruction:
             raise ValueError("qwen-image-edit needs request.edit_instruction (what to change in the box)")
