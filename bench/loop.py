@@ -89,6 +89,9 @@ def edge_captures(data: Path, base_model: Path, imgsz: int, shared: Path, rare: 
         found = detector.detect(frame)
         evidence = (found.metadata or {}).get("class_evidence")
         # Why a device would have sent it: the edge miner's own bands; anything else stands for its random sample.
+        # rare_class here is the band alone, as the saved results were measured. The device now also ranks the
+        # evidence against its recent frames (TriggerConfig.rare_top); labelled by the miner that way, active
+        # seed 0 acquired 216 no_helmet boxes against 211.
         low, high = triggers.uncertainty_band
         reasons = ["uncertainty"] if any(low <= c < high for c in found.confidence) else []
         if evidence is not None and any(triggers.rare_band[0] <= evidence[k] < triggers.rare_band[1] for k in watched):
