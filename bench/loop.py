@@ -344,6 +344,10 @@ def summarise(results: list[dict[str, Any]], rare: str, eval_key: str) -> dict[s
                 for metric in ("rare_ap50", "map50"):
                     row[f"gain_{metric}_over_base"] = mean_ci([runs[s][eval_key][metric] - base[s][eval_key][metric]
                                                                for s in paired])
+                # Per label a person spends, if the cost is per box drawn rather than per image reviewed.
+                row["gain_rare_ap50_per_1000_boxes"] = mean_ci([
+                    1000 * (runs[s][eval_key]["rare_ap50"] - base[s][eval_key]["rare_ap50"])
+                    / runs[s]["acquired"]["boxes_labelled"] for s in paired if runs[s]["acquired"]["boxes_labelled"]])
             row["wall_s"] = mean_ci([r.get("wall_s") for r in runs.values()])
         out[arm] = row
     for arm in ("random+synth", "active+synth"):
@@ -359,6 +363,12 @@ def summarise(results: list[dict[str, Any]], rare: str, eval_key: str) -> dict[s
     if rnd and act and rnd["rare_boxes_acquired"]["mean"]:
         out["active_over_random_rare_boxes"] = round(act["rare_boxes_acquired"]["mean"]
                                                      / rnd["rare_boxes_acquired"]["mean"], 2)
+    # The same budget of reviewed images buys each arm its gain: the ratio of mean gains (issue 11 asks >= 2),
+    # and the ratio per box labelled (active picks crowded images, so a person draws more boxes for it).
+    for key, name in (("gain_rare_ap50_over_base", "active_over_random_rare_ap50_gain"),
+                      ("gain_rare_ap50_per_1000_boxes", "active_over_random_rare_ap50_gain_per_box")):
+        if rnd and act and key in rnd and key in act and rnd[key]["mean"] > 0:
+            out[name] = round(act[key]["mean"] / rnd[key]["mean"], 2)
     return out
 
 
