@@ -191,6 +191,7 @@ def test_the_cli_refuses_an_unknown_watch_class_and_a_bad_band(ppe_onnx: Path, t
         ("--watch-classes", "no_helmet", "--rare-band", "0.2,0.1"): "rare_band (0.2, 0.1) must satisfy",
         ("--watch-classes", "no_helmet", "--rare-band", "0.01,0.5"): "--rare-band high 0.5 lies above the detection "
                                                                       "threshold 0.25",
+        ("--watch-classes", "no_helmet", "--rare-top", "0"): "rare_top 0.0 must lie in (0, 1]",
     }
     for args, message in cases.items():
         result = runner.invoke(app, [*base, *args], env={**os.environ, "COLUMNS": "200"})
