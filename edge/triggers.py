@@ -194,7 +194,8 @@ class HardExampleMiner:
         capacity = float(cfg.budget_burst) if cfg.budget_per_hour > 0 else 0.0
         self._bucket = _TokenBucket(cfg.budget_per_hour / 3600.0, capacity, clock)
         self._recent_hashes: deque[int] = deque(maxlen=cfg.dedup_memory)
-        self._evidence = {c: _RollingRank(cfg.rare_window) for c in cfg.watch_classes}
+        ranked = cfg.watch_classes if cfg.rare_top < 1.0 else ()  # at 1.0 no frame can rank out: nothing to keep
+        self._evidence = {c: _RollingRank(cfg.rare_window) for c in ranked}
         self._tracks: dict[int, _Track] = {}
         self._previous: _Frame | None = None
         self._lock = threading.Lock()  # guards the flag (set from the operator endpoint) and the counters
@@ -306,7 +307,8 @@ class HardExampleMiner:
             if c >= len(evidence):
                 continue
             value = float(evidence[c])
-            above = self._evidence[c].share_above(value)  # every frame counts, in the band or not
+            rank = self._evidence.get(c)
+            above = rank.share_above(value) if rank else 0.0  # every frame counts, in the band or not
             if low <= value < high and above <= cfg.rare_top:
                 almost.append(f"{self._names.get(c, f'class {c}')} {value:.4g}")
         return almost
