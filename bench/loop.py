@@ -6,9 +6,11 @@ and its sub-threshold class evidence) and uploaded through the ingest API; `budg
 arm's strategy and reviewed by the oracle (the pool's own labels), for active in `--rounds` review cycles that
 each see the reviews before them; a dataset version built; the champion
 fine-tuned with the same recipe for every arm; the result evaluated on real images with `edgeloop eval`'s
-code. Arms: base (no new labels: the recipe alone), random (the baseline), active (the product's default), and
+code. Arms: base (no new labels: the recipe alone), random (the baseline), active (the product's default),
 random+synth / active+synth: the same labels as their base arm plus `--synthetic` swap images made only from
-that arm's own verified labels (feedback.synthesis.service.synthesize_for_loop).
+that arm's own verified labels (feedback.synthesis.service.synthesize_for_loop), and oracle: the captures
+holding the most rare boxes, chosen by reading the answers: not a strategy, but the most rare boxes any
+selection can buy, and what training on them gains.
 
     python bench/loop.py --data ../shared/datasets/ppe --base-model ../shared/models/ppe_base.pt \\
         --budget 150 --arms base,random,active --seeds 0,1,2 --epochs 10 --imgsz 320 --out DIR
@@ -155,7 +157,7 @@ def prepare(run: Path, data: Path, base_model: Path, captures: Path, names: list
 
 
 def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, data: Path,
-            names: list[str]) -> dict[str, Any]:
+            names: list[str], rare: str) -> dict[str, Any]:
     """Select and review (oracle) `budget` captures in `rounds` pushes; the boxes this bought, by class.
 
     Between two rounds the reviews are pulled, so active's next push sees them as the product's next cycle
@@ -163,7 +165,7 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, d
     from feedback.review.boxes import prepare_vectors
     from feedback.review.oracle import OracleReviewer
     from feedback.review.selection import SelectionConfig
-    from feedback.review.workflow import pull_reviews, push_for_review
+    from feedback.review.workflow import pull_reviews, push_captures, push_for_review
 
     if (run / "acquired.json").exists():
         return json.loads((run / "acquired.json").read_text())
@@ -178,9 +180,13 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, d
         size = budget * (r + 1) // rounds - pushed  # this round's share, less what a crashed run pushed
         if size <= 0:
             continue
-        embedder = prepare_vectors(ws, progress=False) if strategy == "active" else None
-        config = SelectionConfig(strategy="active" if strategy == "active" else "random", seed=seed, embedder=embedder)
-        push_for_review(ws, size, reviewer=reviewer, selection=config)
+        if strategy == "oracle":
+            push_captures(ws, oracle_picks(ws, size, reviewer, names.index(rare), seed), reviewer=reviewer,
+                          strategy="oracle")
+        else:
+            embedder = prepare_vectors(ws, progress=False) if strategy == "active" else None
+            config = SelectionConfig(strategy=strategy, seed=seed, embedder=embedder)
+            push_for_review(ws, size, reviewer=reviewer, selection=config)
         pull_reviews(ws, reviewer=reviewer, holdout_share=0.0)
         if rounds > 1:
             log(f"{run.name}: round {r + 1} of {rounds}: {pushed + size} of {budget} captures reviewed")
@@ -194,6 +200,26 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, d
               "boxes_by_class": {n: by_class.get(n, 0) for n in names}, "seconds": round(time.perf_counter() - started, 1)}
     write_json(run / "acquired.json", result)
     return result
+
+
+def oracle_picks(ws: Any, budget: int, reviewer: Any, rare_id: int, seed: int) -> list[Any]:
+    """The candidates holding the most rare boxes by the answers themselves (ties in seeded random order): no
+    selection can buy more. It reads the labels before anyone reviews, so it is a reference, not a strategy."""
+    from feedback.review.boxes import CANDIDATES_SQL
+    from feedback.review.oracle import label_file
+    from feedback.review.selection import Candidate
+
+    with ws.catalog.connect() as con:
+        rows = con.execute(f"SELECT c.id, cap.source_uri, cap.source_frame FROM ({CANDIDATES_SQL}) c "
+                           "JOIN captures cap ON cap.id = c.id ORDER BY c.id").fetchall()
+    counts = []
+    for capture_id, uri, frame in rows:
+        path = label_file(reviewer.labels_dir, uri or capture_id, frame)
+        lines = path.read_text().split("\n") if path.is_file() else []
+        counts.append(sum(1 for line in lines if line.split()[:1] == [str(rare_id)]))
+    tiebreak = np.random.default_rng(seed).permutation(len(rows))
+    order = np.lexsort((tiebreak, -np.asarray(counts)))[:budget]
+    return [Candidate(rows[i][0], float(counts[i]), {"rare_boxes": float(counts[i])}) for i in order]
 
 
 def add_synthetic(ws: Any, run: Path, n: int, seed: int) -> dict[str, Any]:
@@ -265,7 +291,7 @@ def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names
         sys.exit(f"{run} was made with other settings ({made}, now {config}): delete it or use another --out")
     write_json(stamp, config)
     ws = prepare(run, args.data, args.base_model, captures, names)
-    acquired = acquire(ws, run, arm, seed, args.budget, rounds, args.data, names)
+    acquired = acquire(ws, run, arm, seed, args.budget, rounds, args.data, names, args.rare_class)
     log(f"{key}: {acquired['boxes_by_class']} from {acquired['images_reviewed']} reviewed images")
     result: dict[str, Any] = {"arm": arm, "seed": seed, "config": config, "acquired": acquired}
     if args.acquire_only:
@@ -359,16 +385,21 @@ def summarise(results: list[dict[str, Any]], rare: str, eval_key: str) -> dict[s
                 out[arm][f"gain_rare_ap50_over_{plain}"] = mean_ci([by_arm[arm][s][eval_key]["rare_ap50"]
                                                                     - by_arm[plain][s][eval_key]["rare_ap50"]
                                                                     for s in paired])
-    rnd, act = out.get("random"), out.get("active")
-    if rnd and act and rnd["rare_boxes_acquired"]["mean"]:
-        out["active_over_random_rare_boxes"] = round(act["rare_boxes_acquired"]["mean"]
-                                                     / rnd["rare_boxes_acquired"]["mean"], 2)
-    # The same budget of reviewed images buys each arm its gain: the ratio of mean gains (issue 11 asks >= 2),
-    # and the ratio per box labelled (active picks crowded images, so a person draws more boxes for it).
-    for key, name in (("gain_rare_ap50_over_base", "active_over_random_rare_ap50_gain"),
-                      ("gain_rare_ap50_per_1000_boxes", "active_over_random_rare_ap50_gain_per_box")):
-        if rnd and act and key in rnd and key in act and rnd[key]["mean"] > 0:
-            out[name] = round(act[key]["mean"] / rnd[key]["mean"], 2)
+    # The same budget of reviewed images buys each arm its gain: the ratio of mean gains to random's (issue 11
+    # asks active >= 2), and the same per box labelled (active picks crowded images, so a person draws more
+    # boxes for it). Oracle buys the most rare boxes any selection can: its ratios are the reference for active's.
+    rnd = out.get("random")
+    for name in ("active", "oracle"):
+        row = out.get(name)
+        if not (rnd and row):
+            continue
+        if rnd["rare_boxes_acquired"]["mean"]:
+            out[f"{name}_over_random_rare_boxes"] = round(row["rare_boxes_acquired"]["mean"]
+                                                          / rnd["rare_boxes_acquired"]["mean"], 2)
+        for key, ratio in (("gain_rare_ap50_over_base", f"{name}_over_random_rare_ap50_gain"),
+                           ("gain_rare_ap50_per_1000_boxes", f"{name}_over_random_rare_ap50_gain_per_box")):
+            if key in rnd and key in row and rnd[key]["mean"] > 0:
+                out[ratio] = round(row[key]["mean"] / rnd[key]["mean"], 2)
     return out
 
 
@@ -379,7 +410,8 @@ def main() -> None:
     parser.add_argument("--base-model", type=Path, required=True, help="the deployed model (.pt) to improve")
     parser.add_argument("--budget", type=int, default=150, help="captures a person reviews per arm")
     parser.add_argument("--arms", default="base,random,active",
-                        help="comma-separated: base, random, active, random+synth, active+synth")
+                        help="comma-separated: base, random, active, random+synth, active+synth, and oracle "
+                             "(the ceiling: the images with the most rare boxes, picked by reading the answers)")
     parser.add_argument("--synthetic", type=int, default=150, help="swap images the +synth arms add")
     parser.add_argument("--rounds", type=int, default=1,
                         help="active arms push their budget in this many rounds (review cycles), pulling the "
@@ -393,7 +425,7 @@ def main() -> None:
     parser.add_argument("--acquire-only", action="store_true", help="stop after review: acquisition only")
     args = parser.parse_args()
     arms = [a for a in args.arms.split(",") if a]
-    known = ("base", "random", "active", "random+synth", "active+synth")
+    known = ("base", "random", "active", "oracle", "random+synth", "active+synth")
     if bad := [a for a in arms if a not in known]:
         parser.error(f"--arms: unknown arm(s) {bad}; choose from {', '.join(known)}")
     if not 1 <= args.rounds <= args.budget:
