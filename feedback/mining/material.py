@@ -17,7 +17,7 @@ from store.settings import Workspace
 
 FAILURES_SQL = """
     SELECT f.id, f.kind, f.true_class, f.predicted_class, f.x1, f.y1, f.x2, f.y2, f.capture_id, f.label_id,
-           c.sha256, c.camera, c.device, c.frame_width, c.frame_height
+           c.sha256, c.camera, c.device, c.frame_width, c.frame_height, f.iou
     FROM failures f JOIN captures c ON c.id = f.capture_id
     WHERE $model_version::VARCHAR IS NULL OR f.model_version = $model_version
     ORDER BY f.id
@@ -32,6 +32,7 @@ class FailureTable:
     kinds: list[str]
     class_ids: np.ndarray  # (N,) the class a failure is about: the true class, or the predicted one if spurious
     predicted: list[int | None]  # the model's class (confusion, localisation, spurious)
+    duplicate: np.ndarray  # (N,) bool: a spurious box on an object of its class already found (failures.py)
     boxes: np.ndarray  # (N, 4) xyxy px: the crop box
     capture_ids: list[str]
     label_ids: list[str]
@@ -90,7 +91,9 @@ def load_failures(ws: Workspace, embedder_name: str, *, model_version: str | Non
     return FailureTable(
         ids=ids, kinds=[r[1] for r in rows],
         class_ids=np.asarray([r[3] if r[1] == "spurious" else r[2] for r in rows], np.int64),
-        predicted=[r[3] for r in rows], boxes=boxes, capture_ids=[r[8] for r in rows],
+        predicted=[r[3] for r in rows],
+        duplicate=np.asarray([r[1] == "spurious" and r[15] is not None for r in rows], bool).reshape(-1),
+        boxes=boxes, capture_ids=[r[8] for r in rows],
         label_ids=[r[9] for r in rows], shas=[r[10] for r in rows], cameras=[r[11] for r in rows],
         devices=[r[12] for r in rows], attrs=attrs, vectors=vectors, class_names=names,
     )

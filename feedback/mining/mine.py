@@ -137,6 +137,9 @@ def _describe(table: FailureTable, m: np.ndarray, kind: str, tags: list[dict[str
     description["tags"] = {g: summarise([tags[i].get(g) for i in m]) for g in groups}
     description["class"] = table.name(target)
     description["neighbour"] = _neighbour(table, m, kind, target, centroids)
+    if kind == "spurious":
+        # Second boxes on found objects want NMS or a threshold, not images: prompts.py tells them apart.
+        description["duplicates"] = round(float(table.duplicate[m].mean()), 3)
     return description
 
 

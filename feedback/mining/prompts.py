@@ -34,6 +34,14 @@ OPPOSITE = {("lighting", "dark"): "bright daylight", ("lighting", "bright"): "da
             ("size", "small"): "close-up, portrait", ("size", "large"): "distant wide shot",
             ("focus", "sharp"): "motion blur"}
 NEGATIVE = "cartoon, illustration, painting, 3d render, text, watermark, deformed anatomy"
+# A spurious cluster at least this much made of second boxes on objects already found (duplicates NMS let
+# through) gets no prompts: more images of those objects would not teach the model to box each once.
+DUPLICATE_SHARE = 0.5
+
+
+def wants_images(cluster: Cluster) -> bool:
+    """False for a cluster of duplicate boxes, whose remedy is NMS's IoU or the confidence threshold."""
+    return not (cluster.kind == "spurious" and cluster.description.get("duplicates", 0.0) >= DUPLICATE_SHARE)
 
 
 @dataclass(frozen=True)
@@ -57,9 +65,12 @@ class Phrasebook:
 def write_prompts(cluster: Cluster, book: Phrasebook, *, variants: int = 4, seed: int = 0) -> list[Prompt]:
     """`variants` prompts for the cluster: variant 0 says only what the cluster fixes; the others add a seeded
     choice for each slot the cluster leaves open (lighting, distance, place in frame, environment, weather,
-    viewpoint), so a generator covers the rest while keeping the blind spot."""
+    viewpoint), so a generator covers the rest while keeping the blind spot. None for a cluster of duplicate
+    boxes (`wants_images`)."""
     if variants < 1:
         raise ValueError(f"variants {variants} must be at least 1")
+    if not wants_images(cluster):
+        return []
     d = cluster.description
     fixed = {k: v["value"] for k, v in d["bins"].items() if v["fixed"] and v["value"] is not None}
     tags = {g: v["value"] for g, v in d.get("tags", {}).items() if v["fixed"] and v["value"] is not None}

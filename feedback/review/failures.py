@@ -26,7 +26,7 @@ class Failure:
     true_class: int | None  # None for spurious
     predicted_class: int | None  # None for missed
     confidence: float | None  # the prediction's; None for missed
-    iou: float | None  # of the matched pair; None for missed and spurious
+    iou: float | None  # of the matched pair; for spurious, with the object it duplicates (else None); None for missed
     box: tuple[float, float, float, float]  # xyxy px: the true box, or the prediction's if spurious
 
 
@@ -63,7 +63,9 @@ def match_failures(
     3. Among the boxes still left, same-class pairs with `localisation_iou` <= IoU < `iou` (and
        some overlap) are `localization`: the right object, a poor box (box = the true box).
     4. True boxes still unmatched are `missed` (false negatives, box = the true box); predictions
-       still unmatched are `spurious` (false positives, box = the predicted box).
+       still unmatched are `spurious` (false positives, box = the predicted box). A spurious prediction that
+       lies on a true box of its own class by IoU >= `iou` is a second box on an object already found (a
+       duplicate NMS let through): its `iou` is that overlap, so mining can tell it from a phantom object.
 
     Records come in that order: confusion, localization, missed, spurious, each by box index.
     """
@@ -102,7 +104,10 @@ def match_failures(
     localizations = [paired("localization", t, p) for t, p in match(poorly_placed)]
     missed = [Failure("missed", int(true_classes[t]), None, None, None, _box(true_boxes[t]))
               for t in np.flatnonzero(true_free)]
-    spurious = [Failure("spurious", None, int(pred_classes[p]), float(pred_conf[p]), None, _box(pred_boxes[p]))
+    # Step 1 leaves no free same-class pair at `iou`, so such an overlap is with an object already found.
+    on_found = np.where(same_class, overlap, 0.0).max(axis=0, initial=0.0)
+    spurious = [Failure("spurious", None, int(pred_classes[p]), float(pred_conf[p]),
+                        float(on_found[p]) if on_found[p] >= iou else None, _box(pred_boxes[p]))
                 for p in np.flatnonzero(pred_free)]
     return confusions + localizations + missed + spurious
 

@@ -157,6 +157,10 @@ def prompts(
     for c in chosen:
         console.rule(f"{c.id}  {c.class_name} {c.kind}{' (noise)' if c.noise else ''}  n={c.size}")
         mine = [p for p in written if p.cluster_id == c.id]
+        if not mine:
+            console.print(f"no prompts: {c.description.get('duplicates', 0):.0%} are second boxes on objects "
+                          "already found; lower NMS's IoU or raise the threshold instead")
+            continue
         console.print(f"[bold]edit:[/] {mine[0].edit_instruction}")
         console.print(f"[bold]negative:[/] {mine[0].negative_prompt}")
         for p in mine:

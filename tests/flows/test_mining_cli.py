@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.feedback.mining.planted import planted_site
+from tests.feedback.mining.planted import make_site, plain_frame, planted_site, review
 
 runner = CliRunner()
 
@@ -90,3 +90,18 @@ def test_the_table_for_people(site):
     code, out, err = run("clusters", *w)
     assert code == 0, err
     assert "failure clusters" in out and "no_helmet" in out and "contact sheets:" in out
+
+
+def test_a_cluster_of_duplicate_boxes_is_shown_without_prompts(tmp_path, scene_pt):
+    ws = make_site(tmp_path / "ws", scene_pt)
+    crowded = [s for s in range(400, 440) if len(plain_frame(s)[1])][:12]
+    review(ws, [("dup", plain_frame(s)) for s in crowded], blind=False)  # a second box on a found object each
+    w = ["-w", str(tmp_path / "ws")]
+    code, out, err = run("clusters", "--json", *w)
+    assert code == 0, err
+    spurious = [i for i in json.loads(out)["items"] if i["kind"] == "spurious"]
+    assert spurious
+    for item in spurious:
+        code, out, err = run("prompts", "--cluster", item["id"], *w)
+        assert code == 0, err
+        assert "no prompts: 100% are second boxes on objects already found" in out and "edit:" not in out

@@ -68,8 +68,9 @@ def make_site(root: Path, weights: Path) -> Workspace:
 def review(ws: Workspace, frames: Iterable[tuple[str, tuple[np.ndarray, np.ndarray, np.ndarray]]], *,
            blind: bool, start: int = 0) -> dict[str, str]:
     """Upload each (group, frame) as a capture the model reported every object of, except bare heads when
-    `blind` (the planted blind spot), and a spurious box on plain frames; then verify each with its ground
-    truth and record failures. Returns capture id -> group."""
+    `blind` (the planted blind spot), and a spurious box on plain frames (where nothing is) and on "dup" frames
+    (a second box on the first object, shifted by a tenth of its width); then verify each with its ground truth
+    and record failures. Returns capture id -> group."""
     groups = {}
     captured = []
     for i, (group, (image, boxes, classes)) in enumerate(frames, start):
@@ -79,6 +80,11 @@ def review(ws: Workspace, frames: Iterable[tuple[str, tuple[np.ndarray, np.ndarr
         detections = [Detection(xyxy=tuple(map(float, b)), confidence=0.6, class_id=int(c)) for b, c in seen]
         if group == "plain":
             detections.append(Detection(xyxy=(2.0, 2.0, 30.0, 30.0), confidence=0.3, class_id=0))
+        if group == "dup" and len(boxes):
+            x1, y1, x2, y2 = map(float, boxes[0])
+            shift = (x2 - x1) / 10
+            detections.append(Detection(xyxy=(x1 + shift, y1, x2 + shift, y2), confidence=0.3,
+                                        class_id=int(classes[0])))
         meta = CaptureMeta(device="dock-1", camera=f"cam-{group}", captured_at=utc_now(), frame_width=image.shape[1],
                            frame_height=image.shape[0], model_version="m1", triggers=["uncertainty"],
                            source=SourceRef(uri="site.mp4", frame_index=i), detections=detections)

@@ -17,7 +17,9 @@ from store.settings import Settings
 from tests.feedback.mining.planted import (
     BARE,
     dark_frame,
+    make_site,
     missed_bare_heads,
+    plain_frame,
     planted_site,
     review,
 )
@@ -68,6 +70,11 @@ def test_every_failure_lands_in_one_cluster_or_noise(site):
     assert len(members) == len(set(members)) == len(failures) and set(members) == failures
     # The plain frames' spurious boxes form a group of their own.
     assert any(c.kind == "spurious" and c.class_name == "helmet" for c in clusters)
+    # Each spurious cluster knows how much of it is second boxes on objects already found.
+    with ws.catalog.connect() as con:
+        duplicate = dict(con.execute("SELECT id, iou IS NOT NULL FROM failures WHERE kind = 'spurious'").fetchall())
+    for c in (c for c in clusters if c.kind == "spurious"):
+        assert c.description["duplicates"] == pytest.approx(sum(duplicate[f] for f in c.members) / c.size, abs=1e-3)
 
 
 def test_each_clusters_prompt_names_its_planted_attribute(site):
@@ -129,3 +136,22 @@ def test_an_embedder_name_without_vectors_is_refused_by_name(site):
     ws, _, _, _ = site
     with pytest.raises(ValueError, match="'clip:never-run'"):
         mine_clusters(ws, "clip:never-run", progress=False)
+
+
+def test_second_boxes_on_found_objects_are_told_apart_and_get_no_prompts(tmp_path, scene_pt):
+    ws = make_site(tmp_path / "ws", scene_pt)
+    crowded = [s for s in range(400, 440) if len(plain_frame(s)[1])][:12]  # a frame with an object to repeat
+    review(ws, [("dup", plain_frame(s)) for s in crowded], blind=False)
+    review(ws, [("plain", plain_frame(s)) for s in range(500, 512)], blind=False, start=12)
+    clusters = mine_clusters(ws, default_embedder(ws), progress=False)
+    with ws.catalog.connect() as con:
+        duplicate = dict(con.execute("SELECT id, iou IS NOT NULL FROM failures WHERE kind = 'spurious'").fetchall())
+    assert sum(duplicate.values()) == 12 and len(duplicate) == 24  # a duplicate a "dup" frame, a phantom a plain one
+    book = Phrasebook({}, {}, {})
+    spurious = [c for c in clusters if c.kind == "spurious"]
+    for c in spurious:
+        share = sum(duplicate[f] for f in c.members) / c.size
+        assert c.description["duplicates"] == pytest.approx(share, abs=1e-3)
+        assert (write_prompts(c, book) == []) == (share >= 0.5)
+    # The phantom boxes (2, 2, 30, 30) all lie in one corner: they still get prompts for their look-alikes.
+    assert any(write_prompts(c, book) for c in spurious)

@@ -93,6 +93,14 @@ def test_spurious_clusters_ask_for_look_alikes_without_the_class():
                                   "hat but are clearly not one; keep the lighting and the rest of the scene unchanged")
 
 
+def test_spurious_clusters_made_mostly_of_second_boxes_on_found_objects_get_no_prompts():
+    c = cluster("spurious", "helmet", [attrs(overlap=0.8)] * 6)
+    c.description["duplicates"] = 0.5
+    assert write_prompts(c, BOOK, variants=3) == []
+    c.description["duplicates"] = 0.4  # mostly phantoms: their look-alikes are still worth asking for
+    assert len(write_prompts(c, BOOK, variants=3)) == 3
+
+
 def test_confusions_name_what_they_are_mistaken_for_and_unknown_classes_read_as_their_name():
     c = cluster("confusion", "crane_hook", [attrs(overlap=0.4)] * 6, neighbour="helmet", confused=["helmet"] * 6)
     p = write_prompts(c, BOOK, variants=1)[0]

@@ -86,7 +86,17 @@ def test_class_aware_matching_comes_first():
 
 def test_equal_iou_goes_to_the_more_confident_prediction():
     failures = match([(TRUE, 0)], [(TRUE, 0, 0.3), (TRUE, 0, 0.8)])
-    assert failures == [Failure("spurious", None, 0, 0.3, None, TRUE)]
+    assert failures == [Failure("spurious", None, 0, 0.3, 1.0, TRUE)]  # the other is a duplicate of the object
+
+
+def test_a_second_box_on_a_found_object_is_spurious_with_its_overlap():
+    failures = match([(TRUE, 0)], [(TRUE, 0, 0.9), ((0, 0, 100, 60), 0, 0.4), ((0, 0, 100, 30), 0, 0.3),
+                                   ((0, 0, 100, 70), 2, 0.2)])
+    # IoU 0.6 with a found object of its class: a duplicate. IoU 0.3 is too little to say so, and a box of
+    # another class is a wrong object, not a second box on this one.
+    assert failures == [Failure("spurious", None, 0, 0.4, pytest.approx(0.6), (0, 0, 100, 60)),
+                        Failure("spurious", None, 0, 0.3, None, (0, 0, 100, 30)),
+                        Failure("spurious", None, 2, 0.2, None, (0, 0, 100, 70))]
 
 
 def test_empty_inputs():
