@@ -206,7 +206,7 @@ def oracle_picks(ws: Any, budget: int, reviewer: Any, rare_id: int, seed: int) -
     """The candidates holding the most rare boxes by the answers themselves (ties in seeded random order): no
     selection can buy more. It reads the labels before anyone reviews, so it is a reference, not a strategy."""
     from feedback.review.boxes import CANDIDATES_SQL
-    from feedback.review.oracle import label_file
+    from feedback.review.oracle import label_file, read_yolo_labels
     from feedback.review.selection import Candidate
 
     with ws.catalog.connect() as con:
@@ -215,8 +215,7 @@ def oracle_picks(ws: Any, budget: int, reviewer: Any, rare_id: int, seed: int) -
     counts = []
     for capture_id, uri, frame in rows:
         path = label_file(reviewer.labels_dir, uri or capture_id, frame)
-        lines = path.read_text().split("\n") if path.is_file() else []
-        counts.append(sum(1 for line in lines if line.split()[:1] == [str(rare_id)]))
+        counts.append(int((read_yolo_labels(path, 1, 1)[1] == rare_id).sum()) if path.is_file() else 0)
     tiebreak = np.random.default_rng(seed).permutation(len(rows))
     order = np.lexsort((tiebreak, -np.asarray(counts)))[:budget]
     return [Candidate(rows[i][0], float(counts[i]), {"rare_boxes": float(counts[i])}) for i in order]

@@ -308,7 +308,7 @@ class HardExampleMiner:
                 continue
             value = float(evidence[c])
             rank = self._evidence.get(c)
-            above = rank.share_above(value) if rank else 0.0  # every frame counts, in the band or not
+            above = rank.share_above(value) if rank is not None else 0.0  # every frame counts, in the band or not
             if low <= value < high and above <= cfg.rare_top:
                 almost.append(f"{self._names.get(c, f'class {c}')} {value:.4g}")
         return almost
