@@ -128,7 +128,7 @@ def prompts(
     Class phrases, edit phrases and the attribute vocabulary come from settings (edgeloop.toml).
     """
     from feedback.mining.catalog import read_clusters, save_prompts
-    from feedback.mining.prompts import Phrasebook, write_prompts
+    from feedback.mining.prompts import Phrasebook, wants_images, write_prompts
 
     if variants < 1:
         raise fail(f"--variants {variants} must be at least 1")
@@ -156,11 +156,11 @@ def prompts(
         return
     for c in chosen:
         console.rule(f"{c.id}  {c.class_name} {c.kind}{' (noise)' if c.noise else ''}  n={c.size}")
-        mine = [p for p in written if p.cluster_id == c.id]
-        if not mine:
+        if not wants_images(c):
             console.print(f"no prompts: {c.description.get('duplicates', 0):.0%} are second boxes on objects "
                           "already found; lower NMS's IoU or raise the threshold instead")
             continue
+        mine = [p for p in written if p.cluster_id == c.id]
         console.print(f"[bold]edit:[/] {mine[0].edit_instruction}")
         console.print(f"[bold]negative:[/] {mine[0].negative_prompt}")
         for p in mine:
