@@ -92,7 +92,7 @@ def load_failures(ws: Workspace, embedder_name: str, *, model_version: str | Non
         ids=ids, kinds=[r[1] for r in rows],
         class_ids=np.asarray([r[3] if r[1] == "spurious" else r[2] for r in rows], np.int64),
         predicted=[r[3] for r in rows],
-        duplicate=np.asarray([r[1] == "spurious" and r[15] is not None for r in rows], bool).reshape(-1),
+        duplicate=np.asarray([r[1] == "spurious" and r[15] is not None for r in rows], bool),
         boxes=boxes, capture_ids=[r[8] for r in rows],
         label_ids=[r[9] for r in rows], shas=[r[10] for r in rows], cameras=[r[11] for r in rows],
         devices=[r[12] for r in rows], attrs=attrs, vectors=vectors, class_names=names,

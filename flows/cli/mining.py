@@ -151,14 +151,17 @@ def prompts(
               "target_class": p.lineage["class"], "kind": p.lineage["kind"], "prompt": p.prompt,
               "negative_prompt": p.negative_prompt, "edit_instruction": p.edit_instruction,
               "writer_version": p.writer_version} for p in written]
+    # Why a cluster has no prompts, for people and for --json alike.
+    unwanted = {c.id: f"{c.description.get('duplicates', 0):.0%} are second boxes on objects already found; "
+                      "lower NMS's IoU or raise the threshold instead" for c in chosen if not wants_images(c)}
     if as_json:
-        emit({"prompts": items, "added": added}, True)
+        emit({"prompts": items, "added": added,
+              "no_prompts": [{"cluster": k, "reason": v} for k, v in unwanted.items()]}, True)
         return
     for c in chosen:
         console.rule(f"{c.id}  {c.class_name} {c.kind}{' (noise)' if c.noise else ''}  n={c.size}")
-        if not wants_images(c):
-            console.print(f"no prompts: {c.description.get('duplicates', 0):.0%} are second boxes on objects "
-                          "already found; lower NMS's IoU or raise the threshold instead")
+        if c.id in unwanted:
+            console.print(f"no prompts: {unwanted[c.id]}")
             continue
         mine = [p for p in written if p.cluster_id == c.id]
         console.print(f"[bold]edit:[/] {mine[0].edit_instruction}")

@@ -105,3 +105,8 @@ def test_a_cluster_of_duplicate_boxes_is_shown_without_prompts(tmp_path, scene_p
         code, out, err = run("prompts", "--cluster", item["id"], *w)
         assert code == 0, err
         assert "no prompts: 100% are second boxes on objects already found" in out and "edit:" not in out
+        code, out, err = run("prompts", "--cluster", item["id"], "--json", *w)
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["prompts"] == [] and [n["cluster"] for n in doc["no_prompts"]] == [item["id"]]
+        assert doc["no_prompts"][0]["reason"].startswith("100% are second boxes")
