@@ -37,6 +37,8 @@ NEGATIVE = "cartoon, illustration, painting, 3d render, text, watermark, deforme
 # A spurious cluster at least this much made of second boxes on objects already found (duplicates NMS let
 # through) gets no prompts: more images of those objects would not teach the model to box each once.
 DUPLICATE_SHARE = 0.5
+# Draws a variant gets to differ from the ones before it.
+REDRAWS = 32
 
 
 def wants_images(cluster: Cluster) -> bool:
@@ -79,10 +81,10 @@ def write_prompts(cluster: Cluster, book: Phrasebook, *, variants: int = 4, seed
     negative = _negative(cluster, book, fixed, neighbour)
     edit = _edit(cluster, book, fixed, neighbour)
     cluster_key = int(hashlib.sha1(cluster.id.encode()).hexdigest()[:8], 16)
-    out = []
+    out: list[Prompt] = []
     for variant in range(variants):
-        rng = np.random.default_rng([seed, cluster_key, variant])
-        choices = _choices(rng, fixed, tags, book.vocabulary) if variant else {}
+        choices = _distinct_choices([seed, cluster_key, variant], [p.lineage["choices"] for p in out], fixed, tags,
+                                    book.vocabulary) if variant else {}
         picked_bins = {k: v for k, v in choices.items() if k in SLOTS}
         picked_tags = {k: v for k, v in choices.items() if k not in SLOTS}
         text = _prompt(cluster, book, {**fixed, **picked_bins}, {**tags, **picked_tags}, neighbour)
@@ -97,6 +99,18 @@ def write_prompts(cluster: Cluster, book: Phrasebook, *, variants: int = 4, seed
                           prompt=text, negative_prompt=negative, edit_instruction=edit,
                           writer_version=WRITER_VERSION, lineage=lineage))
     return out
+
+
+def _distinct_choices(key: list[int], taken: list[dict[str, str]], fixed: Mapping[str, str],
+                      tags: Mapping[str, str], vocabulary: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """A variant's picks, redrawn (seeded, a few times at most) while they repeat an earlier variant's: variants
+    exist to differ, and with few open slots two independent draws often coincide. The first draw is the one
+    `key` always gave, so prompts that never collided keep their text and ids."""
+    for attempt in range(REDRAWS):
+        choices = _choices(np.random.default_rng(key + ([attempt] if attempt else [])), fixed, tags, vocabulary)
+        if choices not in taken:
+            break
+    return choices  # every open combination is taken: a repeat is all there is
 
 
 def _choices(rng: np.random.Generator, fixed: Mapping[str, str], tags: Mapping[str, str],

@@ -71,6 +71,18 @@ def test_open_slots_vary_and_unmeasured_ones_are_chosen_from_the_vocabulary():
         "a construction site", "a warehouse"}
 
 
+def test_variants_differ_while_open_combinations_remain():
+    # Dark, medium, off-centre: fixed. Open: environment (2) x viewpoint (1) x season (2), four combinations.
+    c = cluster("missed", "no_helmet", [attrs(brightness=25)] * 10, neighbour="helmet")
+    for seed in range(20):
+        _, *variants = write_prompts(c, BOOK, variants=5, seed=seed)
+        assert len({p.prompt for p in variants}) == 4, seed  # four draws, four combinations: each once
+        again = write_prompts(c, BOOK, variants=5, seed=seed)
+        assert [p.id for p in again[1:]] == [p.id for p in variants]  # still seeded
+    # A fifth variant has nothing new left to ask for: it repeats one rather than failing.
+    assert len(write_prompts(c, BOOK, variants=6)) == 6
+
+
 def test_a_fixed_zero_shot_tag_is_kept_in_every_variant():
     tags = {"environment": {"value": "a warehouse", "share": 0.9, "fixed": True},
             "viewpoint": {"value": "a security camera", "share": 0.4, "fixed": False}}
