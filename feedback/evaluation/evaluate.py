@@ -1,6 +1,7 @@
 """`edgeloop eval`: a model (.pt/.onnx) on a labelled YOLO folder, to the metrics JSON the gate reads.
 
-mAP is pycocotools' own; precision/recall are at the deployed operating point (conf 0.25, IoU 0.5).
+mAP is pycocotools' own; precision/recall are at the deployed operating point (IoU 0.5): each class's own
+threshold where the model has them, else one confidence (0.25).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from feedback.evaluation.dataset import YoloDataset, load_dataset, read_names
 from feedback.evaluation.operating_point import operating_point
 from feedback.evaluation.predict import load_detector, predict_images
 from feedback.evaluation.report import confusion_json, format_table, write_report
+from feedback.evaluation.thresholds import by_class_id
 
 __all__ = ["evaluate", "evaluate_predictions", "format_table", "resolve_names"]
 
@@ -32,6 +34,7 @@ def evaluate(
     names: Sequence[str] | None = None,
     conf: float = 0.25,
     iou: float = 0.5,
+    thresholds: Mapping[str, float] | None = None,
     report_dir: Path | str | None = None,
     coco_predictions: Path | str | None = None,
     batch: int = 16,
@@ -41,7 +44,8 @@ def evaluate(
     """Predict over DATA_DIR/images and score against DATA_DIR/labels.
 
     Class names: `names` if given, else DATA_DIR/data.yaml, else the model's own. conf/iou are the
-    operating point for precision, recall and the confusion matrix; mAP never depends on them.
+    operating point for precision, recall and the confusion matrix; `thresholds` (class name -> confidence)
+    replace `conf` for the classes they name. mAP never depends on them.
     """
     started = time.perf_counter()
     detector = load_detector(Path(model_path))
@@ -51,9 +55,8 @@ def evaluate(
         detector, [image.path for image in dataset.images], batch=batch, device=device, progress=progress
     )
     predicted = time.perf_counter()
-    result = evaluate_predictions(
-        dataset, predictions, conf=conf, iou=iou, report_dir=report_dir, coco_predictions=coco_predictions
-    )
+    result = evaluate_predictions(dataset, predictions, conf=conf, iou=iou, thresholds=thresholds,
+                                  report_dir=report_dir, coco_predictions=coco_predictions)
     result.update(
         model=str(model_path),
         data=str(data_dir),
@@ -69,6 +72,7 @@ def evaluate_predictions(
     *,
     conf: float = 0.25,
     iou: float = 0.5,
+    thresholds: Mapping[str, float] | None = None,
     report_dir: Path | str | None = None,
     coco_predictions: Path | str | None = None,
 ) -> dict[str, Any]:
@@ -80,12 +84,15 @@ def evaluate_predictions(
         path.write_text(json.dumps(results, separators=(",", ":")))
     coco = coco_map(coco_ground_truth(dataset), results)
     truths = {image.image_id: image.truth for image in dataset.images}
-    point = operating_point(truths, predictions, len(dataset.names), confidence=conf, iou=iou)
+    own = by_class_id(thresholds, dataset.names)
+    confidence = {c: own.get(c, conf) for c in range(len(dataset.names))} if own else conf
+    point = operating_point(truths, predictions, len(dataset.names), confidence=confidence, iou=iou)
     per_class = {}
     for cls, name in enumerate(dataset.names):
         per_class[name] = {
             "map50": coco.per_class[cls].map50,
             "map50_95": coco.per_class[cls].map50_95,
+            "threshold": own.get(cls, conf),  # the confidence its precision and recall below are at
             "precision": point.class_precision(cls),
             "recall": point.class_recall(cls),
             "instances": int(point.instances[cls]),
@@ -99,7 +106,9 @@ def evaluate_predictions(
         "precision": point.precision,
         "recall": point.recall,
         "per_class": per_class,
-        "operating_point": {"confidence": conf, "iou": iou},
+        # `confidence` holds for the classes without a threshold of their own.
+        "operating_point": {"confidence": conf, "iou": iou,
+                            **({"thresholds": {dataset.names[c]: t for c, t in sorted(own.items())}} if own else {})},
         "images": len(dataset.images),
         "instances": int(point.instances.sum()),
         "confusion_matrix": confusion_json(point, dataset.names),

@@ -1,6 +1,7 @@
-"""Precision, recall, confusion matrix and the worst mistakes at the deployed confidence threshold.
+"""Precision, recall, confusion matrix and the worst mistakes at the deployed confidence threshold(s).
 
-mAP integrates over all thresholds; this is what a camera actually does at conf 0.25, IoU 0.5.
+mAP integrates over all thresholds; this is what a camera actually does at its operating point, IoU 0.5:
+one confidence for every class (0.25 by default), or each class's own (DESIGN decision 9).
 
 Matching, per image: predictions with score >= confidence, in descending score, each take the
 unmatched ground-truth box of their own class with the highest IoU >= iou (greedy, one-to-one).
@@ -50,9 +51,20 @@ class FalseNegative:
     best_score: float  # see the module docstring; 0.0 when no same-class prediction overlaps
 
 
+Confidence = float | Mapping[int, float]  # one threshold, or class id -> its own (others: DEFAULT_CONFIDENCE)
+DEFAULT_CONFIDENCE = 0.25
+
+
+def per_detection_threshold(class_ids: np.ndarray, confidence: Confidence) -> np.ndarray | float:
+    """The threshold each detection must reach: its class's own, else the default."""
+    if not isinstance(confidence, Mapping):
+        return confidence
+    return np.array([confidence.get(int(c), DEFAULT_CONFIDENCE) for c in class_ids], dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
-    confidence: float
+    confidence: Confidence
     iou: float
     confusion: np.ndarray  # (n+1)×(n+1) int64, [predicted, true], last index background
     false_positives: tuple[FalsePositive, ...]  # worst first
@@ -94,7 +106,7 @@ def operating_point(
     predictions: Mapping[str, sv.Detections],
     n_classes: int,
     *,
-    confidence: float = 0.25,
+    confidence: Confidence = DEFAULT_CONFIDENCE,
     iou: float = 0.5,
 ) -> OperatingPoint:
     """Match every image's predictions (all of them, mAP's low threshold is fine) to its ground truth."""
@@ -119,11 +131,11 @@ def _match_image(
     truth: sv.Detections,
     everything: sv.Detections,
     confusion: np.ndarray,
-    confidence: float,
+    confidence: Confidence,
     iou: float,
 ) -> tuple[list[FalsePositive], list[FalseNegative]]:
     background = confusion.shape[0] - 1
-    kept = everything[everything.confidence >= confidence]
+    kept = everything[everything.confidence >= per_detection_threshold(everything.class_id, confidence)]
     order = np.argsort(-kept.confidence, kind="stable")
     overlaps = _iou(kept.xyxy, truth.xyxy)  # [prediction, ground truth]
     gt_class, pred_class = truth.class_id, kept.class_id

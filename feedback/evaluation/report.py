@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from feedback.evaluation.coco import RECALL_POINTS, CocoMetrics
 from feedback.evaluation.dataset import YoloDataset
-from feedback.evaluation.operating_point import Box, FalseNegative, FalsePositive, OperatingPoint
+from feedback.evaluation.operating_point import Box, Confidence, FalseNegative, FalsePositive, OperatingPoint
 
 TABLE_COLUMNS = ("mAP@0.5", "mAP@0.5:0.95", "Precision", "Recall", "Instances")
 _METRIC_KEYS = ("map50", "map50_95", "precision", "recall")
@@ -99,10 +99,17 @@ def confusion_json(point: OperatingPoint, names: Sequence[str]) -> dict[str, Any
         "labels": [*names, "background"],
         "rows": "predicted",
         "columns": "true",
-        "confidence": point.confidence,
+        "confidence": _thresholds_by_name(point.confidence, names),
         "iou": point.iou,
         "matrix": point.confusion.tolist(),
     }
+
+
+def _thresholds_by_name(confidence: Confidence, names: Sequence[str]) -> float | dict[str, float]:
+    """JSON keys are strings: per-class thresholds are shown by class name."""
+    if isinstance(confidence, Mapping):
+        return {names[c]: t for c, t in sorted(confidence.items())}
+    return confidence
 
 
 def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: Path) -> None:
