@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +112,13 @@ class YoloItem:
     split: str  # train | val
     suffix: str  # the image file's extension, from its media type
     label: str  # the label file's text: one "class cx cy w h" line per box, normalised
+    origin: str = "real"  # real | synthetic
+    width: int = 0  # pixels
+    height: int = 0
+
+    @property
+    def class_ids(self) -> list[int]:
+        return [int(line.split()[0]) for line in self.label.splitlines() if line.strip()]
 
 
 def yolo_items(catalog: Catalog, version: int) -> tuple[list[str], list[YoloItem]]:
@@ -120,7 +127,7 @@ def yolo_items(catalog: Catalog, version: int) -> tuple[list[str], list[YoloItem
         names = catalog_classes(con)
         rows = con.execute(
             """
-            SELECT d.image_sha256, d.split, i.media_type, i.width, i.height,
+            SELECT d.image_sha256, d.split, d.origin, i.media_type, i.width, i.height,
                    list([b.class_id, b.x1, b.y1, b.x2, b.y2] ORDER BY b.idx) FILTER (WHERE b.idx IS NOT NULL)
             FROM dataset_items d
             JOIN images i ON i.sha256 = d.image_sha256
@@ -133,39 +140,51 @@ def yolo_items(catalog: Catalog, version: int) -> tuple[list[str], list[YoloItem
     if not rows:
         raise DatasetError(f"dataset v{version} does not exist")
     items = []
-    for sha, split, media_type, width, height, boxes in rows:
+    for sha, split, origin, media_type, width, height, boxes in rows:
         lines = [
             f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
             f"{(y2 - y1) / height:.6f}"
             for c, x1, y1, x2, y2 in boxes or []
         ]
         label = "\n".join(lines) + ("\n" if lines else "")
-        items.append(YoloItem(sha, split, _EXTENSIONS.get(media_type, ".jpg"), label))
+        items.append(YoloItem(sha, split, _EXTENSIONS.get(media_type, ".jpg"), label, origin, width, height))
     return names, items
 
 
-def materialise(catalog: Catalog, blobs: BlobStore, version: int, root: Path) -> Path:
+def materialise(catalog: Catalog, blobs: BlobStore, version: int, root: Path, *,
+                repeats: Mapping[str, int] | None = None, calibration: Collection[str] = ()) -> Path:
     """Write dataset `version` as a YOLO folder (train/ and val/ of images + labels, data.yaml).
 
-    Images are symlinks to the blobs where the store is local (copies otherwise). The folder
-    is built beside `root` and renamed into place, so a crash never leaves half a data set.
+    `repeats` (image sha256 -> times, default 1) writes a training image that many times, as repeat-factor
+    sampling asks; `calibration` names training images moved to a calib/ split (data.yaml's "calib") that
+    training never sees. Images are symlinks to the blobs where the store is local (copies otherwise). The
+    folder is built beside `root` and renamed into place, so a crash never leaves half a data set.
     """
     names, items = yolo_items(catalog, version)
     root = Path(root)
     tmp = root.with_name(f".{root.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    for split in ("train", "val"):
+    splits = ("train", "val", "calib") if calibration else ("train", "val")
+    for split in splits:
         (tmp / split / "images").mkdir(parents=True)
         (tmp / split / "labels").mkdir(parents=True)
+    calibration, repeats = set(calibration), repeats or {}
     for item in items:
-        image = tmp / item.split / "images" / f"{item.image_sha256}{item.suffix}"
+        split = "calib" if item.split == "train" and item.image_sha256 in calibration else item.split
+        times = repeats.get(item.image_sha256, 1) if split == "train" else 1
         source = blobs.local_path(item.image_sha256)
-        if source is not None:
-            os.symlink(source.resolve(), image)
-        else:
-            image.write_bytes(blobs.get(item.image_sha256))
-        (tmp / item.split / "labels" / f"{item.image_sha256}.txt").write_text(item.label)
+        for k in range(times):  # a copy's own file name: ultralytics keys its label cache by image path
+            stem = item.image_sha256 if k == 0 else f"{item.image_sha256}_r{k}"
+            image = tmp / split / "images" / f"{stem}{item.suffix}"
+            if source is not None:
+                os.symlink(source.resolve(), image)
+            elif k == 0:
+                image.write_bytes(blobs.get(item.image_sha256))
+            else:
+                os.symlink(f"{item.image_sha256}{item.suffix}", image)
+            (tmp / split / "labels" / f"{stem}.txt").write_text(item.label)
     data = {"path": str(root.resolve()), "train": "train/images", "val": "val/images",
+            **({"calib": "calib/images"} if calibration else {}),
             "names": names, "edgeloop_dataset_version": version}
     # JSON is valid YAML: no yaml dependency in the store.
     (tmp / "data.yaml").write_text(json.dumps(data, indent=1) + "\n")

@@ -29,9 +29,11 @@ class ModelRecord:
     metrics: dict[str, Any] | None
     origin: str | None = None  # trained (here) | external (registered); see migration 0004
     note: str | None = None
+    thresholds: dict[str, float] | None = None  # class name -> its operating confidence; None: one global
 
 
-_COLUMNS = "id, weights_sha256, parent_id, dataset_version, classes, imgsz, status, created_at, metrics, origin, note"
+_COLUMNS = ("id, weights_sha256, parent_id, dataset_version, classes, imgsz, status, created_at, metrics, origin, note, "
+            "thresholds")
 
 
 def model_id_for(weights_sha256: str) -> str:
@@ -41,20 +43,22 @@ def model_id_for(weights_sha256: str) -> str:
 def register_model(
     con: duckdb.DuckDBPyConnection, weights_sha256: str, *, classes: list[str], imgsz: int,
     parent_id: str | None = None, dataset_version: int | None = None, origin: str = "trained",
-    note: str | None = None,
+    note: str | None = None, thresholds: dict[str, float] | None = None,
 ) -> str:
     """Add a candidate (idempotent: the same weights are the same model, whatever came with them later)."""
     model_id = model_id_for(weights_sha256)
     con.execute(
-        f"INSERT INTO models ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 'candidate', ?, NULL, ?, ?) ON CONFLICT DO NOTHING",
-        [model_id, weights_sha256, parent_id, dataset_version, json.dumps(classes), imgsz, utc_now(), origin, note],
+        f"INSERT INTO models ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 'candidate', ?, NULL, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [model_id, weights_sha256, parent_id, dataset_version, json.dumps(classes), imgsz, utc_now(), origin, note,
+         json.dumps(thresholds) if thresholds else None],
     )
     return model_id
 
 
 def _record(row: tuple) -> ModelRecord:
     return ModelRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6], row[7],
-                       json.loads(row[8]) if row[8] else None, row[9], row[10])
+                       json.loads(row[8]) if row[8] else None, row[9], row[10],
+                       json.loads(row[11]) if row[11] else None)
 
 
 def get_model(con: duckdb.DuckDBPyConnection, model_id: str) -> ModelRecord | None:

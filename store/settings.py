@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     # Class name -> phrases open-vocabulary models understand ("no_helmet": ["bare head"]); the first one also
     # grounds the generators' objects. A class without phrases is asked for by its name in words.
     class_phrases: dict[str, list[str]] = {}
+    # Classes the site cares most about (alerts): training favours them like rare ones, and the gate refuses a
+    # model that sees them less often at its operating point. Each class's threshold is chosen for this precision
+    # (one for all, or per class name) on a split carved from training data.
+    watch_classes: list[str] = []
+    operating_precision: float | dict[str, float] = 0.5
     grounding_model: str = "IDEA-Research/grounding-dino-tiny"
     sam_model: str | None = None  # e.g. "facebook/sam-vit-base": each teacher box becomes its mask's tight box
     grounding_box_threshold: float = 0.35  # GroundingDINO's own defaults
