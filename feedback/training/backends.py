@@ -5,9 +5,10 @@ Each backend takes the same request and returns a `TrainResult` for a model regi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from feedback.training.recipe import Recipe
 from feedback.training.train import TrainingError, TrainResult, train
 from store.settings import Workspace
 
@@ -31,6 +32,8 @@ class TrainingBackend(Protocol):
         overrides: dict[str, Any] | None = None,
         progress: Progress | None = None,
         seed: int = 0,
+        recipe: Recipe | None = None,
+        watch: Sequence[str] = (),
     ) -> TrainResult: ...
 
 
@@ -50,10 +53,12 @@ class LocalBackend:
         overrides: dict[str, Any] | None = None,
         progress: Progress | None = None,
         seed: int = 0,
+        recipe: Recipe | None = None,
+        watch: Sequence[str] = (),
     ) -> TrainResult:
         epochs = (lambda done, total: progress(done, total, "training")) if progress else None
         return train(ws, dataset_version=dataset_version, parent=parent, base=base, profile=profile or "cpu",
-                     overrides=overrides, progress=epochs, seed=seed)
+                     overrides=overrides, progress=epochs, seed=seed, recipe=recipe, watch=watch)
 
 
 def get_backend(name: str, ws: Workspace) -> TrainingBackend:

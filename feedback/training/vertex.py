@@ -10,8 +10,8 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from edge.protocol import utc_now
 from feedback.training.backends import Progress
 from feedback.training.promote import _checkpoint
 from feedback.training.remote import PROGRESS, WEIGHTS, export_dataset, join
+from feedback.training.recipe import Recipe
 from feedback.training.train import RunPlan, TrainingError, TrainResult, plan_run, record_run
 from store.settings import Settings, Workspace
 
@@ -95,14 +96,22 @@ class VertexBackend:
         overrides: dict[str, Any] | None = None,
         progress: Progress | None = None,
         seed: int = 0,
+        recipe: Recipe | None = None,
+        watch: Sequence[str] = (),
     ) -> TrainResult:
-        """Train on Vertex AI; `profile` defaults to gpu when the job has an accelerator."""
+        """Train on Vertex AI; `profile` defaults to gpu when the job has an accelerator.
+
+        Of the rare-aware recipe, the levers that are ultralytics arguments (training size, class weights) travel
+        with the job; resampling, the calibration split and thresholds are made where the catalog is, so a remote
+        run does without them (its model deploys at one global threshold) until the export carries them."""
         if ws.settings.storage_url is None:
             raise TrainingError("a Vertex AI job reads the data set from the blob store, and this workspace keeps "
                                 "its blobs on this machine: set EDGELOOP_STORAGE_URL to a gs:// bucket")
         c = self.config
+        remote = replace(recipe or Recipe(), repeat_threshold=None, calibration_share=0.0, rare_checkpoint=False)
         plan = plan_run(ws, dataset_version=dataset_version, parent=parent, base=base, seed=seed,
-                        profile=profile or ("gpu" if c.accelerator_type else "cpu"), overrides=overrides)
+                        profile=profile or ("gpu" if c.accelerator_type else "cpu"), overrides=overrides,
+                        recipe=remote, watch=watch)
         name = f"edgeloop-train-v{plan.dataset_version}-{utc_now():%Y%m%d-%H%M%S}"
         base_output_dir = join(c.staging_bucket, "edgeloop", name)
         output_dir = join(base_output_dir, "model")  # where Vertex points AIP_MODEL_DIR too

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, ultralytics_to_stderr
+
+if TYPE_CHECKING:
+    from feedback.training.recipe import Recipe
 
 @app.command("import")
 def import_(
@@ -46,6 +49,15 @@ def train(
     dataset: Annotated[Optional[int], typer.Option(help="Dataset version (default: freeze the current labels).")] = None,
     backend: Annotated[str, typer.Option(
         help="local (here) or vertex (a Vertex AI custom job; settings vertex_*).")] = "local",
+    recipe: Annotated[str, typer.Option(
+        help="rare: where a class is rare or watched, resample its images, train at a size its boxes need, keep "
+             "the epoch best for it and choose each class's threshold; plain: every class alike, one threshold.")
+    ] = "rare",
+    operating_precision: Annotated[float, typer.Option(
+        help="The precision each class's threshold is chosen for (rare recipe), on a split carved from training "
+             "data.")] = 0.5,
+    watch_classes: Annotated[Optional[str], typer.Option(
+        help="Comma-separated class names the rare recipe favours even when they are not rare.")] = None,
     export: Annotated[Optional[str], typer.Option(
         hidden=True, help="Job form, what a Vertex AI job runs: train on this dataset export (no catalog).")] = None,
     output_dir: Annotated[Optional[str], typer.Option(hidden=True, help="Job form: where the weights go.")] = None,
@@ -64,6 +76,7 @@ def train(
     if export is not None:
         return _train_job(export, output_dir, params, dataset, parent_weights, base, as_json)
     overrides = {k: v for k, v in {"epochs": epochs, "imgsz": imgsz}.items() if v is not None}
+    chosen = recipe_option(recipe, operating_precision)
     try:
         ws = open_workspace(workspace)
         with ultralytics_to_stderr(), Progress(console=err, transient=True, disable=as_json) as bar:
@@ -74,12 +87,25 @@ def train(
 
             result = get_backend(backend, ws).train(
                 ws, dataset_version=dataset, base=base, profile=profile, overrides=overrides, progress=show,
-                parent=None if scratch else (parent or "champion"))
+                parent=None if scratch else (parent or "champion"), recipe=chosen,
+                watch=[c for c in (watch_classes or "").split(",") if c])
     except (TrainingError, DatasetError) as exc:
         raise fail(str(exc)) from exc
     out = {"model": result.model_id, "parent": result.parent_id, "dataset_version": result.dataset_version,
-           "duration_s": round(result.duration_s, 1), "weights_sha256": result.weights_sha256}
+           "duration_s": round(result.duration_s, 1), "weights_sha256": result.weights_sha256,
+           "imgsz": result.params.get("imgsz"), "thresholds": result.thresholds}
     emit(out | ({"backend": backend, "job": result.job} if result.job else {}), as_json)
+
+
+def recipe_option(name: str, operating_precision: float) -> Recipe:
+    """`--recipe` and `--operating-precision` as the trainer's Recipe; a bad value is named."""
+    from feedback.training.recipe import Recipe
+
+    if name not in ("rare", "plain"):
+        raise fail(f"--recipe {name!r}: choose rare or plain")
+    if not 0.0 < operating_precision <= 1.0:
+        raise fail(f"--operating-precision {operating_precision}: must lie in (0, 1]")
+    return Recipe(operating_precision=operating_precision) if name == "rare" else Recipe.off()
 
 
 def _train_job(export: str, output_dir: str | None, params: str | None, dataset: int | None,

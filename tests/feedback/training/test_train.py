@@ -147,8 +147,9 @@ def test_dataset_option_trains_on_that_version_not_the_newest(tmp_path: Path, st
     assert build_dataset(ws.catalog).version == 2
     assert any(VEST in classes for classes in v1_labels.values()) and v1_labels != v2_labels  # the premise
 
+    # The plain recipe: the rare-aware one repeats no_helmet's images (tests/feedback/training/test_train_recipe.py).
     out = CliRunner().invoke(app, ["train", "--dataset", "1", "--scratch", "--epochs", "1", "--imgsz", "64",
-                                   "-w", str(ws.settings.workspace), "--json"])
+                                   "--recipe", "plain", "-w", str(ws.settings.workspace), "--json"])
     assert out.exit_code == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["dataset_version"] == 1
