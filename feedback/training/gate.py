@@ -1,12 +1,15 @@
 """The promotion gate: a challenger replaces the champion only if it truly wins on real images.
 
-Rule (DESIGN decision 4): mAP@0.5:0.95 on the real holdout improves by at least `margin`, and
-no class's AP@0.5 drops by more than `tolerance` (a class missing from the challenger's results
-counts as AP 0). Pure, so every verdict is easy to test.
+Rule (DESIGN decision 4): mAP@0.5:0.95 on the real holdout improves by at least `margin`, no
+class's AP@0.5 drops by more than `tolerance` (a class missing from the challenger's results
+counts as AP 0), and no watched class's recall at its own operating point (each model at its
+own thresholds, DESIGN decision 9) drops by more than `tolerance` either: an alert class the
+site sees less often is a regression whatever the mAP. Pure, so every verdict is easy to test.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +31,10 @@ def decide(
     *,
     margin: float = DEFAULT_MARGIN,
     tolerance: float = DEFAULT_TOLERANCE,
+    watched: Sequence[str] = (),
 ) -> GateDecision:
-    """Compare two evaluation results (the JSON `edgeloop eval` writes) on the same holdout."""
+    """Compare two evaluation results (the JSON `edgeloop eval` writes) on the same holdout; `watched` names
+    the classes whose recall at the operating point may not fall (the rare and watched ones)."""
     if champion is None:
         return GateDecision(True, ["no champion yet: the first model is promoted"], margin, tolerance)
     reasons: list[str] = []
@@ -54,4 +59,20 @@ def decide(
         reasons.append(f"classes regressing past the {tolerance:.3f} tolerance: " + "; ".join(regressions))
     else:
         reasons.append(f"no class's AP@0.5 drops by more than {tolerance:.3f}")
-    return GateDecision(wins and not regressions, reasons, margin, tolerance)
+    unseen = []
+    for name in watched:
+        theirs, ours = (champion["per_class"].get(name) or {}), (challenger["per_class"].get(name) or {})
+        if theirs.get("recall") is None:  # no holdout instances: nothing to see or miss
+            continue
+        drop = theirs["recall"] - (ours.get("recall") or 0.0)
+        line = (f"{name} recall {ours.get('recall') or 0.0:.3f} at {_at(ours)} vs {theirs['recall']:.3f} at "
+                f"{_at(theirs)}")
+        reasons.append(line + (" (falls)" if drop > tolerance + 1e-12 else ": pass"))
+        if drop > tolerance + 1e-12:
+            unseen.append(name)
+    return GateDecision(wins and not regressions and not unseen, reasons, margin, tolerance)
+
+
+def _at(per_class: dict[str, Any]) -> str:
+    """Where a class's recall was measured: its own threshold, or the global one."""
+    return f"conf {per_class.get('threshold', 0.25):.3g}"

@@ -6,13 +6,15 @@ Both are judged on the same, latest dataset version's holdout (real images only)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from feedback.evaluation.evaluate import evaluate
 from feedback.training.gate import DEFAULT_MARGIN, DEFAULT_TOLERANCE, GateDecision, decide
-from store.datasets import DatasetError, build_dataset, materialise
+from feedback.training.recipe import rare_in
+from store.datasets import DatasetError, build_dataset, materialise, yolo_items
 from store.labels import catalog_classes
 from store.models import ModelRecord, champion, get_model, model_id_for, record_gate_decision, register_model
 from store.settings import Workspace
@@ -88,6 +90,12 @@ def resolve_model(ws: Workspace, ref: str) -> ModelRecord:
     return register_weights(ws, ref)[0]
 
 
+def watched_classes(ws: Workspace, version: int, names: Sequence[str]) -> list[str]:
+    """The classes rare among dataset `version`'s training boxes, as selection and the training recipe count them."""
+    training = [item for item in yolo_items(ws.catalog, version)[1] if item.split == "train"]
+    return [names[c] for c in rare_in(training, len(names))]
+
+
 def _weights(ws: Workspace, model: ModelRecord, folder: Path) -> Path:
     path = folder / f"{model.id}.pt"
     if not path.exists():
@@ -104,7 +112,11 @@ def run_gate(
     tolerance: float = DEFAULT_TOLERANCE,
     report_dir: Path | None = None,
     progress: bool = True,
+    watch: Sequence[str] = (),
 ) -> GateReport:
+    """Judge `challenger_ref` against the champion on the newest holdout, each at its own thresholds; the rare
+    classes (as selection counts them) and `watch` (default: the workspace's watch_classes) may not lose recall
+    at their operating points."""
     challenger = resolve_model(ws, challenger_ref)
     with ws.catalog.connect() as con:
         names = catalog_classes(con)
@@ -126,11 +138,13 @@ def run_gate(
 
     def judge(model: ModelRecord, role: str) -> dict[str, Any]:
         out = report_dir / role if report_dir else None
-        return evaluate(_weights(ws, model, weights), root / "val", names=names, report_dir=out, progress=progress)
+        return evaluate(_weights(ws, model, weights), root / "val", names=names, report_dir=out, progress=progress,
+                        thresholds=model.thresholds)
 
     challenger_metrics = judge(challenger, "challenger")
     champion_metrics = judge(current, "champion") if current else None
-    decision = decide(challenger_metrics, champion_metrics, margin=margin, tolerance=tolerance)
+    watched = sorted(set(watched_classes(ws, version, names)) | set(watch or ws.settings.watch_classes))
+    decision = decide(challenger_metrics, champion_metrics, margin=margin, tolerance=tolerance, watched=watched)
     with ws.catalog.connect() as con:
         con.begin()
         record_gate_decision(

@@ -71,3 +71,28 @@ def test_margin_and_tolerance_are_configurable() -> None:
     challenger = result(0.303, helmet=0.65, no_helmet=0.20, vest=0.60)
     assert not decide(challenger, CHAMPION).promoted
     assert decide(challenger, CHAMPION, margin=0.001, tolerance=0.06).promoted
+
+
+def with_recall(res: dict, name: str, recall: float | None, threshold: float = 0.25) -> dict:
+    res["per_class"][name] |= {"recall": recall, "threshold": threshold}
+    return res
+
+
+# Dyadic numbers (exact in binary) so that "falls by more than the tolerance" is decided on the rule, not rounding.
+def test_a_watched_class_whose_recall_falls_at_its_operating_point_is_refused() -> None:
+    champion = with_recall(result(0.25, helmet=0.75, no_helmet=0.25), "no_helmet", 0.5, threshold=0.125)
+    challenger = with_recall(result(0.375, helmet=0.75, no_helmet=0.5), "no_helmet", 0.25, threshold=0.25)
+    d = decide(challenger, champion, tolerance=0.0625, watched=["no_helmet"])
+    assert not d.promoted  # better mAP and AP, but the alert class is seen half as often
+    assert "no_helmet recall 0.250 at conf 0.25 vs 0.500 at conf 0.125 (falls)" in d.reasons
+    assert decide(challenger, champion, tolerance=0.0625).promoted  # not watched: mAP and AP decide, as before
+
+
+def test_a_watched_recall_within_tolerance_or_better_passes() -> None:
+    champion = with_recall(result(0.25, helmet=0.75, no_helmet=0.25), "no_helmet", 0.5)
+    for recall in (0.4375, 0.5, 0.75):  # 0.0625 lower is exactly the tolerance
+        challenger = with_recall(result(0.375, helmet=0.75, no_helmet=0.5), "no_helmet", recall, threshold=0.0625)
+        d = decide(challenger, champion, tolerance=0.0625, watched=["no_helmet"])
+        assert d.promoted, (recall, d.reasons)
+    nothing_to_see = with_recall(result(0.25, helmet=0.75, no_helmet=None), "no_helmet", None)
+    assert decide(result(0.375, helmet=0.75, no_helmet=None), nothing_to_see, watched=["no_helmet"]).promoted
