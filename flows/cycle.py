@@ -60,6 +60,7 @@ def improvement_cycle(
     epochs: int | None = None,
     imgsz: int | None = None,
     seed: int = 0,
+    watch_classes: list[str] | None = None,
     on_stage: StageHook | None = None,
 ) -> dict[str, Any]:
     """Run every stage once, in order; a stage with nothing to do says so and the cycle goes on.
@@ -97,7 +98,8 @@ def improvement_cycle(
     stage("synthesize", lambda: synthesize_flow(workspace, generator, synthetic_count, seed, max_cost_usd),
           skip="no new blind spot since the last synthesis" if mined.get("skipped") and _synthetic(workspace) else None)
     retrained = stage("retrain", lambda: retrain_flow(workspace, profile, epochs, imgsz, seed=seed,
-                                                      report_dir=str(out / "evaluation"), backend=backend))
+                                                      report_dir=str(out / "evaluation"), backend=backend,
+                                                      watch_classes=watch_classes))
     promoted = (retrained.get("gate") or {}).get("promoted")
     stage("publish", lambda: publish_flow(workspace, retrained["gate"]["challenger"], canary_pct),
           skip=None if promoted else "no new champion this cycle")

@@ -204,7 +204,8 @@ def run_demo(path: Path, plan: DemoPlan = DemoPlan(), console: Console | None = 
 
         cycle = improvement_cycle(str(path), budget=budget, reviewer="oracle", labels=str(labels), holdout_share=0.2,
                                   generator="swap", synthetic_count=plan.synthetic, canary_pct=plan.canary_pct,
-                                  epochs=plan.challenger_epochs, imgsz=plan.imgsz, seed=s, on_stage=on_stage)
+                                  epochs=plan.challenger_epochs, imgsz=plan.imgsz, seed=s, on_stage=on_stage,
+                                  watch_classes=[RARE])  # the site's alert class, as the device watches it
         stages = {st["name"]: st for st in cycle["stages"]}
         if stages.get("publish", {}).get("status") == "done":
             lines.begin("rollout: the device follows its deployment")

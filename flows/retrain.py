@@ -31,26 +31,28 @@ def _already_trained(workspace: str | None, version: int) -> str | None:
 # Cached on its inputs and this code: a cycle rerun after a later stage failed reuses the trained model.
 @task(name="challenger", cache_policy=INPUTS + TASK_SOURCE + THIS_WORKSPACE, persist_result=True, retries=1)
 def challenger(workspace: str | None, version: int, profile: str, epochs: int | None, imgsz: int | None,
-               seed: int, backend: str = "local") -> dict:
+               seed: int, backend: str = "local", watch_classes: list[str] | None = None) -> dict:
     from feedback.training.backends import get_backend
 
     ws = open_workspace(workspace)
     overrides = {k: v for k, v in {"epochs": epochs, "imgsz": imgsz}.items() if v is not None}
     result = get_backend(backend, ws).train(ws, dataset_version=version, profile=profile, overrides=overrides,
-                                            seed=seed)
+                                            seed=seed, watch=watch_classes or ())
     return {"model": result.model_id, "parent": result.parent_id, "dataset_version": result.dataset_version,
-            "duration_s": round(result.duration_s, 1)}
+            "duration_s": round(result.duration_s, 1), "imgsz": result.params.get("imgsz"),
+            "thresholds": result.thresholds}
 
 
 @task(name="gate-verdict")
-def gate_verdict(workspace: str | None, model: str, margin: float, tolerance: float, report_dir: str | None) -> dict:
+def gate_verdict(workspace: str | None, model: str, margin: float, tolerance: float, report_dir: str | None,
+                 watch_classes: list[str] | None = None) -> dict:
     from pathlib import Path
 
     from feedback.training.promote import run_gate
 
     with limited(CATALOG_LIMIT):
         r = run_gate(open_workspace(workspace), model, margin=margin, tolerance=tolerance,
-                     report_dir=Path(report_dir) if report_dir else None, progress=False)
+                     report_dir=Path(report_dir) if report_dir else None, progress=False, watch=watch_classes or ())
     return {"promoted": r.decision.promoted, "reasons": r.decision.reasons, "challenger": r.challenger_id,
             "champion": r.champion_id, "dataset_version": r.dataset_version, "margin": margin, "tolerance": tolerance,
             "challenger_metrics": r.challenger_metrics, "champion_metrics": r.champion_metrics}
@@ -59,14 +61,14 @@ def gate_verdict(workspace: str | None, model: str, margin: float, tolerance: fl
 @flow(name="retrain", log_prints=True)
 def retrain_flow(workspace: str | None = None, profile: str = "cpu", epochs: int | None = None,
                  imgsz: int | None = None, margin: float = 0.005, tolerance: float = 0.02, seed: int = 0,
-                 report_dir: str | None = None, backend: str = "local") -> dict:
+                 report_dir: str | None = None, backend: str = "local", watch_classes: list[str] | None = None) -> dict:
     """Dataset version -> train (here, or on Vertex AI with backend "vertex") -> evaluate -> gate; skipped
     when a model was trained on this version already."""
     version = dataset_version(workspace)
     if (done := _already_trained(workspace, version)) is not None:
         print(f"retrain: dataset v{version} was already trained on ({done}); nothing new")
         return {"skipped": f"dataset v{version} already trained on by {done}", "dataset_version": version}
-    trained = challenger(workspace, version, profile, epochs, imgsz, seed, backend)
-    verdict = gate_verdict(workspace, trained["model"], margin, tolerance, report_dir)
+    trained = challenger(workspace, version, profile, epochs, imgsz, seed, backend, watch_classes)
+    verdict = gate_verdict(workspace, trained["model"], margin, tolerance, report_dir, watch_classes)
     print(f"retrain: {trained['model']} on v{version}: {'promoted' if verdict['promoted'] else 'refused'}")
     return {"dataset_version": version, "trained": trained, "gate": verdict}

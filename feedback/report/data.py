@@ -124,7 +124,10 @@ def _per_class(gate: Mapping[str, Any] | None) -> list[dict[str, Any]]:
         rows.append({"class": name, "instances": ours.get("instances"), "ap50": ap50,
                      "ap50_95": _pair(ours, theirs, "map50_95"), "precision": _pair(ours, theirs, "precision"),
                      "recall": _pair(ours, theirs, "recall"), "false_positives": ours.get("false_positives"),
-                     "false_negatives": ours.get("false_negatives"), "regressed": regressed})
+                     "false_negatives": ours.get("false_negatives"), "regressed": regressed,
+                     # The confidence its precision and recall are at: its own, or the one global threshold.
+                     "threshold": {"challenger": ours.get("threshold", 0.25),
+                                   "champion": (theirs or {}).get("threshold", 0.25) if theirs else None}})
     return rows
 
 

@@ -23,6 +23,9 @@ def cycle(
     profile: Annotated[str, typer.Option(help="Training profile: cpu or gpu.")] = "cpu",
     epochs: Annotated[Optional[int], typer.Option(help="Override the profile's epochs.")] = None,
     imgsz: Annotated[Optional[int], typer.Option(help="Override the profile's image size.")] = None,
+    watch_classes: Annotated[Optional[str], typer.Option(
+        help="Comma-separated classes training favours and the gate guards like rare ones (default: the "
+             "workspace's watch_classes).")] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -50,7 +53,8 @@ def cycle(
                                         holdout_share=holdout_share,
                                         generator=None if generator == "none" else generator,
                                         synthetic_count=synthetic, canary_pct=canary, profile=profile,
-                                        epochs=epochs, imgsz=imgsz, on_stage=show)
+                                        epochs=epochs, imgsz=imgsz, on_stage=show,
+                                        watch_classes=[c for c in (watch_classes or "").split(",") if c] or None)
     except ValueError as exc:
         raise fail(str(exc)) from exc
     emit(summary if as_json else None, as_json, f"report: {summary.get('report_html') or summary['report']}")
