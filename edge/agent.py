@@ -19,7 +19,7 @@ import supervision as sv
 
 from edge.alerts import AlertConfig, Alerter
 from edge.client import IngestClient
-from edge.detectors.base import Detector
+from edge.detectors.base import Detector, thresholds_of
 from edge.detectors.postprocess import class_evidence
 from edge.operator import OperatorEndpoint
 from edge.protocol import CaptureMeta, Detection, Heartbeat, utc_now
@@ -79,6 +79,7 @@ class Agent:
         self.tracker = Tracker()
         self.miner = HardExampleMiner(config.triggers, names=detector.names)
         self.alerter = Alerter(config.alerts, config.device, config.camera) if config.alerts else None
+        self._follow_thresholds()
         self.operator: OperatorEndpoint | None = None
         self._latency = _Latency()
         self._recent: deque[Frame] = deque(maxlen=4)  # a flicker may upload the previous frame
@@ -159,6 +160,16 @@ class Agent:
     def _switch(self, detector: Detector) -> None:
         self.detector = detector
         self._latency = _Latency()  # heartbeats report the running model's latency, not a blend
+        self._follow_thresholds()
+
+    def _follow_thresholds(self) -> None:
+        """Hand the running model's per-class thresholds to the triggers and the alerts, so that the
+        frame a model first runs is judged by its own operating points (none: back to the defaults)."""
+        thresholds = thresholds_of(self.detector)
+        self.tracker.follow(min(thresholds.values()) if thresholds else None)
+        self.miner.set_thresholds(thresholds)
+        if self.alerter:
+            self.alerter.set_thresholds(thresholds)
 
     def _count_run(self, index: int) -> None:
         version, last = self.detector.model_version, self._runs[-1] if self._runs else None
@@ -251,6 +262,7 @@ class Agent:
             "triggers": self.miner.stats(),
             "uptime_s": round(time.monotonic() - self._started, 1),
             "model_version": self.detector.model_version,
+            "thresholds": {self.detector.names.get(c, str(c)): t for c, t in sorted(thresholds_of(self.detector).items())},
             "errors": self.errors,
             "update": dict(zip(("state", "target", "detail"), self.updater.report())) if self.updater else None,
             "models_run": [dict(run) for run in self._runs],

@@ -29,6 +29,9 @@ from edge.client import retry_after_s
 log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
+# The confidence an alert class must reach when neither the person (`min_confidence`) nor the
+# model (a threshold of its own for the class) says otherwise.
+DEFAULT_ALERT_CONFIDENCE = 0.85
 SIGNATURE_VERSION = "v1"
 ALERT_TYPE = "detection.alert"
 # 408 and 429 mean "later", as does any 5xx; every other 4xx will not get better by asking again.
@@ -43,7 +46,9 @@ class AlertConfig:
     secret: str
     """`whsec_<base64>` (the key is the decoded bytes, per the spec) or a raw string (its UTF-8 bytes)."""
     classes: set[str]
-    min_confidence: float = 0.85
+    min_confidence: float | None = None
+    """The confidence every alert class must reach, when a person set one. None: each class its own
+    threshold in the running model (see `Alerter.set_thresholds`), else DEFAULT_ALERT_CONFIDENCE."""
     timeout_s: float = 5.0
     max_attempts: int = 8
     backoff_base_s: float = 0.5
@@ -113,8 +118,9 @@ class Alerter:
 
     `observe` never blocks the frame loop: it only appends to a bounded queue (dropping the
     oldest alert when full). Detections without a confirmed `tracker_id` are ignored: an
-    object alerts once, on the first frame its track reaches `min_confidence`. Between attempts
-    it waits with `wait(event, seconds)`, like `threading.Event.wait`.
+    object alerts once, on the first frame its track reaches its class's alert confidence
+    (`alert_confidence`). Between attempts it waits with `wait(event, seconds)`, like
+    `threading.Event.wait`.
     """
 
     def __init__(
@@ -123,9 +129,11 @@ class Alerter:
         device: str,
         camera: str,
         wait: Callable[[threading.Event, float], bool] = threading.Event.wait,
+        thresholds: Mapping[int, float] | None = None,
     ) -> None:
         self.config, self.device, self.camera = config, device, camera
         self._wait = wait
+        self._thresholds: dict[int, float] = dict(thresholds or {})
         self._classes = np.array(sorted(config.classes), dtype=object)
         self._alerted: OrderedDict[int, None] = OrderedDict()  # used as a bounded, ordered set
         self._queue: deque[_Alert] = deque()
@@ -137,14 +145,30 @@ class Alerter:
         self._thread = threading.Thread(target=self._run, name="alerter", daemon=True)
         self._thread.start()
 
+    def set_thresholds(self, thresholds: Mapping[int, float]) -> None:
+        """The running model's per-class thresholds (class id -> confidence; empty: none), used from
+        the next observed frame unless `config.min_confidence` is set. The agent calls this on every swap."""
+        self._thresholds = dict(thresholds)  # one reference swap, as the frame loop reads it
+
+    def alert_confidence(self, class_id: int) -> float:
+        """The confidence a tracked object of class `class_id` must reach to alert: the person's
+        `min_confidence` if set, else the class's own threshold in the running model, else 0.85."""
+        if self.config.min_confidence is not None:
+            return self.config.min_confidence
+        return self._thresholds.get(class_id, DEFAULT_ALERT_CONFIDENCE)
+
     def observe(self, detections: sv.Detections, frame_index: int, captured_at: datetime) -> None:
         """Queues an alert for each tracked object of an alert class seen confident for the first time."""
         names = detections.data.get("class_name")
         if len(detections) == 0 or detections.tracker_id is None or detections.confidence is None or names is None:
             return
+        classes = detections.class_id if detections.class_id is not None else np.full(len(detections), -1)
+        # In the scores' own dtype, as the detector compared them: a box it kept at exactly its class's
+        # threshold must not miss the same threshold here by a float32 -> float64 rounding.
+        required = np.array([self.alert_confidence(int(c)) for c in classes], dtype=detections.confidence.dtype)
         hot = (
             (detections.tracker_id >= 0)
-            & (detections.confidence >= self.config.min_confidence)
+            & (detections.confidence >= required)
             & np.isin(np.asarray(names, dtype=object), self._classes)
         )
         for i in np.flatnonzero(hot):

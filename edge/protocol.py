@@ -9,7 +9,16 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 API_PREFIX = "/v1"
 CAPTURES_PATH = f"{API_PREFIX}/captures"
@@ -187,6 +196,27 @@ class ArtifactManifest(_Strict):
     input_size: tuple[int, int]  # (h, w), static
     metrics: dict | None = None  # the gate's holdout metrics, when the model has been judged
     published_at: AwareDatetime
+    thresholds: dict[str, Annotated[float, Field(gt=0.0, lt=1.0)]] | None = None
+    """Each class's operating point (class name -> confidence), as stamped in the ONNX's metadata
+    (`class_thresholds`); the device checks they agree. None: an older manifest, or a model without."""
+
+    @model_validator(mode="after")
+    def _thresholds_name_classes(self) -> ArtifactManifest:
+        if self.thresholds and (unknown := sorted(set(self.thresholds) - set(self.classes))):
+            raise ValueError(f"thresholds name {unknown}, which are not among the classes {self.classes}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_thresholds(self, handler: SerializerFunctionWrapHandler):
+        # Devices running older code refuse unknown keys (extra="forbid"), a `"thresholds": null`
+        # included: a manifest without thresholds serializes exactly as before the field existed,
+        # so they keep following deployments (and its deployment answer keeps its ETag).
+        # No return annotation on purpose: pydantic would take it for the serialized schema, and
+        # the API's OpenAPI document would lose the manifest's fields.
+        data = handler(self)
+        if self.thresholds is None:
+            data.pop("thresholds", None)
+        return data
 
 
 class DeploymentAnswer(_Strict):

@@ -18,11 +18,15 @@ from rich.live import Live
 from edge.agent import Agent, AgentConfig
 from edge.alerts import AlertConfig
 from edge.client import IngestClient, TransientError, UploadRejected
-from edge.detectors.base import load_detector
+from edge.detectors.base import Detector, load_detector, thresholds_of
 from edge.protocol import is_safe_name
 from edge.sources import open_source
 from edge.triggers import TriggerConfig
 from edge.updater import ModelUpdater, UpdateBackend, UpdaterConfig
+
+
+DEFAULT_CONFIDENCE = 0.25  # load_detector's default: ultralytics' predict default
+RARE_BAND_LOW = 0.001  # the rare band's default low end; its high end is the detection threshold
 
 
 class AgentSetupError(Exception):
@@ -51,19 +55,36 @@ def status_line(s: dict[str, Any]) -> str:
                if s.get("update") and s["update"]["state"] != "idle" else ""))
 
 
+def _rare_band_check(detector: Detector, watch: dict[str, int], band: tuple[float, float]) -> None:
+    """An explicit rare band must end at or below each watched class's detection threshold (its own, else
+    the global one): evidence above it already gives the class a box."""
+    own, default = thresholds_of(detector), float(getattr(detector, "conf", 1.0))
+    for name, class_id in watch.items():
+        threshold = own.get(class_id, default)
+        if band[1] > threshold:
+            raise AgentSetupError(f"--rare-band high {band[1]} lies above the detection threshold {threshold} of "
+                                  f"{name}: such frames already have a box of the class")
+
+
 def run_agent(
     *, source: str, model: Path, server: str, token: str, device: str | None = None, camera: str = "cam0",
     spool: Path = Path("edgeloop-spool"), spool_max_bytes: int = 1024**3, alert_webhook: str | None = None,
-    alert_secret: str | None = None, alert_classes: list[str] | None = None, alert_confidence: float = 0.85,
+    alert_secret: str | None = None, alert_classes: list[str] | None = None, alert_confidence: float | None = None,
     operator_port: int | None = None, random_rate: float = 0.01, budget_per_hour: float = 120.0,
-    watch_classes: list[str] | None = None, rare_band: tuple[float, float] = (0.001, 0.25),
-    rare_top: float = 0.05,
+    watch_classes: list[str] | None = None, rare_band: tuple[float, float] | None = None,
+    rare_top: float = 0.05, confidence: float | None = None,
     heartbeat_s: float = 30.0, max_frames: int | None = None, realtime: bool = False, drain_s: float = 10.0, live: bool = True,
     console: Console | None = None, loop: bool = False, follow_deployments: bool = False,
     model_dir: Path = Path("edgeloop-models"), poll_s: float = 30.0, update_backend: UpdateBackend = "auto",
     probation_frames: int = 30, latency_budget_ms: float | None = None,
 ) -> dict[str, Any]:
+    """Assemble and run the agent. `confidence`, `alert_confidence` and `rare_band` None mean "not set by
+    the person": the model's per-class thresholds then decide (DESIGN decision 9), else the old defaults
+    (0.25, 0.85, and 0.001 up to the detection threshold). Set, each one wins for every class."""
     console = console or Console(stderr=True)
+    if confidence is not None and not 0.0 < confidence < 1.0:
+        raise AgentSetupError(f"--confidence {confidence} must lie in (0, 1)")
+    conf = DEFAULT_CONFIDENCE if confidence is None else confidence
     if not Path(model).is_file():
         raise AgentSetupError(f"--model {model}: no such file")
     if not is_safe_name(camera):
@@ -82,10 +103,11 @@ def run_agent(
             updater = ModelUpdater(UpdaterConfig(
                 server=server, token=token, model_dir=model_dir, poll_s=poll_s, backend=update_backend,
                 probation_frames=probation_frames, latency_budget_ms=latency_budget_ms,
+                conf=conf, class_thresholds=confidence is None,
             ), installed=model)
             detector = updater.initial_detector()  # the last model deployed here, if it is whole
         else:
-            detector = load_detector(model)
+            detector = load_detector(model, conf=conf, class_thresholds=confidence is None)
     except (ValueError, RuntimeError, OSError) as exc:
         raise AgentSetupError(f"--model {model}: {exc}") from exc
     if alerts and (unknown := set(alert_classes or []) - set(detector.names.values())):
@@ -96,15 +118,16 @@ def run_agent(
         raise AgentSetupError(f"--watch-classes {unknown[0]!r} is not a class of the model "
                               f"({', '.join(detector.names.values())})")
     try:
+        # Not set: the band ends at the detection threshold, each watched class's own where the model has one.
         triggers = TriggerConfig(random_rate=random_rate, budget_per_hour=budget_per_hour,
-                                 watch_classes=tuple(names[c] for c in watch_classes or []), rare_band=rare_band,
+                                 watch_classes=tuple(names[c] for c in watch_classes or []),
+                                 rare_band=rare_band or (min(RARE_BAND_LOW, conf / 2), conf),
+                                 rare_band_per_class=rare_band is None,
                                  rare_top=rare_top)
     except ValueError as exc:
         raise AgentSetupError(f"trigger settings: {exc}") from exc
-    threshold = getattr(detector, "conf", 1.0)
-    if watch_classes and rare_band[1] > threshold:
-        raise AgentSetupError(f"--rare-band high {rare_band[1]} lies above the detection threshold {threshold}: "
-                              "such frames already have a box of the class")
+    if rare_band is not None:
+        _rare_band_check(detector, {c: names[c] for c in watch_classes or []}, rare_band)
     try:
         file_options = {"realtime": realtime, "loop": loop} if Path(source).is_file() else {}
         frames = open_source(source, **file_options)

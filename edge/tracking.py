@@ -30,7 +30,7 @@ class Tracker:
     ) -> None:
         # Activation at 0.5 rather than the library's 0.7: objects the model is only
         # moderately sure of must get tracks too, or their flicker could never be seen.
-        self._bytetrack = ByteTrackTracker(
+        self._settings = dict(
             lost_track_buffer=lost_track_buffer,
             frame_rate=frame_rate,
             track_activation_threshold=track_activation_threshold,
@@ -38,6 +38,8 @@ class Tracker:
             minimum_iou_threshold=minimum_iou_threshold,
             high_conf_det_threshold=high_conf_det_threshold,
         )
+        self._defaults = (track_activation_threshold, high_conf_det_threshold)
+        self._bytetrack = ByteTrackTracker(**self._settings)
         # ByteTrack numbers tracks from 0 again after a reset; shifting by the ids already
         # handed out keeps every id unique for the agent's lifetime, so the alerter's memory
         # of "already alerted" can never mistake a new object for an old one.
@@ -59,3 +61,19 @@ class Tracker:
         """Forgets every track, e.g. when the source or the model changes; ids stay unique."""
         self._bytetrack.reset()
         self._id_offset = self._next_id
+
+    def follow(self, lowest_threshold: float | None) -> None:
+        """Start and keep tracks from the running model's lowest per-class threshold (None: the defaults).
+
+        ByteTrack only starts a track from a detection at or above its activation and high-confidence
+        thresholds; a class operating at 0.15 would otherwise never be tracked, so never alerted. Every
+        detection the agent hands over already passed its own class's threshold, so each counts as sure."""
+        activation, high = self._defaults
+        if lowest_threshold is not None:
+            activation, high = min(activation, lowest_threshold), min(high, lowest_threshold)
+        if (activation, high) == (self._settings["track_activation_threshold"],
+                                  self._settings["high_conf_det_threshold"]):
+            return
+        self._settings.update(track_activation_threshold=activation, high_conf_det_threshold=high)
+        self._bytetrack = ByteTrackTracker(**self._settings)
+        self._id_offset = self._next_id  # a new tracker numbers from 0 again

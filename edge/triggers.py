@@ -1,6 +1,7 @@
 """Hard-example mining on the device: decides which frames are worth uploading, and why.
 
 Triggers (uncertainty, flicker, operator, rare_class, random) propose frames; an hourly budget and a perceptual-hash dedup thin them.
+A class the model carries its own threshold for has its bands placed at that threshold (DESIGN decision 9).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class TriggerConfig:
     """What makes a frame a hard example, and how many of them the device may send."""
 
     uncertainty_band: tuple[float, float] = (0.25, 0.6)
-    """A detection with `low <= confidence < high` is one the model is unsure about."""
+    """A detection with `low <= confidence < high` is one the model is unsure about. `low` is
+    meant to be the detector's operating threshold: the band is the confidences just above it."""
     flicker_min_hits: int = 3
     """A track must have been seen (with a confirmed id) on this many frames to count..."""
     flicker_max_age: int = 5
@@ -70,6 +72,14 @@ class TriggerConfig:
     flicker_enabled: bool = True
     operator_enabled: bool = True
     random_enabled: bool = True
+    uncertainty_band_per_class: bool = True
+    """A class with its own threshold in the running model gets its own uncertainty band: from that
+    threshold, as wide as `uncertainty_band` (see `class_uncertainty_band`). False: `uncertainty_band`
+    for every class."""
+    rare_band_per_class: bool = True
+    """A watched class with its own threshold gets its own rare band: from `rare_band`'s low up to
+    that threshold (see `class_rare_band`). False: `rare_band` for every class, as when a person set
+    the band explicitly (`edgeloop agent --rare-band`)."""
 
     def __post_init__(self) -> None:
         low, high = self.uncertainty_band
@@ -108,6 +118,25 @@ class Decision:
     detections: sv.Detections = field(repr=False)
     note: str | None = None
     """What the operator wrote when flagging, if anything."""
+
+
+def class_uncertainty_band(band: tuple[float, float], threshold: float) -> tuple[float, float]:
+    """The uncertainty band of a class whose operating threshold is `threshold`: the configured band
+    moved to start there (it starts at the global threshold), as wide, ending at 1 at the most."""
+    low, high = band
+    return threshold, min(1.0, threshold + (high - low))
+
+
+def class_rare_band(band: tuple[float, float], threshold: float) -> tuple[float, float]:
+    """The rare band of a class whose operating threshold is `threshold`: the configured band's low
+    up to the threshold, which is where the class would get a box. Empty when the threshold lies
+    at or below `low`: then no evidence is "almost" a box."""
+    return band[0], threshold
+
+
+def _band(band: tuple[float, float]) -> str:
+    """A class's own band for a reason: 4 digits, since a threshold plus a width needs rounding."""
+    return f"[{band[0]:.4g}, {band[1]:.4g})"
 
 
 def dhash(frame: np.ndarray) -> int:
@@ -186,10 +215,12 @@ class HardExampleMiner:
         clock: Callable[[], float] = time.monotonic,
         seed: int = 0,
         names: Mapping[int, str] | None = None,
+        thresholds: Mapping[int, float] | None = None,
     ) -> None:
         self.config = config or TriggerConfig()
         cfg = self.config
         self._names = dict(names or {})  # the model's class names, for rare_class reasons
+        self._thresholds: dict[int, float] = dict(thresholds or {})
         self._rng = random.Random(seed)
         capacity = float(cfg.budget_burst) if cfg.budget_per_hour > 0 else 0.0
         self._bucket = _TokenBucket(cfg.budget_per_hour / 3600.0, capacity, clock)
@@ -203,6 +234,23 @@ class HardExampleMiner:
         self._flag_note: str | None = None
         self._fired: dict[Trigger, int] = dict.fromkeys(TRIGGERS, 0)
         self._counts = {"uploaded": 0, "suppressed_by_budget": 0, "suppressed_as_duplicate": 0, "superseded": 0}
+
+    def set_thresholds(self, thresholds: Mapping[int, float]) -> None:
+        """The running model's per-class thresholds (class id -> confidence; empty: none): the bands
+        follow them from the next observed frame. The agent calls this whenever it swaps models."""
+        self._thresholds = dict(thresholds)  # one reference swap: observe() reads either map, never half of one
+
+    def uncertainty_band_of(self, class_id: int) -> tuple[float, float]:
+        """The uncertainty band that applies to class `class_id` now."""
+        band = self.config.uncertainty_band
+        threshold = self._thresholds.get(class_id) if self.config.uncertainty_band_per_class else None
+        return band if threshold is None else class_uncertainty_band(band, threshold)
+
+    def rare_band_of(self, class_id: int) -> tuple[float, float]:
+        """The rare band that applies to class `class_id` now."""
+        band = self.config.rare_band
+        threshold = self._thresholds.get(class_id) if self.config.rare_band_per_class else None
+        return band if threshold is None else class_rare_band(band, threshold)
 
     def flag(self, note: str | None = None) -> None:
         """An operator says the current frame is wrong: the next observed frame is uploaded."""
@@ -227,12 +275,14 @@ class HardExampleMiner:
         if cfg.flicker_enabled and changed:
             now.append(("flicker", "class changed: " + "; ".join(changed[:_MAX_REASON_ITEMS])))
         if cfg.uncertainty_enabled and (unsure := self._unsure(detections)):
-            low, high = cfg.uncertainty_band
             items = ", ".join(unsure[:_MAX_REASON_ITEMS])
-            now.append(("uncertainty", f"{len(unsure)} detection(s) in [{low}, {high}): {items}"))
+            low, high = cfg.uncertainty_band
+            where = "each class's band" if self._per_class(cfg.uncertainty_band_per_class) else f"[{low}, {high})"
+            now.append(("uncertainty", f"{len(unsure)} detection(s) in {where}: {items}"))
         if cfg.watch_classes and (almost := self._almost_seen(detections)):
             low, high = cfg.rare_band
-            now.append(("rare_class", f"evidence in [{low}, {high}): " + ", ".join(almost[:_MAX_REASON_ITEMS])))
+            where = "each class's band" if self._per_class(cfg.rare_band_per_class) else f"[{low}, {high})"
+            now.append(("rare_class", f"evidence in {where}: " + ", ".join(almost[:_MAX_REASON_ITEMS])))
         if lucky and cfg.random_enabled:
             now.append(("random", f"random sample at rate {cfg.random_rate}"))
 
@@ -288,12 +338,21 @@ class HardExampleMiner:
         with self._lock:
             self._counts[key] += 1
 
+    def _per_class(self, enabled: bool) -> bool:
+        """Whether per-class bands are in effect now (reasons then name each item's band)."""
+        return enabled and bool(self._thresholds)
+
     def _unsure(self, detections: sv.Detections) -> list[str]:
         if detections.confidence is None or len(detections) == 0:
             return []
-        low, high = self.config.uncertainty_band
         conf = detections.confidence
-        return [f"{_label(detections, i)} {conf[i]:.2f}" for i in np.flatnonzero((conf >= low) & (conf < high))]
+        if not self._per_class(self.config.uncertainty_band_per_class):
+            low, high = self.config.uncertainty_band
+            return [f"{_label(detections, i)} {conf[i]:.2f}" for i in np.flatnonzero((conf >= low) & (conf < high))]
+        classes = detections.class_id if detections.class_id is not None else np.zeros(len(detections), dtype=int)
+        bands = [self.uncertainty_band_of(int(c)) for c in classes]
+        return [f"{_label(detections, i)} {conf[i]:.2f} in {_band(band)}"
+                for i, band in enumerate(bands) if band[0] <= conf[i] < band[1]]
 
     def _almost_seen(self, detections: sv.Detections) -> list[str]:
         """Watched classes whose evidence on this frame lies in the rare band, as "name 0.0123"."""
@@ -301,7 +360,7 @@ class HardExampleMiner:
         if evidence is None:
             return []
         cfg = self.config
-        low, high = cfg.rare_band
+        per_class = self._per_class(cfg.rare_band_per_class)
         almost = []
         for c in cfg.watch_classes:
             if c >= len(evidence):
@@ -309,8 +368,10 @@ class HardExampleMiner:
             value = float(evidence[c])
             rank = self._evidence.get(c)
             above = rank.share_above(value) if rank is not None else 0.0  # every frame counts, in the band or not
+            low, high = band = self.rare_band_of(c)
             if low <= value < high and above <= cfg.rare_top:
-                almost.append(f"{self._names.get(c, f'class {c}')} {value:.4g}")
+                item = f"{self._names.get(c, f'class {c}')} {value:.4g}"
+                almost.append(f"{item} in {_band(band)}" if per_class else item)
         return almost
 
     def _follow_tracks(self, detections: sv.Detections, frame_index: int) -> tuple[list[str], list[str]]:

@@ -34,8 +34,8 @@ import supervision as sv
 from pydantic import ValidationError
 
 from edge.client import IngestClient, TransientError, UploadRejected
-from edge.detectors.base import Detector, load_detector
-from edge.detectors.metadata import file_sha256
+from edge.detectors.base import Detector, load_detector, thresholds_of
+from edge.detectors.metadata import ModelMetadata, file_sha256
 from edge.protocol import ArtifactManifest, DeploymentAnswer, ReferenceSet, UpdateState
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class UpdaterConfig:
     retry_refused_s: float = 3600.0  # a refused artifact is tried again after this (a fixed blob, a new GPU driver)
     conf: float = 0.25  # the agent's operating point (load_detector's defaults), which reference sets are made at
     iou: float = 0.7
+    class_thresholds: bool = True  # each model's own per-class thresholds; False: every class at `conf` (--confidence)
 
 
 class Refused(Exception):
@@ -82,9 +83,17 @@ class _Probation:
 def reference_mismatch(detector: Detector, reference: ReferenceSet,
                        before_each: Callable[[], object] = lambda: None) -> str | None:
     """None when `detector` finds on every reference frame what the publisher's ONNX Runtime found there;
-    otherwise the first difference. `before_each` runs before each frame (the updater waits for a gap there)."""
+    otherwise the first difference. `before_each` runs before each frame (the updater waits for a gap there).
+
+    The reference was made at `reference.conf`, with or without the model's per-class thresholds (a
+    publisher may apply them); the device may run a class at yet another threshold (`--confidence`).
+    Each class is compared where every one of those keeps boxes, from the highest up: a box below
+    that may exist on one side only, as a box near the threshold may."""
     from edge.detectors.tensorrt_engine import detections_agree  # lazy: no TensorRT import, only its check
 
+    default = float(getattr(detector, "conf", reference.conf))
+    running, stamped = thresholds_of(detector), _model_thresholds(detector)
+    comparable = {c: max(reference.conf, running.get(c, default), stamped.get(c, 0.0)) for c in detector.names}
     for frame in reference.frames:
         before_each()
         image = cv2.imdecode(np.frombuffer(base64.b64decode(frame.png_base64), np.uint8), cv2.IMREAD_COLOR)
@@ -96,9 +105,29 @@ def reference_mismatch(detector: Detector, reference: ReferenceSet,
             class_id=np.array([d.class_id for d in frame.detections], dtype=np.int64),
         )
         ok, why = detections_agree(expected, detector.detect(image), box_tol_px=reference.box_tol_px,
-                                   conf_tol=reference.conf_tol, conf_threshold=reference.conf)
+                                   conf_tol=reference.conf_tol, conf_threshold=max(reference.conf, default),
+                                   class_thresholds=comparable)
         if not ok:
             return f"reference frame {frame.name}: {why}"
+    return None
+
+
+def _model_thresholds(detector: Detector) -> dict[int, float]:
+    """The per-class thresholds stamped in the model, whether or not the detector applies them."""
+    metadata = getattr(detector, "metadata", None)
+    return dict(metadata.thresholds) if isinstance(metadata, ModelMetadata) else thresholds_of(detector)
+
+
+def thresholds_mismatch(detector: Detector, manifest: ArtifactManifest) -> str | None:
+    """None when the model carries the per-class thresholds its manifest announces (or the manifest,
+    an older one, announces none); otherwise what differs. Read from the model's own metadata, so a
+    device told to ignore them (`--confidence`) still refuses an artifact that contradicts itself."""
+    if manifest.thresholds is None:
+        return None
+    named = {detector.names.get(c, str(c)): t for c, t in _model_thresholds(detector).items()}
+    announced = manifest.thresholds
+    if named.keys() != announced.keys() or any(abs(named[k] - announced[k]) > 1e-9 for k in named):
+        return f"the model's own thresholds {dict(sorted(named.items()))} are not the manifest's {dict(sorted(announced.items()))}"
     return None
 
 
@@ -197,7 +226,7 @@ class ModelUpdater:
                 log.warning("the last deployed model %s cannot run (%s): starting with %s", current[:12], exc,
                             self.installed.name)
         if candidate is None:
-            detector = load_detector(self.installed, conf=self.config.conf, iou=self.config.iou)
+            detector = self._load(self.installed)
             candidate = Candidate(INSTALLED, detector.model_version, detector)
         self.running = candidate
         self._classes = [candidate.detector.names[i] for i in sorted(candidate.detector.names)]
@@ -393,7 +422,7 @@ class ModelUpdater:
     def _prepare_installed(self) -> Candidate:
         self._set("building", f"{INSTALLED}:{self.installed.name}")
         try:
-            detector = load_detector(self.installed, conf=self.config.conf, iou=self.config.iou)
+            detector = self._load(self.installed)
         except (ValueError, RuntimeError, OSError) as exc:
             raise Refused(f"the installed model {self.installed.name} does not load: {exc}") from exc
         return Candidate(INSTALLED, detector.model_version, detector)
@@ -426,6 +455,8 @@ class ModelUpdater:
                 raise Refused(f"the model's own classes {names} are not the manifest's {manifest.classes}")
             if tuple(detector.input_size) != tuple(manifest.input_size):
                 raise Refused(f"its input {detector.input_size} is not the manifest's {manifest.input_size}")
+            if why := thresholds_mismatch(detector, manifest):
+                raise Refused(why)
             reference = ReferenceSet.model_validate_json((folder / "reference.json").read_bytes())
             if why := reference_mismatch(detector, reference, self._between_frames):
                 raise Refused(f"failed its reference check: {why}")
@@ -506,11 +537,13 @@ class ModelUpdater:
             self._backend = ("tensorrt" if tensorrt_usable() else "onnxruntime") if wanted == "auto" else wanted
         onnx = folder / "model.onnx"
         if self._backend == "onnxruntime":
-            return load_detector(onnx, backend="onnxruntime", conf=self.config.conf, iou=self.config.iou)
-        engine = self._build_engine(onnx)
-        from edge.detectors.tensorrt_engine import TensorRTDetector
+            return self._load(onnx, backend="onnxruntime")
+        return self._load(self._build_engine(onnx), backend="tensorrt")
 
-        return TensorRTDetector(engine, conf=self.config.conf, iou=self.config.iou)
+    def _load(self, path: Path, backend: UpdateBackend = "auto") -> Detector:
+        """A model file at the agent's operating point: `conf`, `iou`, and its own thresholds or not."""
+        return load_detector(path, backend=backend, conf=self.config.conf, iou=self.config.iou,
+                             class_thresholds=self.config.class_thresholds)
 
     def _build_engine(self, onnx: Path) -> Path:
         cmd = [sys.executable, "-m", "edge.updater", "build-engine", str(onnx), str(self.dir / "engines")]

@@ -3,6 +3,6 @@
 `load_detector(path)` picks the backend from the file; every backend returns `sv.Detections`.
 """
 
-from edge.detectors.base import BatchDetector, Detector, detect_all, load_detector
+from edge.detectors.base import BatchDetector, Detector, detect_all, load_detector, thresholds_of
 
-__all__ = ["BatchDetector", "Detector", "detect_all", "load_detector"]
+__all__ = ["BatchDetector", "Detector", "detect_all", "load_detector", "thresholds_of"]

@@ -21,7 +21,10 @@ class Detector(Protocol):
     """Runs one model on BGR frames.
 
     `names` maps class ids to names, `input_size` is the model's (h, w), and
-    `model_version` tags every capture the model produced, whatever backend ran it.
+    `model_version` tags every capture the model produced, whatever backend ran it. Our
+    backends also expose `thresholds` (class id -> the class's own confidence threshold, from
+    the model) and `conf` (every other class's); read them with `thresholds_of`, which
+    tolerates a detector without them.
     """
 
     names: dict[int, str]
@@ -47,6 +50,12 @@ def detect_all(detector: Detector, frames_bgr: Sequence[np.ndarray]) -> list[sv.
     return [detector.detect(frame) for frame in frames_bgr]
 
 
+def thresholds_of(detector: Detector) -> dict[int, float]:
+    """The per-class thresholds `detector` applies (class id -> confidence); empty for a model
+    without them, run with `class_thresholds=False`, or a detector that has no such notion."""
+    return dict(getattr(detector, "thresholds", None) or {})
+
+
 def load_detector(
     path: str | Path,
     *,
@@ -54,11 +63,14 @@ def load_detector(
     conf: float = 0.25,
     iou: float = 0.7,
     providers: Sequence[str | tuple[str, dict]] | None = None,
+    class_thresholds: bool = True,
 ) -> Detector:
     """Open a model file with the right backend: ONNX Runtime for `.onnx`, TensorRT for `.engine`.
 
     `conf` and `iou` default to ultralytics' predict defaults, so a model behaves here
     as it did when it was evaluated. `providers` are ONNX Runtime execution providers.
+    A model stamped with per-class thresholds keeps those classes at their own, the rest at
+    `conf`; `class_thresholds=False` ignores them: every class at `conf`.
     """
     path = Path(path)
     if backend == "auto":
@@ -70,11 +82,11 @@ def load_detector(
     if backend == "onnxruntime":
         from edge.detectors.onnx_runtime import OnnxDetector
 
-        return OnnxDetector(path, conf=conf, iou=iou, providers=providers)
+        return OnnxDetector(path, conf=conf, iou=iou, providers=providers, class_thresholds=class_thresholds)
     if backend == "tensorrt":
         if providers is not None:
             raise ValueError("execution providers apply to the onnxruntime backend only")
         from edge.detectors.tensorrt_engine import TensorRTDetector
 
-        return TensorRTDetector(path, conf=conf, iou=iou)
+        return TensorRTDetector(path, conf=conf, iou=iou, class_thresholds=class_thresholds)
     raise ValueError(f"unknown detector backend {backend!r}: expected 'auto', 'onnxruntime' or 'tensorrt'")

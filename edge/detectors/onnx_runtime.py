@@ -62,7 +62,9 @@ class OnnxDetector:
     """An ultralytics ONNX detection model run by ONNX Runtime.
 
     Matches `YOLO(path).predict(frame, conf=conf, iou=iou)` on the same file: same
-    letterbox, same decoding, same class-aware NMS.
+    letterbox, same decoding, same class-aware NMS. A model stamped with per-class thresholds
+    keeps each of those classes at its own (`thresholds`), the rest at `conf`;
+    `class_thresholds=False` ignores them and keeps every class at `conf`.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class OnnxDetector:
         providers: Sequence[Provider] | None = None,
         intra_op_threads: int = 0,
         trt_cache_dir: str | Path | None = None,
+        class_thresholds: bool = True,
     ) -> None:
         self.path = Path(path)
         self.conf, self.iou, self.max_det = conf, iou, max_det
@@ -101,6 +104,7 @@ class OnnxDetector:
         )
         self.names: dict[int, str] = self.metadata.names or self._numbered_names(out.shape)
         self.model_version: str = self.metadata.model_version or self.onnx_sha256[:12]
+        self.thresholds: dict[int, float] = dict(self.metadata.thresholds) if class_thresholds else {}
 
     @staticmethod
     def _numbered_names(output_shape: Sequence[int | str | None]) -> dict[int, str]:
@@ -132,5 +136,6 @@ class OnnxDetector:
 
     def _decode(self, output: np.ndarray, box: Letterbox) -> sv.Detections:
         return postprocess(
-            output, box, self.names, conf=self.conf, iou=self.iou, max_det=self.max_det, end2end=self.metadata.end2end
+            output, box, self.names, conf=self.conf, iou=self.iou, max_det=self.max_det, end2end=self.metadata.end2end,
+            thresholds=self.thresholds,
         )

@@ -1,9 +1,12 @@
 """Decodes an ultralytics detection head into `sv.Detections` in frame pixels.
 
-Confidence filter, class-aware NMS and box mapping follow ultralytics' predict, step by step.
+Confidence filter, class-aware NMS and box mapping follow ultralytics' predict, step by step; a model
+with per-class thresholds (DESIGN decision 9) has each class filtered at its own.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import supervision as sv
@@ -39,6 +42,36 @@ def class_evidence(detections: sv.Detections) -> np.ndarray | None:
     or None when the detections did not come from `decode` (another source, an older model path)."""
     evidence = detections.metadata.get(CLASS_EVIDENCE)
     return None if evidence is None else np.asarray(evidence, dtype=np.float32)
+
+
+def class_threshold_mask(
+    confidence: np.ndarray, class_id: np.ndarray, thresholds: Mapping[int, float], default: float
+) -> np.ndarray:
+    """Which scores clear their class's threshold: `>= thresholds[c]` for a class with its own,
+    `> default` for the others (ultralytics' strict test, so a model without thresholds keeps
+    exactly the boxes it always did). Compared in the scores' own dtype, as the decoder compares."""
+    conf = np.asarray(confidence)
+    limit_of = {int(c): float(t) for c, t in thresholds.items()}
+    if not limit_of:
+        return conf > conf.dtype.type(default)
+    cls = np.asarray(class_id, dtype=np.int64)
+    size = max(limit_of) + 2  # the last slot stands for every class without a threshold of its own
+    limit = np.full(size, default, dtype=conf.dtype)
+    own = np.zeros(size, dtype=bool)
+    for c, t in limit_of.items():
+        limit[c], own[c] = t, True
+    slot = np.where((cls >= 0) & (cls < size - 1), cls, size - 1)
+    return np.where(own[slot], conf >= limit[slot], conf > limit[slot])
+
+
+def apply_class_thresholds(
+    detections: sv.Detections, thresholds: Mapping[int, float], default: float
+) -> sv.Detections:
+    """The detections that clear their class's threshold (see `class_threshold_mask`); the frame's
+    metadata, its class evidence included, is kept as it was."""
+    if not thresholds or detections.confidence is None or detections.class_id is None:
+        return detections
+    return detections[class_threshold_mask(detections.confidence, detections.class_id, thresholds, default)]
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -95,6 +128,7 @@ def decode(
     iou: float = 0.7,
     max_det: int = MAX_DET,
     agnostic: bool = False,
+    thresholds: Mapping[int, float] | None = None,
 ) -> sv.Detections:
     """One image's raw head output → detections in frame pixels.
 
@@ -102,7 +136,9 @@ def decode(
     scores already passed through a sigmoid. Channels past 4 + len(names) (mask
     coefficients of a segmentation head) are ignored. Each box keeps only its best class,
     as ultralytics does with multi_label=False. The frame's per-class maximum score, taken
-    before the threshold, rides along as `metadata["class_evidence"]`.
+    before the threshold, rides along as `metadata["class_evidence"]`. With `thresholds`
+    (class id -> confidence) a box of such a class is kept at its class's threshold, even
+    one below `conf`; other classes keep `conf`.
     """
     pred = np.asarray(output[0] if output.ndim == 3 else output, dtype=np.float32)
     nc = len(names) or pred.shape[0] - 4
@@ -111,7 +147,15 @@ def decode(
     # so the initial 0 changes nothing but a head with no anchors at all.
     evidence = scores.max(axis=1, initial=0.0)
     best = scores.max(axis=0)
-    cand = np.flatnonzero(best > conf)  # strictly above, as ultralytics
+    if thresholds:
+        # First the lowest score any class keeps (a class threshold may lie below `conf`), then each
+        # class at its own, before NMS: a box under its class's threshold could only suppress weaker
+        # boxes of that class, all under it too, so NMS gives the same boxes without spending time
+        # (or max_det) on boxes that would be thrown away.
+        cand = np.flatnonzero(best >= min(conf, *thresholds.values()))
+        cand = cand[class_threshold_mask(best[cand], scores[:, cand].argmax(axis=0), thresholds, conf)]
+    else:
+        cand = np.flatnonzero(best > conf)  # strictly above, as ultralytics
     if cand.size == 0:
         return empty_detections(evidence)
     score = best[cand]
@@ -127,7 +171,13 @@ def decode(
 
 
 def decode_end2end(
-    output: np.ndarray, box: Letterbox, names: dict[int, str], *, conf: float = 0.25, max_det: int = MAX_DET
+    output: np.ndarray,
+    box: Letterbox,
+    names: dict[int, str],
+    *,
+    conf: float = 0.25,
+    max_det: int = MAX_DET,
+    thresholds: Mapping[int, float] | None = None,
 ) -> sv.Detections:
     """Heads exported with NMS inside (YOLO26, YOLOv10, `nms=True`): (1, N, 6) rows of
     x1, y1, x2, y2, score, class in input pixels; only the confidence filter remains.
@@ -142,7 +192,7 @@ def decode_end2end(
     evidence = np.zeros(nc, dtype=np.float32)
     valid = (cls >= 0) & (cls < nc)
     np.maximum.at(evidence, cls[valid], rows[valid, 4])
-    rows = rows[rows[:, 4] > conf][:max_det]
+    rows = rows[class_threshold_mask(rows[:, 4], cls, thresholds or {}, conf)][:max_det]
     return _detections(rows[:, :4], rows[:, 4], rows[:, 5], box, names, evidence)
 
 
@@ -155,9 +205,10 @@ def postprocess(
     iou: float = 0.7,
     max_det: int = MAX_DET,
     end2end: bool = False,
+    thresholds: Mapping[int, float] | None = None,
 ) -> sv.Detections:
     """Either head → detections; a (1, N, 6) output is end-to-end whatever the metadata says,
-    the same test ultralytics applies."""
+    the same test ultralytics applies. `thresholds`: per-class thresholds, as `decode` takes them."""
     if end2end or output.shape[-1] == 6:
-        return decode_end2end(output, box, names, conf=conf, max_det=max_det)
-    return decode(output, box, names, conf=conf, iou=iou, max_det=max_det)
+        return decode_end2end(output, box, names, conf=conf, max_det=max_det, thresholds=thresholds)
+    return decode(output, box, names, conf=conf, iou=iou, max_det=max_det, thresholds=thresholds)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import supervision as sv
 
-from edge.detectors.base import Detector
+from edge.detectors.base import Detector, thresholds_of
 from edge.detectors.metadata import MODEL_VERSION_KEY, file_sha256, parse_metadata
 from edge.detectors.postprocess import MAX_DET, postprocess
 from edge.detectors.preprocess import preprocess
@@ -296,18 +296,31 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool =
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path.name} (see its log above)")
 
-    onnx_sha256 = file_sha256(onnx_path)
-    sidecar = {
-        "onnx_sha256": onnx_sha256,
-        "tensorrt_version": trt.__version__,
-        "gpu_name": gpu_name(),
-        "fp16": fp16,
-        "metadata": {**meta, MODEL_VERSION_KEY: parsed.model_version or onnx_sha256[:12]},
-    }
+    sidecar = engine_sidecar(meta, file_sha256(onnx_path), tensorrt_version=trt.__version__,
+                             gpu_name=gpu_name(), fp16=fp16)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(engine_path.with_suffix(SIDECAR_SUFFIX), json.dumps(sidecar, indent=2).encode())
     _write_atomically(engine_path, bytes(serialized))  # the engine last: its presence means "complete"
     return engine_path
+
+
+def engine_sidecar(
+    meta: Mapping[str, str], onnx_sha256: str, *, tensorrt_version: str, gpu_name: str, fp16: bool
+) -> dict[str, Any]:
+    """The `<engine>.json` of an engine built from an ONNX whose metadata is `meta`.
+
+    Every key of the ONNX's metadata is kept as it was (class names, input size, per-class
+    thresholds, ...), so the engine runs exactly as its ONNX would; the model version is filled
+    in from the ONNX's hash when the control plane did not stamp one.
+    """
+    version = parse_metadata(meta).model_version or onnx_sha256[:12]
+    return {
+        "onnx_sha256": onnx_sha256,
+        "tensorrt_version": tensorrt_version,
+        "gpu_name": gpu_name,
+        "fp16": fp16,
+        "metadata": {**meta, MODEL_VERSION_KEY: version},
+    }
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -360,7 +373,8 @@ class TensorRTDetector:
     """A TensorRT engine run with the name-based tensor API of TensorRT 10 (GPU only).
 
     Pre- and post-processing are the ONNX backend's, so both give the same boxes for the
-    same network outputs. One inference at a time (a lock guards the shared buffers).
+    same network outputs, per-class thresholds included (they travel in the sidecar, as the
+    ONNX's metadata). One inference at a time (a lock guards the shared buffers).
     """
 
     def __init__(
@@ -371,6 +385,7 @@ class TensorRTDetector:
         iou: float = 0.7,
         max_det: int = MAX_DET,
         metadata: Mapping[str, Any] | None = None,
+        class_thresholds: bool = True,
     ) -> None:
         trt = import_tensorrt()
         self.path = Path(path)
@@ -391,6 +406,7 @@ class TensorRTDetector:
         self.names: dict[int, str] = self.metadata.names or {i: str(i) for i in range(out_shape[1] - 4)}
         # The ONNX's version (kept in the sidecar) so that captures name the model, not the build.
         self.model_version: str = self.metadata.model_version or file_sha256(self.path)[:12]
+        self.thresholds: dict[int, float] = dict(self.metadata.thresholds) if class_thresholds else {}
 
     def _load(self, trt: Any, blob: bytes) -> None:
         """Deserialize the engine and give each of its tensors a pinned host and a device buffer."""
@@ -441,7 +457,8 @@ class TensorRTDetector:
         tensor, box = preprocess(frame_bgr, self.input_size)
         output = self.infer(tensor)
         return postprocess(
-            output, box, self.names, conf=self.conf, iou=self.iou, max_det=self.max_det, end2end=self.metadata.end2end
+            output, box, self.names, conf=self.conf, iou=self.iou, max_det=self.max_det, end2end=self.metadata.end2end,
+            thresholds=self.thresholds,
         )
 
     def close(self) -> None:
@@ -467,14 +484,20 @@ def detections_agree(
     box_tol_px: float = 2.0,
     conf_tol: float = 0.02,
     conf_threshold: float = 0.25,
+    class_thresholds: Mapping[int, float] | None = None,
 ) -> tuple[bool, str]:
     """Whether two detectors saw the same objects in one frame, and if not, why.
 
     Every box must have a partner of the same class whose corners are all within
     `box_tol_px` and whose confidence is within `conf_tol`. FP16 moves scores by a little,
-    so a box scored within `conf_tol` of the threshold may exist on one side only.
+    so a box scored within `conf_tol` of the threshold may exist on one side only. A class in
+    `class_thresholds` is judged against its own threshold instead of `conf_threshold`.
     """
-    borderline = conf_threshold + conf_tol
+    own = {int(c): float(t) for c, t in (class_thresholds or {}).items()}
+
+    def borderline(class_id: int) -> float:
+        return own.get(class_id, conf_threshold) + conf_tol
+
     unmatched = set(range(len(candidate)))
     for i in np.argsort(-reference.confidence, kind="stable"):
         same_class = [j for j in unmatched if candidate.class_id[j] == reference.class_id[i]]
@@ -485,10 +508,10 @@ def detections_agree(
             if abs(float(candidate.confidence[j]) - float(reference.confidence[i])) > conf_tol:
                 return False, f"box {i}: confidence {candidate.confidence[j]:.3f} vs {reference.confidence[i]:.3f}"
             unmatched.discard(j)
-        elif reference.confidence[i] >= borderline:
+        elif reference.confidence[i] >= borderline(int(reference.class_id[i])):
             nearest = f"{min(dists):.1f} px" if dists else "no box of that class"
             return False, f"box {i} (class {reference.class_id[i]}) has no partner within {box_tol_px} px: {nearest}"
-    extra = [j for j in unmatched if candidate.confidence[j] >= borderline]
+    extra = [j for j in unmatched if candidate.confidence[j] >= borderline(int(candidate.class_id[j]))]
     if extra:
         return False, f"{len(extra)} box(es) only in the candidate, best score {candidate.confidence[extra].max():.3f}"
     return True, ""
@@ -503,8 +526,11 @@ def verify_against_onnx(
     conf_tol: float = 0.02,
 ) -> bool:
     """True when the engine finds what ONNX Runtime finds on every frame; the device runs
-    this before swapping a freshly built engine in, and keeps the old model if it fails."""
+    this before swapping a freshly built engine in, and keeps the old model if it fails.
+    Both run the same model, so a box is borderline near its class's threshold (the model's
+    own, else the ONNX detector's `conf`)."""
     conf_threshold = float(getattr(onnx_detector, "conf", 0.25))
+    class_thresholds = thresholds_of(onnx_detector)
     if engine_detector.names != onnx_detector.names:
         log.warning("engine and ONNX disagree on class names: %s vs %s", engine_detector.names, onnx_detector.names)
         return False
@@ -516,6 +542,7 @@ def verify_against_onnx(
             box_tol_px=box_tol_px,
             conf_tol=conf_tol,
             conf_threshold=conf_threshold,
+            class_thresholds=class_thresholds,
         )
         if not ok:
             log.warning("engine differs from ONNX on frame %d: %s", index, why)

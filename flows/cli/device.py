@@ -50,14 +50,20 @@ def agent(
     alert_secret: Annotated[Optional[str], typer.Option(help="Standard Webhooks secret (whsec_...).",
                                                         envvar="EDGELOOP_ALERT_SECRET")] = None,
     alert_classes: Annotated[str, typer.Option(help="Comma-separated classes that raise alerts.")] = "",
-    alert_confidence: Annotated[float, typer.Option(help="Confidence an alert class must reach.")] = 0.85,
+    alert_confidence: Annotated[Optional[float], typer.Option(
+        help="Confidence every alert class must reach (default: each class's own threshold in the model, "
+             "else 0.85).", show_default=False)] = None,
+    confidence: Annotated[Optional[float], typer.Option(
+        help="One detection threshold for every class, replacing the model's per-class thresholds "
+             "(default: the model's, else 0.25).", show_default=False)] = None,
     operator_port: Annotated[Optional[int], typer.Option(help="Serve POST /flag on 127.0.0.1:PORT (0: any).")] = None,
     random_rate: Annotated[float, typer.Option(help="Share of frames uploaded as the unbiased sample.")] = 0.01,
     budget_per_hour: Annotated[float, typer.Option(help="Hard-example uploads allowed per hour.")] = 120.0,
     watch_classes: Annotated[str, typer.Option(help="Comma-separated rare classes: upload frames where the model "
                                                "almost saw one (evidence in --rare-band).")] = "",
-    rare_band: Annotated[str, typer.Option(help="LOW,HIGH: evidence band of --watch-classes, below the "
-                                           "detection threshold.")] = "0.001,0.25",
+    rare_band: Annotated[Optional[str], typer.Option(
+        help="LOW,HIGH: evidence band of --watch-classes, below the detection threshold, for every class "
+             "(default: 0.001 up to each class's detection threshold).", show_default=False)] = None,
     rare_top: Annotated[float, typer.Option(help="...and only when at most this share of the last 3000 frames "
                                             "showed more evidence for the class (1 = the band alone).")] = 0.05,
     heartbeat_s: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 30.0,
@@ -82,10 +88,13 @@ def agent(
     """Run the edge agent: detect on a stream, alert, mine hard examples and upload them durably."""
     from edge.runner import AgentSetupError, run_agent
 
-    try:
-        low, high = (float(v) for v in rare_band.split(","))
-    except ValueError:
-        raise fail(f"--rare-band {rare_band!r} must be two numbers LOW,HIGH, e.g. 0.001,0.25") from None
+    band = None
+    if rare_band is not None:
+        try:
+            low, high = (float(v) for v in rare_band.split(","))
+        except ValueError:
+            raise fail(f"--rare-band {rare_band!r} must be two numbers LOW,HIGH, e.g. 0.001,0.25") from None
+        band = (low, high)
     if update_backend not in ("auto", "onnxruntime", "tensorrt"):
         raise fail(f"--update-backend {update_backend!r} must be auto, onnxruntime or tensorrt")
     try:
@@ -96,7 +105,7 @@ def agent(
             alert_confidence=alert_confidence, operator_port=operator_port, random_rate=random_rate,
             budget_per_hour=budget_per_hour, heartbeat_s=heartbeat_s, max_frames=max_frames, realtime=realtime, drain_s=drain_s,
             live=not as_json, console=err, watch_classes=[c.strip() for c in watch_classes.split(",") if c.strip()],
-            rare_band=(low, high), rare_top=rare_top, loop=loop, follow_deployments=follow_deployments, model_dir=model_dir,
+            rare_band=band, rare_top=rare_top, confidence=confidence, loop=loop, follow_deployments=follow_deployments, model_dir=model_dir,
             poll_s=poll_s, update_backend=update_backend, probation_frames=probation_frames,  # type: ignore[arg-type]
             latency_budget_ms=latency_budget_ms,
         )

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from edge.alerts import AlertConfig, Alerter, sign, verify
+from edge.alerts import DEFAULT_ALERT_CONFIDENCE, AlertConfig, Alerter, sign, verify
 from tests.edge.manual_clock import ManualClock
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -274,3 +274,47 @@ def test_close_gives_up_on_a_receiver_that_is_down() -> None:
 def test_a_malformed_whsec_secret_fails_at_start_up() -> None:
     with pytest.raises(ValueError, match="base64"):
         AlertConfig(webhook_url="http://127.0.0.1:9/", secret="whsec_not*base64", classes={"person"})
+
+
+# -- per-class operating points -----------------------------------------------------------------------
+
+
+def classed(*items: tuple[int, int, str, float]) -> sv.Detections:
+    """Tracked detections from (tracker_id, class_id, class_name, confidence)."""
+    tracked = dets(*[(t, name, c) for t, _, name, c in items])
+    tracked.class_id = np.array([k for _, k, _, _ in items])
+    return tracked
+
+
+def test_an_alert_class_alerts_at_its_own_threshold_in_the_model(receiver: Receiver) -> None:
+    # person's threshold in the model is 0.7: 0.75 alerts although it is under the default 0.85.
+    alerter = Alerter(config(receiver.url, classes={"person", "car"}), device="jetson-01", camera="gate",
+                      thresholds={0: 0.7})
+    assert alerter.alert_confidence(0) == 0.7 and alerter.alert_confidence(1) == DEFAULT_ALERT_CONFIDENCE == 0.85
+    for frame in range(5):
+        alerter.observe(classed((1, 0, "person", 0.75), (2, 1, "car", 0.8), (3, 0, "person", 0.69)), frame, CAPTURED_AT)
+    assert alerter.close(timeout=5)
+    [delivery] = receiver.wait_for(1)
+    assert (delivery["payload"]["tracker_id"], delivery["payload"]["confidence"]) == (1, 0.75)
+
+
+def test_a_minimum_confidence_given_by_a_person_wins_over_the_models_thresholds(receiver: Receiver) -> None:
+    alerter = Alerter(config(receiver.url, min_confidence=0.8), device="jetson-01", camera="gate", thresholds={0: 0.7})
+    assert alerter.alert_confidence(0) == 0.8
+    for frame in range(5):
+        alerter.observe(classed((1, 0, "person", 0.75), (2, 0, "person", 0.81)), frame, CAPTURED_AT)
+    assert alerter.close(timeout=5)
+    assert [d["payload"]["tracker_id"] for d in receiver.wait_for(1)] == [2]
+
+
+def test_alert_thresholds_follow_the_running_model_and_revert_to_the_default_without_thresholds(
+    receiver: Receiver,
+) -> None:
+    alerter = Alerter(config(receiver.url), device="jetson-01", camera="gate")
+    alerter.observe(classed((1, 0, "person", 0.75)), 0, CAPTURED_AT)  # the default 0.85: no alert
+    alerter.set_thresholds({0: 0.7})  # a model with person at 0.7 swapped in
+    alerter.observe(classed((1, 0, "person", 0.75)), 1, CAPTURED_AT)
+    alerter.set_thresholds({})  # and one without
+    alerter.observe(classed((2, 0, "person", 0.75)), 2, CAPTURED_AT)
+    assert alerter.close(timeout=5)
+    assert [(d["payload"]["tracker_id"], d["payload"]["frame_index"]) for d in receiver.wait_for(1)] == [(1, 1)]

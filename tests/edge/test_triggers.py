@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from edge.triggers import Decision, HardExampleMiner, TriggerConfig, dhash, hamming
+from edge.triggers import (
+    Decision,
+    HardExampleMiner,
+    TriggerConfig,
+    class_rare_band,
+    class_uncertainty_band,
+    dhash,
+    hamming,
+)
 
 # Every trigger off except the one under test; a huge budget and no dedup unless asked.
 QUIET = dict(
@@ -322,3 +330,48 @@ def test_a_rare_band_out_of_order_or_range_is_refused_naming_it(band: tuple[floa
 def test_negative_watch_classes_are_refused() -> None:
     with pytest.raises(ValueError, match=r"watch_classes .* \[-1\]"):
         TriggerConfig(watch_classes=(1, -1))
+
+
+# -- per-class operating points: bands placed at a class's own threshold -----------------------------
+
+
+def test_a_class_with_its_own_threshold_has_its_uncertainty_band_start_there() -> None:
+    # person's threshold is 0.5: its band is [0.5, 0.85), as wide as the default [0.25, 0.6); car has none.
+    miner = HardExampleMiner(TriggerConfig(**{**QUIET, "uncertainty_enabled": True}), thresholds={0: 0.5})
+    assert miner.uncertainty_band_of(0) == (0.5, 0.85) and miner.uncertainty_band_of(1) == (0.25, 0.6)
+    frames = [dets((-1, 0, 0.7)), dets((-1, 0, 0.9)), dets((-1, 1, 0.3)), dets((-1, 1, 0.7))]
+    decisions = run(miner, frames)
+    assert sorted(decisions) == [0, 2]  # person 0.7 is unsure at its own operating point; car 0.7 is not
+    assert decisions[0].reasons == ["uncertainty: 1 detection(s) in each class's band: person 0.70 in [0.5, 0.85)"]
+    assert decisions[2].reasons == ["uncertainty: 1 detection(s) in each class's band: car 0.30 in [0.25, 0.6)"]
+    assert class_uncertainty_band((0.25, 0.6), 0.9) == (0.9, 1.0)  # no further than 1
+
+
+def test_uncertainty_bands_follow_the_running_models_thresholds_and_revert_without_them() -> None:
+    miner = HardExampleMiner(TriggerConfig(**{**QUIET, "uncertainty_enabled": True}))
+    person_at = dets((-1, 0, 0.7))
+    assert miner.observe(scene(0), person_at, 0) is None  # the default band ends at 0.6
+    miner.set_thresholds({0: 0.5})  # a model with person at 0.5 swapped in
+    assert miner.observe(scene(1), person_at, 1) is not None
+    miner.set_thresholds({})  # and one without thresholds
+    assert miner.observe(scene(2), person_at, 2) is None
+    fixed = HardExampleMiner(TriggerConfig(**{**QUIET, "uncertainty_enabled": True, "uncertainty_band_per_class": False}),
+                             thresholds={0: 0.5})
+    assert fixed.uncertainty_band_of(0) == (0.25, 0.6) and fixed.observe(scene(3), person_at, 3) is None
+
+
+def test_a_watched_class_with_its_own_threshold_has_its_rare_band_end_there() -> None:
+    # no_helmet's threshold is 0.08: evidence of 0.1 already gave it a box, 0.05 is "almost".
+    miner = HardExampleMiner(TriggerConfig(**RARE, rare_top=1.0), names=PPE, thresholds={1: 0.08})
+    assert miner.rare_band_of(1) == (0.001, 0.08) == class_rare_band((0.001, 0.25), 0.08)
+    fired = run(miner, [seen(0.5, 0.1, 0.0, 0.0), seen(0.5, 0.05, 0.0, 0.0), seen(0.5, 0.0005, 0.0, 0.0)])
+    assert sorted(fired) == [1]
+    assert fired[1].reasons == ["rare_class: evidence in each class's band: no_helmet 0.05 in [0.001, 0.08)"]
+    # A band set explicitly (--rare-band) wins over the model's thresholds: 0.1 is in [0.001, 0.25).
+    explicit = HardExampleMiner(TriggerConfig(**RARE, rare_top=1.0, rare_band_per_class=False), names=PPE,
+                                thresholds={1: 0.08})
+    assert explicit.rare_band_of(1) == (0.001, 0.25)
+    assert sorted(run(explicit, [seen(0.5, 0.1, 0.0, 0.0), seen(0.5, 0.05, 0.0, 0.0)])) == [0, 1]
+    # A threshold at or under the band's low end leaves no evidence that is "almost" a box.
+    under = HardExampleMiner(TriggerConfig(**RARE, rare_top=1.0), names=PPE, thresholds={1: 0.001})
+    assert run(under, [seen(0.5, 0.0009, 0.0, 0.0), seen(0.5, 0.0011, 0.0, 0.0)]) == {}

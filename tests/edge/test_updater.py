@@ -7,6 +7,7 @@ looks at what the loop did frame by frame (`models_run`) and what lies on disk.
 
 from __future__ import annotations
 
+import base64
 import io
 import itertools
 import random
@@ -17,20 +18,28 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from edge.agent import Agent, AgentConfig
+from edge.alerts import AlertConfig
 from edge.client import IngestClient
+from edge.detectors.base import load_detector
 from edge.detectors.metadata import file_sha256
 from edge.detectors.onnx_runtime import OnnxDetector
-from edge.protocol import ReferenceDetection, ReferenceSet, SourceRef, utc_now
+from edge.protocol import ArtifactManifest, ReferenceDetection, ReferenceFrame, ReferenceSet, SourceRef, utc_now
 from edge.sources import Frame, VideoFileSource
-from edge.updater import INSTALLED, ModelUpdater, UpdaterConfig
+from edge.triggers import Decision, TriggerConfig
+from edge.updater import INSTALLED, ModelUpdater, UpdaterConfig, reference_mismatch, thresholds_mismatch
 from feedback.ingest.serving import BackgroundServer
 from feedback.rollout.deployments import pin_device, unpin_device
 from feedback.rollout.publish import reference_set
 from store.devices import add_device
 from tests.edge.manual_clock import ManualClock
+from tests.edge.planted_model import planted_onnx, with_thresholds
+from tests.edge.test_alerts import SECRET as ALERT_SECRET
+from tests.edge.test_alerts import Receiver
 from tests.feedback.rollout.artifacts import (
     artifact,
     frames,
@@ -40,6 +49,8 @@ from tests.feedback.rollout.artifacts import (
 
 DEVICE = "cam-u"
 DEADLINE_FRAMES = 3000  # far more than any step here needs, on the slowest machine we run on
+# The "thresholded" artifact's per-class operating points: helmet above, no_wear below the global 0.25.
+THRESHOLDS = {"helmet": 0.4, "no_wear": 0.15}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +74,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, ppe_dir: Path, ppe_pt: Path, 
         "not_onnx": make("not_onnx", onnx_bytes=b"these bytes are no ONNX model\n" * 5000),
         "wrong_classes": make("wrong_classes", classes=["person", "car", "bike", "dog"]),
         "bad_reference": make("bad_reference", reference=shifted),
+        # The same weights stamped with per-class thresholds, as the control plane will publish them.
+        "thresholded": artifact(ws, with_thresholds(ppe_onnx, tmp_path_factory.mktemp("stamped") / "ppe.onnx",
+                                                    THRESHOLDS), "thresholded", parity, ppe_dir),
     }
     # The blob store damaged under a published manifest: flipped bytes, and half the file gone.
     corrupt = ws.blobs.local_path(arts["corrupt"].onnx_sha256)
@@ -98,6 +112,7 @@ class Device:
     """The agent's frame loop on frames with contiguous indices, stepped by the test."""
 
     def __init__(self, site: dict, model_dir: Path, server: str | None = None, installed: Path | None = None,
+                 *, triggers: TriggerConfig | None = None, alerts: AlertConfig | None = None,
                  **options: object) -> None:
         # A budget no model misses unless a test sets one: this machine's load is not the model's fault.
         options = {"latency_budget_ms": 60_000.0, **options}
@@ -106,9 +121,11 @@ class Device:
         self.updater = ModelUpdater(config, installed=installed or site["installed"])
         detector = self.updater.initial_detector()
         self.agent = Agent(AgentConfig(server=site["url"], token=site["token"], device=DEVICE,
-                                       spool_dir=model_dir.parent / "spool"), detector, [], self.updater)
+                                       spool_dir=model_dir.parent / "spool", triggers=triggers or TriggerConfig(),
+                                       alerts=alerts), detector, [], self.updater)
         self.images, self.index = site["images"], 0
         self.states: Counter[str] = Counter()  # the update state seen before each frame
+        self.decisions: dict[int, Decision] = {}  # what the miner chose to upload, by frame
 
     def __enter__(self) -> Device:
         self.updater.start()
@@ -120,7 +137,9 @@ class Device:
     def step(self) -> None:
         self.states[self.updater.report()[0]] += 1
         frame = self.images[self.index % len(self.images)]
-        self.agent.step(Frame(frame, self.index, 0.0, utc_now(), SourceRef(uri="test", frame_index=self.index)))
+        decision = self.agent.step(Frame(frame, self.index, 0.0, utc_now(), SourceRef(uri="test", frame_index=self.index)))
+        if decision is not None:
+            self.decisions[decision.frame_index] = decision
         self.index += 1
 
     def until(self, condition: Callable[[], bool], what: str) -> None:
@@ -246,6 +265,110 @@ def test_a_restart_runs_the_last_good_model_and_never_a_damaged_one(site, deploy
                            installed=site["installed"])
     assert damaged.initial_detector().model_version == OnnxDetector(site["installed"]).model_version
     assert not onnx.parent.exists()
+
+
+def _below(decision: Decision, name: str, limit: float) -> int:
+    """How many `name` boxes under `limit` the frame of `decision` carried."""
+    dets = decision.detections
+    if len(dets) == 0:  # the tracker answers a frame without boxes with bare Detections
+        return 0
+    return int(((dets.data["class_name"] == name) & (dets.confidence < limit)).sum())
+
+
+def test_a_swapped_in_models_thresholds_apply_from_its_first_frame_and_an_old_manifest_reverts_them(
+    site, deploy, tmp_path
+) -> None:
+    stamped, old = site["thresholded"], site["next"]
+    assert stamped.thresholds is None and old.thresholds is None  # the publisher does not announce them (yet)
+    every_frame = TriggerConfig(random_rate=1.0, budget_per_hour=1e9, budget_burst=10_000, dedup_memory=0,
+                                flicker_enabled=False)
+    receiver = Receiver()
+    alerts = AlertConfig(receiver.url, ALERT_SECRET, {"helmet"}, backoff_base_s=0.01)
+    try:
+        with Device(site, tmp_path / "models", triggers=every_frame, alerts=alerts) as device:
+            installed = device.version
+            device.until(lambda: device.index >= 8, "a few frames on the installed model")
+            deploy("thresholded")
+            device.until(lambda: device.version == stamped.model_version, "the swap to the stamped model")
+            assert device.agent.status()["thresholds"] == THRESHOLDS
+            assert device.agent.miner.uncertainty_band_of(0) == pytest.approx((0.4, 0.75))
+            device.until(lambda: device.updater.report() == ("idle", None, None), "the end of probation")
+            device.step()
+            deploy("next")  # an artifact whose manifest predates thresholds, of a model without them
+            device.until(lambda: device.version == old.model_version, "the swap to the old manifest's model")
+            assert device.agent.status()["thresholds"] == {}
+            assert device.agent.miner.uncertainty_band_of(0) == (0.25, 0.6)
+            device.until(lambda: device.updater.report() == ("idle", None, None), "the end of its probation")
+            device.step()
+            runs = device.runs()
+            decisions = dict(device.decisions)
+        alerted = receiver.accepted()
+    finally:
+        receiver.close()
+    assert [r[0] for r in runs] == [installed, stamped.model_version, old.model_version]
+    assert contiguous(runs, device.index)
+    by_model = {version: [decisions[i] for i in range(first, last + 1)] for version, first, last in runs}
+    assert all(len(frames) == last - first + 1 for (_, first, last), frames in zip(runs, by_model.values()))
+    plain, per_class, reverted = (by_model[v] for v in (installed, stamped.model_version, old.model_version))
+    # Detections: the stamped model's very first frame has no helmet under 0.4; no_wear appears under 0.25.
+    assert _below(per_class[0], "helmet", 0.4) == 0 and all(_below(d, "helmet", 0.4) == 0 for d in per_class)
+    assert sum(_below(d, "no_wear", 0.25) for d in per_class) > 0
+    for before in (plain, reverted):
+        assert all(_below(d, "helmet", 0.4) > 0 for d in before)  # helmets at 0.25-0.4 on every frame here
+        assert sum(_below(d, "no_wear", 0.25) for d in before) == 0
+    # Triggers: the uncertainty band is each class's own while the stamped model runs, the default around it.
+    unsure = {id(d): next((r for r in d.reasons if r.startswith("uncertainty")), "") for d in decisions.values()}
+    assert all("each class's band" in unsure[id(d)] for d in per_class if unsure[id(d)])
+    assert all("[0.25, 0.6)" in unsure[id(d)] for d in plain + reverted if unsure[id(d)])
+    assert any(unsure[id(d)] for d in per_class) and any(unsure[id(d)] for d in plain + reverted)
+    # Alerts: a helmet under the default 0.85 alerts only while its class's own threshold, 0.4, applies.
+    first, last = runs[1][1], runs[1][2]
+    assert alerted and all(first <= a["payload"]["frame_index"] <= last for a in alerted)
+    assert all(a["payload"]["class_name"] == "helmet" and 0.4 <= a["payload"]["confidence"] < 0.85 for a in alerted)
+
+
+def test_a_manifest_announcing_thresholds_must_match_the_models_own(tmp_path) -> None:
+    rows = [(10, 10, 8, 8, 1, 0.1)]
+    stamped = load_detector(planted_onnx(tmp_path / "s.onnx", rows, thresholds={"no_helmet": 0.08, "wear": 0.7}))
+    plain = load_detector(planted_onnx(tmp_path / "p.onnx", rows))
+    manifest = ArtifactManifest(model_version="m", onnx_sha256="a" * 64, onnx_bytes=1, reference_sha256="b" * 64,
+                                reference_bytes=1, classes=["helmet", "no_helmet", "no_wear", "wear"],
+                                input_size=(64, 64), published_at=utc_now())
+    assert thresholds_mismatch(stamped, manifest) is None and thresholds_mismatch(plain, manifest) is None  # old
+    announced = manifest.model_copy(update={"thresholds": {"no_helmet": 0.08, "wear": 0.7}})
+    assert thresholds_mismatch(stamped, announced) is None
+    assert "are not the manifest's" in (thresholds_mismatch(plain, announced) or "")
+    other = manifest.model_copy(update={"thresholds": {"no_helmet": 0.08, "wear": 0.75}})
+    assert "'wear': 0.7}" in (thresholds_mismatch(stamped, other) or "")
+    # A device that ignores the model's thresholds (--confidence) still refuses a self-contradicting artifact.
+    overridden = load_detector(tmp_path / "s.onnx", class_thresholds=False)
+    assert thresholds_mismatch(overridden, announced) is None and thresholds_mismatch(overridden, other)
+
+
+def _reference(detections: list[tuple[int, float, tuple[float, float, float, float]]], conf: float = 0.25) -> ReferenceSet:
+    ok, png = cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))
+    assert ok
+    frame = ReferenceFrame(name="f.png", png_base64=base64.b64encode(png.tobytes()).decode(), detections=[
+        ReferenceDetection(xyxy=xyxy, confidence=c, class_id=k) for k, c, xyxy in detections])
+    return ReferenceSet(conf=conf, iou=0.7, box_tol_px=2.0, conf_tol=0.02, frames=[frame])
+
+
+def test_the_reference_check_compares_each_class_where_device_and_publisher_both_keep_boxes(tmp_path) -> None:
+    # helmet 0.28 (its threshold 0.3), no_helmet 0.1 (0.08), no_wear 0.4 and wear 0.75 (no threshold).
+    rows = [(10, 10, 8, 8, 0, 0.28), (30, 10, 8, 8, 1, 0.1), (50, 10, 8, 8, 2, 0.4), (40, 40, 12, 12, 3, 0.75)]
+    model = planted_onnx(tmp_path / "m.onnx", rows, thresholds={"helmet": 0.3, "no_helmet": 0.08})
+    # What a publisher's ONNX Runtime found at the global 0.25, the model's thresholds unapplied.
+    reference = _reference([(0, 0.28, (6, 6, 14, 14)), (2, 0.4, (46, 6, 54, 14)), (3, 0.75, (34, 34, 46, 46))])
+    assert reference_mismatch(load_detector(model), reference) is None  # its own thresholds: helmet 0.28 gone
+    assert reference_mismatch(load_detector(model, conf=0.5, class_thresholds=False), reference) is None  # --confidence
+    # A publisher that applied the thresholds recorded no_helmet 0.1 and no helmet 0.28; a device at
+    # --confidence 0.1 sees that helmet, under the model's own threshold, where the reference could not.
+    applied = _reference([(1, 0.1, (26, 6, 34, 14)), (2, 0.4, (46, 6, 54, 14)), (3, 0.75, (34, 34, 46, 46))])
+    assert reference_mismatch(load_detector(model), applied) is None
+    assert reference_mismatch(load_detector(model, conf=0.1, class_thresholds=False), applied) is None
+    # ...and a real difference is still found: wear moved by 5 px, well above every threshold.
+    moved = _reference([(0, 0.28, (6, 6, 14, 14)), (2, 0.4, (46, 6, 54, 14)), (3, 0.75, (39, 34, 51, 46))])
+    assert "no partner within 2.0 px" in (reference_mismatch(load_detector(model), moved) or "")
 
 
 class FlakyLink:

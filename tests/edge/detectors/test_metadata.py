@@ -8,7 +8,13 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from edge.detectors.metadata import file_sha256, parse_metadata, parse_names
+from edge.detectors.metadata import (
+    CLASS_THRESHOLDS_KEY,
+    file_sha256,
+    parse_metadata,
+    parse_names,
+    thresholds_metadata,
+)
 
 
 def test_reads_what_ultralytics_writes_into_an_onnx_export(random_onnx: Path):
@@ -53,3 +59,44 @@ def test_file_sha256(tmp_path: Path):
     path = tmp_path / "m.onnx"
     path.write_bytes(b"x" * 3_000_000)  # more than one read chunk
     assert file_sha256(path) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
+
+
+# -- per-class thresholds (DESIGN decision 9) -------------------------------------------------------
+
+PPE_NAMES = "{0: 'helmet', 1: 'no_helmet', 2: 'no_wear', 3: 'wear'}"
+
+
+def test_class_thresholds_are_read_by_name_into_class_ids():
+    stamped = thresholds_metadata({"no_helmet": 0.08, "helmet": 0.3})
+    assert set(stamped) == {CLASS_THRESHOLDS_KEY} and CLASS_THRESHOLDS_KEY == "class_thresholds"
+    meta = parse_metadata({"names": PPE_NAMES, **stamped})
+    assert meta.thresholds == {1: 0.08, 0: 0.3}
+    # A TensorRT sidecar may hold the value as the JSON object itself rather than a string of it.
+    assert parse_metadata({"names": {"0": "helmet", "1": "no_helmet"}, CLASS_THRESHOLDS_KEY: {"helmet": 0.3}}).thresholds == {0: 0.3}
+
+
+def test_a_model_without_class_thresholds_has_none():
+    assert parse_metadata({"names": PPE_NAMES}).thresholds == {}
+    assert parse_metadata({}).thresholds == {}
+
+
+@pytest.mark.parametrize(("value", "named"), [
+    ("helmet=0.3", "'helmet=0.3'"),  # not JSON
+    ('[0.3, 0.1]', r"'\[0.3, 0.1\]'"),  # JSON, but not an object
+    ('{"nohelmet": 0.3}', "'nohelmet'"),  # a name that is not a class of the model
+    ('{"helmet": 1.0}', "1.0"),
+    ('{"helmet": 0}', "= 0 "),
+    ('{"helmet": -0.2}', "-0.2"),
+    ('{"helmet": "0.3"}', "'0.3'"),  # a string is not a number
+    ('{"helmet": true}', "True"),
+    ('{"helmet": NaN}', "nan"),
+])
+def test_malformed_class_thresholds_are_refused_naming_the_bad_value(value: str, named: str):
+    with pytest.raises(ValueError, match=named):
+        parse_metadata({"names": PPE_NAMES, CLASS_THRESHOLDS_KEY: value})
+
+
+def test_stamping_refuses_a_threshold_outside_the_open_unit_interval():
+    for bad in (0.0, 1.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"helmet.*is not a confidence in \(0, 1\)"):
+            thresholds_metadata({"helmet": bad})

@@ -14,9 +14,11 @@ import pytest
 import supervision as sv
 from ultralytics import YOLO
 
-from edge.detectors import BatchDetector, Detector, detect_all, load_detector
-from edge.detectors.metadata import file_sha256
+from edge.detectors import BatchDetector, Detector, detect_all, load_detector, thresholds_of
+from edge.detectors.metadata import CLASS_THRESHOLDS_KEY, file_sha256
 from edge.detectors.onnx_runtime import OnnxDetector, select_providers
+from edge.detectors.postprocess import class_evidence
+from tests.edge.planted_model import planted_onnx, with_thresholds
 
 IMGSZ = 320  # the size conftest exports at
 BOX_TOL_PX = 1.0
@@ -100,6 +102,70 @@ def test_load_detector_picks_the_backend_from_the_suffix(random_onnx: Path, tmp_
     assert isinstance(load_detector(renamed, backend="onnxruntime"), OnnxDetector)
     with pytest.raises(ValueError, match="onnxruntime backend only"):
         load_detector(tmp_path / "m.engine", providers=["CPUExecutionProvider"])
+
+
+# -- per-class thresholds stamped in the model (DESIGN decision 9) -----------------------------------
+
+# helmet 0.2 under its 0.3, no_helmet 0.1 over its 0.08, no_wear (no threshold) at 0.3 and 0.2 around the
+# global 0.25, wear 0.75 over its 0.7.
+ROWS = [(10, 10, 8, 8, 0, 0.2), (30, 10, 8, 8, 1, 0.1), (50, 10, 8, 8, 2, 0.3), (10, 40, 8, 8, 2, 0.2),
+        (40, 40, 12, 12, 3, 0.75)]
+THRESHOLDS = {"helmet": 0.3, "no_helmet": 0.08, "wear": 0.7}
+
+
+def _seen(dets: sv.Detections) -> list[tuple[str, float]]:
+    return sorted((str(n), round(float(c), 2)) for n, c in zip(dets.data["class_name"], dets.confidence))
+
+
+def test_a_model_with_class_thresholds_detects_each_class_at_its_own(tmp_path: Path):
+    model = planted_onnx(tmp_path / "m.onnx", ROWS, thresholds=THRESHOLDS)
+    detector = load_detector(model)
+    assert detector.thresholds == {0: 0.3, 1: 0.08, 3: 0.7} == thresholds_of(detector)
+    frame = np.zeros((64, 64, 3), dtype=np.uint8)
+    dets = detector.detect(frame)
+    assert _seen(dets) == [("no_helmet", 0.1), ("no_wear", 0.3), ("wear", 0.75)]
+    assert [_seen(d) for d in detector.detect_batch([frame, frame])] == [_seen(dets)] * 2
+    # --confidence: one threshold for every class, the model's own ignored (the old behaviour).
+    overridden = load_detector(model, conf=0.25, class_thresholds=False)
+    assert overridden.thresholds == {} and thresholds_of(overridden) == {}
+    assert _seen(overridden.detect(frame)) == [("no_wear", 0.3), ("wear", 0.75)]
+    np.testing.assert_array_equal(class_evidence(overridden.detect(frame)), class_evidence(dets))
+
+
+def test_a_model_without_class_thresholds_detects_at_the_global_threshold(tmp_path: Path):
+    detector = OnnxDetector(planted_onnx(tmp_path / "m.onnx", ROWS))
+    assert detector.thresholds == {}
+    assert _seen(detector.detect(np.zeros((64, 64, 3), dtype=np.uint8))) == [("no_wear", 0.3), ("wear", 0.75)]
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ('{"nohelmet": 0.1}', "'nohelmet', which is not a class of the model"),
+    ('{"helmet": 1.2}', r"class_thresholds\['helmet'\] = 1.2 is not a confidence"),
+    ("0.3", "must be a JSON object"),
+])
+def test_a_model_with_malformed_class_thresholds_does_not_load(tmp_path: Path, value: str, why: str):
+    model = planted_onnx(tmp_path / "m.onnx", ROWS, raw_metadata={CLASS_THRESHOLDS_KEY: value})
+    with pytest.raises(ValueError, match=why):
+        load_detector(model)
+
+
+def test_a_real_export_stamped_with_thresholds_keeps_each_class_at_its_own(ppe_onnx: Path, val_frames: list[np.ndarray],
+                                                                          tmp_path: Path):
+    stamped = with_thresholds(ppe_onnx, tmp_path / "stamped.onnx", {"helmet": 0.6, "no_wear": 0.05})
+    plain, per_class = OnnxDetector(ppe_onnx), OnnxDetector(stamped)
+    low_no_wear = 0
+    for frame in val_frames:
+        before, after = plain.detect(frame), per_class.detect(frame)
+        np.testing.assert_array_equal(class_evidence(after), class_evidence(before))
+        names = after.data["class_name"]
+        assert (after.confidence[names == "helmet"] >= np.float32(0.6)).all()
+        assert (after.confidence[names == "no_wear"] >= np.float32(0.05)).all()
+        # Classes without a threshold of their own are exactly what the plain model finds.
+        for name in ("no_helmet", "wear"):
+            np.testing.assert_array_equal(np.sort(after.confidence[names == name]),
+                                          np.sort(before.confidence[before.data["class_name"] == name]))
+        low_no_wear += int(((names == "no_wear") & (after.confidence <= 0.25)).sum())
+    assert low_no_wear > 0  # real frames have no_wear boxes only its own, lower threshold shows
 
 
 # -- parity with ultralytics (trained weights) -------------------------------------------------------

@@ -11,7 +11,16 @@ import torch
 from ultralytics.utils import nms as ultralytics_nms
 from ultralytics.utils import ops
 
-from edge.detectors.postprocess import class_evidence, decode, decode_end2end, empty_detections, nms, postprocess
+from edge.detectors.postprocess import (
+    apply_class_thresholds,
+    class_evidence,
+    class_threshold_mask,
+    decode,
+    decode_end2end,
+    empty_detections,
+    nms,
+    postprocess,
+)
 from edge.detectors.preprocess import Letterbox, preprocess
 
 NAMES = {0: "helmet", 1: "no_helmet", 2: "no_wear"}
@@ -197,3 +206,69 @@ def test_a_batch_gives_each_frame_its_own_evidence(ppe_dynamic_onnx: Path, val_f
     for got, want in zip(batch, singles, strict=True):
         np.testing.assert_allclose(class_evidence(got), want, atol=1e-5)
     assert not np.allclose(singles[0], singles[1])  # frames differ, so a shared array would show
+
+
+# -- per-class thresholds ---------------------------------------------------------------------------
+
+PPE = {0: "helmet", 1: "no_helmet", 2: "no_wear", 3: "wear"}
+
+
+def planted(*items: tuple[int, float]) -> sv.Detections:
+    """Detections from (class_id, confidence) pairs, side by side, with the frame's class evidence."""
+    n = len(items)
+    return sv.Detections(
+        xyxy=np.array([[10.0 + 40 * i, 10.0, 40.0 + 40 * i, 40.0] for i in range(n)], dtype=np.float32),
+        confidence=np.array([c for _, c in items], dtype=np.float32),
+        class_id=np.array([k for k, _ in items], dtype=np.int64),
+        data={"class_name": np.array([PPE[k] for k, _ in items])},
+        metadata={"class_evidence": np.array([0.2, 0.1, 0.3, 0.0], dtype=np.float32)},
+    )
+
+
+def test_each_class_is_kept_at_its_own_threshold_and_the_others_at_the_default():
+    dets = planted((0, 0.2), (1, 0.1), (2, 0.3), (2, 0.2))
+    kept = apply_class_thresholds(dets, {0: 0.3, 1: 0.08}, default=0.25)
+    # no_helmet at 0.1 stays (its threshold is 0.08), helmet at 0.2 goes (0.3), no_wear has none: 0.25.
+    assert [(PPE[int(c)], round(float(s), 2)) for c, s in zip(kept.class_id, kept.confidence)] == [
+        ("no_helmet", 0.1), ("no_wear", 0.3)]
+    assert list(kept.data["class_name"]) == ["no_helmet", "no_wear"]
+    np.testing.assert_array_equal(class_evidence(kept), class_evidence(dets))  # the evidence is the frame's
+    assert len(apply_class_thresholds(dets, {}, default=0.25)) == 4  # no thresholds: nothing filtered here
+
+
+def test_a_class_threshold_keeps_a_score_equal_to_it_and_the_default_stays_strict():
+    dets = planted((1, 0.08), (2, 0.25), (3, 0.3))
+    kept = apply_class_thresholds(dets, {1: 0.08, 3: 0.3}, default=0.25)
+    np.testing.assert_array_equal(kept.class_id, [1, 3])  # >= its own; > the global 0.25, as ultralytics
+    mask = class_threshold_mask(np.float32([0.3]), np.array([3]), {3: 0.3}, 0.25)
+    assert mask.tolist() == [True]  # compared in float32, where the decoder kept it
+
+
+def test_the_decoder_keeps_boxes_below_the_global_threshold_for_a_class_whose_own_is_lower():
+    rows = [
+        (100, 100, 50, 50, 0, 0.27),  # helmet above 0.25 but under its 0.3: dropped
+        (200, 100, 50, 50, 1, 0.10),  # no_helmet under 0.25 but over its 0.08: kept
+        (300, 100, 50, 50, 1, 0.05),  # no_helmet under its 0.08: dropped
+        (100, 250, 50, 50, 2, 0.26),  # no_wear has no threshold of its own: the global 0.25
+        (200, 250, 50, 50, 2, 0.20),
+    ]
+    output = head(rows, nc=4)
+    plain = decode(output, IDENTITY, PPE, conf=0.25)
+    per_class = decode(output, IDENTITY, PPE, conf=0.25, thresholds={0: 0.3, 1: 0.08})
+    assert sorted(plain.class_id.tolist()) == [0, 2]
+    assert sorted((int(c), round(float(s), 2)) for c, s in zip(per_class.class_id, per_class.confidence)) == [
+        (1, 0.1), (2, 0.26)]
+    np.testing.assert_array_equal(class_evidence(per_class), class_evidence(plain))
+    np.testing.assert_allclose(class_evidence(per_class), [0.27, 0.10, 0.26, 0.0])
+    # max_det counts kept boxes only: the boxes under their thresholds never take a place.
+    np.testing.assert_allclose(decode(output, IDENTITY, PPE, conf=0.25, max_det=2, thresholds={0: 0.3, 1: 0.08}).confidence,
+                               [0.26, 0.10])
+    assert len(postprocess(output, IDENTITY, PPE, conf=0.25, thresholds={0: 0.3, 1: 0.08})) == 2
+
+
+def test_the_end_to_end_decoder_applies_class_thresholds_too():
+    rows = np.array([[[10, 10, 50, 50, 0.27, 0], [60, 10, 90, 50, 0.1, 1], [10, 60, 50, 90, 0.26, 2]]], dtype=np.float32)
+    plain = decode_end2end(rows, IDENTITY, PPE, conf=0.25)
+    per_class = postprocess(rows, IDENTITY, PPE, conf=0.25, thresholds={0: 0.3, 1: 0.08})
+    assert plain.class_id.tolist() == [0, 2] and per_class.class_id.tolist() == [1, 2]
+    np.testing.assert_array_equal(class_evidence(per_class), class_evidence(plain))

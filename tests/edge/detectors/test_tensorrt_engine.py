@@ -14,18 +14,21 @@ import pytest
 import supervision as sv
 
 from edge.detectors import load_detector, onnx_runtime, tensorrt_engine
-from edge.detectors.metadata import file_sha256
+from edge.detectors.metadata import file_sha256, parse_metadata
 from edge.detectors.onnx_runtime import OnnxDetector
 from edge.detectors.tensorrt_engine import (
+    SIDECAR_SUFFIX,
     TensorRTDetector,
     TensorRTUnavailable,
     build_engine,
     detections_agree,
     engine_cache_key,
     engine_cache_path,
+    engine_sidecar,
     read_engine_file,
     verify_against_onnx,
 )
+from tests.edge.planted_model import planted_onnx, with_thresholds
 
 SHA = "ab" * 32
 
@@ -89,6 +92,22 @@ def test_engine_files_carry_metadata_in_a_sidecar_or_an_ultralytics_header(tmp_p
     assert read_engine_file(bare) == (None, b"ftrt" + b"\xff" * 64)
 
 
+def test_class_thresholds_survive_from_the_onnx_into_the_engine_sidecar(tmp_path: Path):
+    # What build_engine writes beside an engine, from the ONNX's own metadata (read as build_engine reads it).
+    onnx_path = planted_onnx(tmp_path / "m.onnx", [(10, 10, 8, 8, 1, 0.1)], thresholds={"no_helmet": 0.08, "wear": 0.7})
+    sidecar = engine_sidecar(tensorrt_engine._onnx_metadata(onnx_path), file_sha256(onnx_path),
+                             tensorrt_version="10.3.0", gpu_name="Orin (nvgpu)", fp16=True)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\x00\x01engine")
+    engine.with_suffix(SIDECAR_SUFFIX).write_text(json.dumps(sidecar))
+    meta, blob = read_engine_file(engine)
+    assert blob == b"\x00\x01engine" and meta is not None
+    parsed = parse_metadata(meta)
+    assert parsed.thresholds == {1: 0.08, 3: 0.7}  # what TensorRTDetector applies, as OnnxDetector does
+    assert parsed.model_version == file_sha256(onnx_path)[:12] and parsed.names[3] == "wear"
+    assert sidecar["onnx_sha256"] == file_sha256(onnx_path) and sidecar["tensorrt_version"] == "10.3.0"
+
+
 # -- without TensorRT -----------------------------------------------------------------------------
 
 
@@ -134,6 +153,20 @@ def test_detections_agree_within_tolerance_and_forgive_only_borderline_scores():
     assert not detections_agree(ref, relabelled)[0]
     rescored = _dets(ref.xyxy, [0.9, 0.5, 0.26], [0, 1, 0])
     assert "confidence" in detections_agree(ref, rescored)[1]
+
+
+def test_detections_agree_judges_a_class_near_its_own_threshold():
+    # Class 1's threshold is 0.5: a box of it at 0.51 may exist on one side only, one at 0.6 may not.
+    ref = _dets([[10, 10, 50, 50], [100, 100, 150, 150]], [0.9, 0.51], [0, 1])
+    assert not detections_agree(ref, ref[[0]])[0]  # at the global 0.25, 0.51 is far from borderline
+    assert detections_agree(ref, ref[[0]], class_thresholds={1: 0.5})[0]
+    confident = _dets([[10, 10, 50, 50], [100, 100, 150, 150]], [0.9, 0.6], [0, 1])
+    assert not detections_agree(confident, confident[[0]], class_thresholds={1: 0.5})[0]
+    assert not detections_agree(confident[[0]], confident, class_thresholds={1: 0.5})[0]  # nor as an extra
+    # A class whose threshold is below the global one is judged down there too.
+    low = _dets([[10, 10, 50, 50], [100, 100, 150, 150]], [0.9, 0.15], [0, 1])
+    assert detections_agree(low, low[[0]])[0]
+    assert not detections_agree(low, low[[0]], class_thresholds={1: 0.1})[0]
 
 
 class _Shifted:
@@ -201,3 +234,23 @@ def test_trained_engine_passes_the_hot_swap_check(ppe_onnx: Path, val_frames: li
     onnx_detector = OnnxDetector(ppe_onnx, providers=["CPUExecutionProvider"])
     with TensorRTDetector(engine_path) as engine:
         assert verify_against_onnx(engine, onnx_detector, val_frames, box_tol_px=2.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.usefixtures("gpu")
+def test_an_engine_built_from_a_stamped_onnx_keeps_each_class_at_its_own_threshold(
+    ppe_onnx: Path, val_frames: list[np.ndarray], tmp_path: Path
+):
+    stamped = with_thresholds(ppe_onnx, tmp_path / "stamped.onnx", {"helmet": 0.6, "no_wear": 0.05})
+    engine_path = tensorrt_engine.ensure_engine(stamped, tmp_path / "engines")
+    onnx_detector = OnnxDetector(stamped, providers=["CPUExecutionProvider"])
+    with TensorRTDetector(engine_path) as engine:  # the thresholds come from the sidecar alone
+        assert engine.thresholds == onnx_detector.thresholds == {0: 0.6, 2: 0.05}
+        assert verify_against_onnx(engine, onnx_detector, val_frames, box_tol_px=2.0)
+        low_no_wear = 0
+        for frame in val_frames:
+            dets = engine.detect(frame)
+            names = dets.data["class_name"]
+            assert (dets.confidence[names == "helmet"] >= np.float32(0.6)).all()
+            low_no_wear += int(((names == "no_wear") & (dets.confidence <= 0.25)).sum())
+        assert low_no_wear > 0
