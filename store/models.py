@@ -55,6 +55,12 @@ def register_model(
     return model_id
 
 
+def set_thresholds(con: duckdb.DuckDBPyConnection, model_id: str, thresholds: dict[str, float] | None) -> None:
+    """A model's per-class operating points (class name -> confidence), chosen after it was registered."""
+    con.execute("UPDATE models SET thresholds = ? WHERE id = ?",
+                [json.dumps(thresholds) if thresholds else None, model_id])
+
+
 def _record(row: tuple) -> ModelRecord:
     return ModelRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6], row[7],
                        json.loads(row[8]) if row[8] else None, row[9], row[10],

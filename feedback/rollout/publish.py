@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import supervision as sv
 
-from edge.detectors.metadata import MODEL_VERSION_KEY
+from edge.detectors.metadata import MODEL_VERSION_KEY, thresholds_metadata
 from edge.detectors.tensorrt_engine import detections_agree
 from edge.protocol import ArtifactManifest, ReferenceDetection, ReferenceFrame, ReferenceSet, utc_now
 from store.models import ModelRecord, champion, get_model
@@ -83,13 +83,15 @@ def holdout_frames(ws: Workspace, folder: Path, limit: int) -> list[Path]:
     return paths
 
 
-def stamp_version(onnx_path: Path, version: str) -> None:
-    """Write the registry's model id into the ONNX metadata: devices then report it as their model version."""
+def stamp_version(onnx_path: Path, version: str, thresholds: Mapping[str, float] | None = None) -> None:
+    """Write the registry's model id into the ONNX metadata (devices then report it as their model version) and
+    the model's per-class thresholds, where it has them: the operating points travel inside the file."""
     import onnx
 
     model = onnx.load(str(onnx_path))
     props = {p.key: p.value for p in model.metadata_props}
     props[MODEL_VERSION_KEY] = version
+    props.update(thresholds_metadata(thresholds) if thresholds else {})
     del model.metadata_props[:]
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
@@ -103,7 +105,9 @@ def check_parity(pt: Path, onnx_path: Path, frames: Sequence[Path], *, box_tol_p
     from edge.detectors.onnx_runtime import OnnxDetector
     from feedback.evaluation.predict import load_detector, predict_images
 
-    device = OnnxDetector(onnx_path, conf=DEVICE_CONF, iou=DEVICE_IOU, providers=["CPUExecutionProvider"])
+    # Parity is the export's numbers against the .pt's at one threshold; the per-class cut is checked on its own.
+    device = OnnxDetector(onnx_path, conf=DEVICE_CONF, iou=DEVICE_IOU, providers=["CPUExecutionProvider"],
+                          class_thresholds=False)
     predicted, _ = predict_images(load_detector(pt), frames, conf=DEVICE_CONF, iou=DEVICE_IOU,
                                   imgsz=device.input_size[0], progress=False)
     boxes, worst_px, worst_conf = 0, 0.0, 0.0
@@ -135,7 +139,8 @@ def reference_set(onnx_path: Path, frames: Sequence[Path], count: int) -> Refere
     as PNG, each with the detections ONNX Runtime finds on exactly those pixels."""
     from edge.detectors.onnx_runtime import OnnxDetector
 
-    detector = OnnxDetector(onnx_path, conf=DEVICE_CONF, iou=DEVICE_IOU, providers=["CPUExecutionProvider"])
+    detector = OnnxDetector(onnx_path, conf=DEVICE_CONF, iou=DEVICE_IOU, providers=["CPUExecutionProvider"],
+                            class_thresholds=False)
     side = max(detector.input_size)
     shrunk = []
     for path in frames:
@@ -171,6 +176,7 @@ def store_artifact(ws: Workspace, model: ModelRecord, onnx_bytes: bytes, referen
         model_version=model.id, onnx_sha256=ws.blobs.put(onnx_bytes), onnx_bytes=len(onnx_bytes),
         reference_sha256=ws.blobs.put(reference_bytes), reference_bytes=len(reference_bytes),
         classes=model.classes, input_size=input_size, metrics=_scalars(model.metrics), published_at=utc_now(),
+        thresholds=model.thresholds or None,
     )
     with ws.catalog.connect() as con:
         con.execute(
@@ -203,7 +209,7 @@ def publish(ws: Workspace, model_ref: str, *, frames: Sequence[Path] | None = No
             raise PublishError("there are no real holdout images in the catalog to check the export on "
                                "(import some with `edgeloop import --split holdout`)")
         onnx_path = export_onnx(ws, model.id, folder / "export")
-        stamp_version(onnx_path, model.id)
+        stamp_version(onnx_path, model.id, model.thresholds)
         pt = folder / f"{model.id}.pt"
         pt.write_bytes(ws.blobs.get(model.weights_sha256))
         parity = check_parity(pt, onnx_path, paths)
@@ -214,6 +220,9 @@ def publish(ws: Workspace, model_ref: str, *, frames: Sequence[Path] | None = No
         if list(exported.names.values()) != model.classes:
             raise PublishError(f"{model.id}: the export's classes {list(exported.names.values())} "
                                f"are not the registry's {model.classes}")
+        shipped = {exported.names[c]: t for c, t in exported.thresholds.items()}
+        if shipped != (model.thresholds or {}):
+            raise PublishError(f"{model.id}: the export carries thresholds {shipped}, the registry {model.thresholds}")
         manifest = store_artifact(ws, model, onnx_path.read_bytes(), reference, exported.input_size, parity)
     return Published(manifest, parity, reference)
 

@@ -111,3 +111,23 @@ def test_an_export_that_disagrees_with_its_pt_is_refused(published, ppe_pt: Path
     torch.save(silenced, pt)
     with pytest.raises(PublishError, match=r"disagrees with the \.pt on holdout frame .*\.jpg"):
         check_parity(pt, onnx, frames(ppe_dir))
+
+
+def test_a_models_thresholds_travel_in_its_onnx_and_its_manifest(tmp_path: Path, ppe_dir: Path, ppe_pt: Path) -> None:
+    import onnxruntime
+
+    from store.models import set_thresholds
+
+    ws = holdout_workspace(tmp_path, ppe_dir, n=4)
+    model, _ = register_weights(ws, ppe_pt)
+    own = {"helmet": 0.4, "no_helmet": 0.05}
+    with ws.catalog.connect() as con:
+        set_thresholds(con, model.id, own)
+    manifest = publish(ws, model.id).manifest
+    assert manifest.thresholds == own
+    path = tmp_path / "m.onnx"
+    path.write_bytes(ws.blobs.get(manifest.onnx_sha256))
+    # Read back by ONNX Runtime itself, not by our parser: what any device finds in the file.
+    meta = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    assert json.loads(meta.custom_metadata_map["class_thresholds"]) == own
+    assert OnnxDetector(path).thresholds == {0: 0.4, 1: 0.05}
