@@ -237,36 +237,52 @@ def add_synthetic(ws: Any, run: Path, n: int, seed: int) -> dict[str, Any]:
     return result
 
 
-def fine_tune(ws: Any, run: Path, seed: int, epochs: int, imgsz: int) -> Path:
-    """The champion fine-tuned on everything verified, the same recipe for every arm; weights at run/best.pt."""
+def fine_tune(ws: Any, run: Path, seed: int, epochs: int, imgsz: int, recipe: Any, rare: str) -> Path:
+    """The champion fine-tuned on everything verified, the same recipe for every arm; weights at run/best.pt.
+    `recipe` None: the recipe from before wave 3 (every class alike, --imgsz); else the rare-aware levers, with
+    the measured class watched (as the device watches it): after active review it is no longer "rare" by count
+    (240 no_helmet boxes against 2,200 helmets is over a tenth), yet it is the class the site needs seen."""
+    from feedback.training.recipe import Recipe
     from feedback.training.train import train
 
     best = run / "best.pt"
     if best.exists():
         return best
-    log(f"{run.name}: fine-tuning the champion ({epochs} epochs at {imgsz})")
+    overrides = {"epochs": epochs}
+    if recipe is None or recipe.min_rare_px is None:
+        overrides["imgsz"] = imgsz  # otherwise the recipe sizes it from the rare boxes
+    log(f"{run.name}: fine-tuning the champion ({epochs} epochs, {'rare-aware' if recipe else 'default'} recipe)")
     started = time.perf_counter()
-    result = train(ws, parent="champion", overrides={"epochs": epochs, "imgsz": imgsz}, seed=seed)
+    result = train(ws, parent="champion", overrides=overrides, seed=seed, recipe=recipe or Recipe.off(),
+                   watch=[rare] if recipe else ())
     tmp = run / "best.pt.tmp"
     tmp.write_bytes(ws.blobs.get(result.weights_sha256))
     tmp.replace(best)
+    with ws.catalog.connect() as con:
+        params = json.loads(con.execute("SELECT params FROM training_runs WHERE model_id = ?",
+                                        [result.model_id]).fetchone()[0])
     write_json(run / "trained.json", {"model": result.model_id, "dataset_version": result.dataset_version,
-                                      "seconds": round(time.perf_counter() - started, 1)})
+                                      "seconds": round(time.perf_counter() - started, 1),
+                                      "train_seconds": round(result.duration_s, 1), "imgsz": result.params["imgsz"],
+                                      "thresholds": result.thresholds, "recipe": params.get("recipe")})
     return best
 
 
-def judge(weights: Path, data_dir: Path, out: Path, rare: str) -> dict[str, Any]:
-    """`edgeloop eval`'s code on real images; the numbers the benchmark reports."""
+def judge(weights: Path, data_dir: Path, out: Path, rare: str,
+          thresholds: dict[str, float] | None = None) -> dict[str, Any]:
+    """`edgeloop eval`'s code on real images, at the model's own per-class thresholds where it has them (chosen
+    on its calibration split, never on these images); the numbers the benchmark reports."""
     from feedback.evaluation.evaluate import evaluate
 
     if out.exists():
         metrics = json.loads(out.read_text())
     else:
-        metrics = evaluate(weights, data_dir, progress=False)
+        metrics = evaluate(weights, data_dir, progress=False, thresholds=thresholds)
         write_json(out, metrics)  # its "seconds" field is the evaluation's own time
     cls = metrics["per_class"][rare]
     return {"map50": metrics["map50"], "map50_95": metrics["map50_95"], "rare_ap50": cls["map50"],
-            "rare_recall": cls["recall"]}
+            "rare_recall": cls["recall"], "rare_precision": cls["precision"],
+            "rare_threshold": cls.get("threshold", 0.25)}
 
 
 def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names: list[str]) -> dict[str, Any]:
@@ -274,6 +290,8 @@ def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names
     run = run_dir(args, arm, seed)
     key = run.name
     config = settings(args)
+    if args.recipe != "default":
+        config["training_recipe"] = recipe_config(args)  # only these arms: the default arms' saved results stay valid
     if arm.endswith("+synth"):
         config["synthetic"] = args.synthetic  # only these arms depend on it: the others' saved results stay valid
     if rounds > 1:
@@ -289,6 +307,7 @@ def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names
     if stamp.exists() and (made := json.loads(stamp.read_text())) != config:
         sys.exit(f"{run} was made with other settings ({made}, now {config}): delete it or use another --out")
     write_json(stamp, config)
+    reuse_acquisition(args, arm, seed, run)
     ws = prepare(run, args.data, args.base_model, captures, names)
     acquired = acquire(ws, run, arm, seed, args.budget, rounds, args.data, names, args.rare_class)
     log(f"{key}: {acquired['boxes_by_class']} from {acquired['images_reviewed']} reviewed images")
@@ -297,8 +316,11 @@ def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names
         return result
     if arm.endswith("+synth"):
         result["synthetic"] = add_synthetic(ws, run, args.synthetic, seed)
-    weights = fine_tune(ws, run, seed, args.epochs, args.imgsz)
-    result["val"] = judge(weights, args.data / "val", run / "metrics_val.json", args.rare_class)
+    weights = fine_tune(ws, run, seed, args.epochs, args.imgsz, recipe_of(args), args.rare_class)
+    trained = json.loads((run / "trained.json").read_text())
+    result["training"] = {k: trained.get(k) for k in ("train_seconds", "imgsz", "thresholds", "recipe")}
+    result["val"] = judge(weights, args.data / "val", run / "metrics_val.json", args.rare_class,
+                          trained.get("thresholds"))
     # Each step's own time, so a resumed run reports what the whole run took, not the last sitting.
     result["wall_s"] = round(sum(json.loads((run / f).read_text()).get("seconds", 0)
                                  for f in ("prepared.json", "acquired.json", "synthetic.json", "trained.json")
@@ -317,9 +339,62 @@ def rounds_of(arm: str, rounds: int) -> int:
 
 
 def run_dir(args: argparse.Namespace, arm: str, seed: int) -> Path:
-    """DIR/<arm>[_r<rounds>]_<seed>; its name also names the saved result in bench/results/loop/."""
+    """DIR/<arm>[_r<rounds>][_<recipe>]_<seed>; its name also names the saved result in bench/results/loop/."""
     rounds = rounds_of(arm, args.rounds)
-    return args.out / f"{arm.replace('+', '_')}{f'_r{rounds}' if rounds > 1 else ''}_{seed}"
+    recipe = f"_{recipe_name(args)}" if args.recipe != "default" else ""
+    return args.out / f"{arm.replace('+', '_')}{f'_r{rounds}' if rounds > 1 else ''}{recipe}_{seed}"
+
+
+def recipe_name(args: argparse.Namespace) -> str:
+    """"rare", or "rare" and the levers changed from its defaults, for the ablation's run names."""
+    from feedback.training.recipe import Recipe
+
+    changed = [f"{k}={v}" for k, v in recipe_config(args).items() if k != "imgsz" and v != getattr(Recipe(), k)]
+    return "rare" + "".join(f"-{c.replace('_', '')}" for c in changed)
+
+
+def recipe_of(args: argparse.Namespace) -> Any:
+    """The training recipe the flags ask for; None: the recipe from before (--recipe default)."""
+    from feedback.training.recipe import Recipe
+
+    if args.recipe == "default":
+        return None
+    return Recipe(**{k: v for k, v in recipe_config(args).items() if k != "imgsz"})
+
+
+def recipe_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The rare recipe's levers as set by the flags (each switchable for ablation)."""
+    return {"repeat_threshold": None if args.no_repeat else args.repeat_t, "class_weight_power": args.class_weights,
+            "min_rare_px": None if args.no_resolution else args.min_rare_px,
+            "calibration_share": 0.0 if args.no_calibration else args.calibration_share,
+            "rare_checkpoint": not (args.no_calibration or args.no_rare_checkpoint),
+            "operating_precision": args.operating_precision,
+            **({"imgsz": args.imgsz} if args.no_resolution else {})}
+
+
+def reuse_acquisition(args: argparse.Namespace, arm: str, seed: int, run: Path) -> None:
+    """A recipe run starts from the same reviews as the plain arm's other runs of this seed (selection never
+    reads the training recipe, nor synthesis): copy a finished sibling's workspace as it stood after review."""
+    if (run / "prepared.json").exists():
+        return
+    plain, same = arm.removesuffix("+synth"), ("budget", "imgsz", "rare_class", "base_model_sha256", "rounds")
+    mine = json.loads((run / "config.json").read_text())
+    for sibling in sorted(args.out.iterdir()):
+        ours = sibling.name == f"{plain}_{seed}" or (sibling.name.startswith(f"{plain}_")
+                                                     and sibling.name.endswith(f"_{seed}"))
+        if not ours or sibling == run or "_synth" in sibling.name or not (sibling / "acquired.json").exists():
+            continue
+        theirs = json.loads((sibling / "config.json").read_text())
+        if any(theirs.get(k) != mine.get(k) for k in same):
+            continue
+        log(f"{run.name}: starting from {sibling.name}'s reviews")
+        tmp = run / "ws.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(sibling / "ws", tmp, symlinks=True)
+        tmp.replace(run / "ws")
+        for name in ("device-token", "prepared.json", "acquired.json"):
+            shutil.copyfile(sibling / name, run / name)
+        return
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -361,8 +436,11 @@ def summarise(results: list[dict[str, Any]], rare: str, eval_key: str) -> dict[s
             "boxes_labelled": mean_ci([r["acquired"]["boxes_labelled"] for r in runs.values()]),
         }
         if all(eval_key in r for r in runs.values()):
-            for metric in ("map50", "map50_95", "rare_ap50", "rare_recall"):
-                row[metric] = mean_ci([r[eval_key][metric] for r in runs.values()])
+            for metric in ("map50", "map50_95", "rare_ap50", "rare_recall", "rare_precision", "rare_threshold"):
+                row[metric] = mean_ci([r[eval_key].get(metric) for r in runs.values()])
+            if all("training" in r for r in runs.values()):
+                row["train_seconds"] = mean_ci([r["training"]["train_seconds"] for r in runs.values()])
+                row["imgsz"] = sorted({r["training"]["imgsz"] for r in runs.values()})
             base = by_arm.get("base", {})
             paired = [s for s in runs if s in base and eval_key in base[s]]
             if arm != "base" and paired:
@@ -422,6 +500,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="work folder (resumable)")
     parser.add_argument("--eval-data", type=Path, help="also evaluate the saved models on this YOLO folder")
     parser.add_argument("--acquire-only", action="store_true", help="stop after review: acquisition only")
+    recipe = parser.add_argument_group("training recipe", "default: the recipe from before (every class alike, one "
+                                       "threshold at 0.25); rare: the rare-aware recipe, each lever switchable")
+    recipe.add_argument("--recipe", choices=("default", "rare"), default="default")
+    recipe.add_argument("--repeat-t", type=float, default=1.0, help="repeat-factor sampling's threshold t")
+    recipe.add_argument("--no-repeat", action="store_true", help="no repeat-factor sampling")
+    recipe.add_argument("--class-weights", type=float, default=0.0, help="ultralytics' cls_pw (0: off)")
+    recipe.add_argument("--min-rare-px", type=float, default=32.0,
+                        help="train at the size where the rare class's median box is this many pixels a side")
+    recipe.add_argument("--no-resolution", action="store_true", help="train at --imgsz, not a size from the data")
+    recipe.add_argument("--calibration-share", type=float, default=0.15,
+                        help="share of real training images carved for checkpoint choice and thresholds")
+    recipe.add_argument("--no-calibration", action="store_true",
+                        help="no calibration split: last epoch, one threshold")
+    recipe.add_argument("--no-rare-checkpoint", action="store_true", help="the last epoch, not the rare-best one")
+    recipe.add_argument("--operating-precision", type=float, default=0.5,
+                        help="the precision each class's threshold is chosen for")
     args = parser.parse_args()
     arms = [a for a in args.arms.split(",") if a]
     known = ("base", "random", "active", "oracle", "random+synth", "active+synth")
@@ -451,8 +545,9 @@ def main() -> None:
             run = run_dir(args, arm, seed)
             if args.eval_data and (run / "best.pt").exists():
                 results[-1]["eval"] = judge(run / "best.pt", args.eval_data, run / f"metrics_{args.eval_data.name}.json",
-                                            args.rare_class)
+                                            args.rare_class, (results[-1].get("training") or {}).get("thresholds"))
     summary = {"budget": args.budget, "epochs": args.epochs, "imgsz": args.imgsz, "rare_class": args.rare_class,
+               "recipe": recipe_name(args) if args.recipe != "default" else "default",
                "arms": summarise(results, args.rare_class, "val"), "seconds": round(time.perf_counter() - started, 1)}
     if args.eval_data:
         summary["eval_data"] = {"path": str(args.eval_data), "arms": summarise(results, args.rare_class, "eval")}

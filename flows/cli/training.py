@@ -97,6 +97,23 @@ def train(
     emit(out | ({"backend": backend, "job": result.job} if result.job else {}), as_json)
 
 
+def parse_thresholds(text: str | None) -> dict[str, float] | None:
+    """`--thresholds name=conf,...`; a malformed pair or a confidence outside (0, 1) is named."""
+    if not text:
+        return None
+    out = {}
+    for pair in text.split(","):
+        name, _, value = pair.partition("=")
+        try:
+            conf = float(value)
+        except ValueError:
+            raise fail(f"--thresholds: {pair!r} is not name=confidence") from None
+        if not name or not 0.0 < conf < 1.0:
+            raise fail(f"--thresholds: {pair!r} needs a class name and a confidence in (0, 1)")
+        out[name.strip()] = conf
+    return out
+
+
 def recipe_option(name: str, operating_precision: float) -> Recipe:
     """`--recipe` and `--operating-precision` as the trainer's Recipe; a bad value is named."""
     from feedback.training.recipe import Recipe
@@ -137,10 +154,14 @@ def eval_(
     coco_predictions: Annotated[Optional[Path], typer.Option(help="Also write predictions, COCO results format.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Folder for the confusion matrix and galleries.")] = None,
     names: Annotated[Optional[str], typer.Option(help="Comma-separated class names (default: data.yaml or the model's).")] = None,
+    thresholds: Annotated[Optional[str], typer.Option(
+        help="Per-class operating points, e.g. no_helmet=0.12,helmet=0.4 (`edgeloop models --json` lists a "
+             "model's); other classes at 0.25.")] = None,
 ) -> None:
     """COCO mAP (pycocotools), precision/recall at the deployed operating point, confusion, galleries."""
     from feedback.evaluation.evaluate import evaluate, format_table
 
+    own = parse_thresholds(thresholds)
     if not model.is_file():
         raise fail(f"--model {model}: no such file")
     if not (data / "images").is_dir():
@@ -148,7 +169,7 @@ def eval_(
     try:
         with ultralytics_to_stderr():
             result = evaluate(model, data, names=names.split(",") if names else None, report_dir=report,
-                              coco_predictions=coco_predictions)
+                              coco_predictions=coco_predictions, thresholds=own)
     except ValueError as exc:  # e.g. the data's classes are not the model's
         raise fail(str(exc)) from exc
     json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -206,13 +227,15 @@ def models(ctx: typer.Context, workspace: WorkspaceOpt = None, as_json: JsonOpt 
         rows = list_models(con)
     if as_json:
         print(json.dumps([{"id": m.id, "parent": m.parent_id, "dataset_version": m.dataset_version,
-                           "status": m.status, "map50_95": (m.metrics or {}).get("map50_95")} for m in rows]))
+                           "status": m.status, "map50_95": (m.metrics or {}).get("map50_95"), "imgsz": m.imgsz,
+                           "thresholds": m.thresholds} for m in rows]))
         return
-    table = Table("model", "parent", "dataset", "status", "mAP@0.5:0.95")
+    table = Table("model", "parent", "dataset", "status", "mAP@0.5:0.95", "thresholds")
     for m in rows:
         score = (m.metrics or {}).get("map50_95")
+        own = ", ".join(f"{name} {conf:.3g}" for name, conf in (m.thresholds or {}).items()) or "0.25 (global)"
         table.add_row(m.id, m.parent_id or "", str(m.dataset_version or ""), m.status,
-                      f"{score:.4f}" if score is not None else "")
+                      f"{score:.4f}" if score is not None else "", own)
     console.print(table)
 
 
