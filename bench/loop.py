@@ -369,7 +369,8 @@ def recipe_config(args: argparse.Namespace) -> dict[str, Any]:
             "calibration_share": 0.0 if args.no_calibration else args.calibration_share,
             "rare_checkpoint": not (args.no_calibration or args.no_rare_checkpoint),
             "operating_precision": args.operating_precision,
-            **({"imgsz": args.imgsz} if args.no_resolution else {})}
+            **({"imgsz": args.imgsz} if args.no_resolution else {}),
+            **({"copy_paste": args.copy_paste} if args.copy_paste else {})}  # absent when off: saved runs stay valid
 
 
 def reuse_acquisition(args: argparse.Namespace, arm: str, seed: int, run: Path) -> None:
@@ -509,6 +510,8 @@ def main() -> None:
     recipe.add_argument("--min-rare-px", type=float, default=32.0,
                         help="train at the size where the rare class's median box is this many pixels a side")
     recipe.add_argument("--no-resolution", action="store_true", help="train at --imgsz, not a size from the data")
+    recipe.add_argument("--copy-paste", type=float, default=0.0,
+                        help="pasted images per training image holding the rare class (box-level copy-paste)")
     recipe.add_argument("--calibration-share", type=float, default=0.15,
                         help="share of real training images carved for checkpoint choice and thresholds")
     recipe.add_argument("--no-calibration", action="store_true",

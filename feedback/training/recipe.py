@@ -1,7 +1,8 @@
 """The rare-aware training recipe: the levers that make a rare class seen, each recorded and switchable.
 
-Repeat-factor sampling (LVIS), class weights in the loss, a training size chosen from the rare boxes, and a
-calibration split carved from training data for the checkpoint choice and the per-class thresholds.
+Repeat-factor sampling (LVIS), class weights in the loss, a training size chosen from the rare boxes, rare crops
+pasted into other training frames, and a calibration split carved from training data for the checkpoint choice
+and the per-class thresholds.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Recipe:
     repeat_threshold: float | None = 1.0  # t in r(c) = max(1, sqrt(t / f(c))); None: no resampling
     class_weight_power: float = 0.0  # ultralytics' cls_pw; off unless measured to help (bench/loop.py)
     min_rare_px: float | None = MIN_RARE_PX  # train at the size where the rare median box reaches this
+    copy_paste: float = 0.0  # pasted images per training image holding a rare class (copy_paste.py); 0: off
     calibration_share: float = 0.15  # real training images kept for checkpoint choice and thresholds; 0: off
     rare_checkpoint: bool = True  # the epoch best on the calibration split's rare-aware fitness, not the last
     operating_precision: float | Mapping[str, float] = 0.5  # per-class thresholds' target on calibration
@@ -41,7 +43,7 @@ class Recipe:
     @property
     def active(self) -> bool:
         return bool(self.rare_classes) and (self.repeat_threshold is not None or self.min_rare_px is not None
-                                            or self.calibration_share > 0
+                                            or self.calibration_share > 0 or self.copy_paste > 0
                                             or self.class_weight_power > 0)
 
     def recorded(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from feedback.training.recipe import (
     Recipe, carve_calibration, choose_imgsz, draw_repeats, for_data, rare_box_sides, rare_fitness, rare_in,
     repeat_factors,
 )
-from store.datasets import build_dataset, materialise, yolo_items
+from store.datasets import YoloItem, build_dataset, materialise, yolo_items
 from store.labels import catalog_classes
 from store.models import ModelRecord, champion, get_model, record_training_run, register_model
 from store.settings import Workspace
@@ -280,14 +280,31 @@ def _training_data(ws: Workspace, plan: RunPlan, seed: int) -> tuple[Path, set[s
                if recipe.repeat_threshold is not None else {})
     plan.notes["repeats"] = {"images_repeated": sum(r > 1 for r in repeats.values()),
                              "copies_added": sum(r - 1 for r in repeats.values()), "training_images": len(training)}
-    key = hashlib.sha256(json.dumps([sorted(calibration), sorted(repeats.items())]).encode()).hexdigest()[:10]
+    key = hashlib.sha256(json.dumps([sorted(calibration), sorted(repeats.items()), recipe.copy_paste,
+                                     seed]).encode()).hexdigest()[:10]
     data_yaml = materialise(ws.catalog, ws.blobs, version, ws.settings.workspace / "datasets" / f"v{version}-{key}",
                             repeats=repeats, calibration=calibration)
+    if recipe.copy_paste > 0:
+        _paste_rare(ws, data_yaml.parent / "train", training, plan, seed)
     if calibration:  # ultralytics validates on "val": for this run, that is the calibration split
         data = json.loads(data_yaml.read_text())
         data_yaml = data_yaml.with_name("train.yaml")
         data_yaml.write_text(json.dumps({**data, "val": data["calib"]}, indent=1) + "\n")
     return data_yaml, calibration
+
+
+def _paste_rare(ws: Workspace, folder: Path, training: list[YoloItem], plan: RunPlan, seed: int) -> None:
+    """Box-level copy-paste: rare crops from this run's training frames pasted into others, written beside them."""
+    from feedback.training.copy_paste import paste_rare
+
+    recipe = plan.recipe
+    per_class = round(recipe.copy_paste * sum(bool(set(i.class_ids) & set(recipe.rare_classes)) for i in training))
+    made = 0
+    for k, pasted in enumerate(paste_rare(training, ws.blobs, recipe.rare_classes, per_class, seed)):
+        (folder / "images" / f"paste_{k:05d}.jpg").write_bytes(pasted.image_jpeg)
+        (folder / "labels" / f"paste_{k:05d}.txt").write_text(pasted.label)
+        made += 1
+    plan.notes["copy_paste"] = {"asked_per_rare_class": per_class, "images": made}
 
 
 def _choose_thresholds(weights: Path, calib: Path, plan: RunPlan) -> dict[str, float] | None:

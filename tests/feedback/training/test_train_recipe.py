@@ -119,3 +119,16 @@ def test_a_watched_class_turns_the_recipe_on_and_an_unknown_one_is_refused(
         runs = dict(con.execute("SELECT model_id, params->'recipe' FROM training_runs").fetchall())
     assert runs[plain.model_id] is None
     assert json.loads(runs[watched.model_id])["rare_class_names"] == ["vest"]
+
+
+def test_copy_paste_adds_pasted_rare_images_to_what_the_trainer_reads(ws: Workspace,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = seen_by_trainer(monkeypatch)
+    result = train(ws, parent=None, overrides={"epochs": 1, "imgsz": 128, "batch": 8, "workers": 0},
+                   recipe=Recipe(calibration_share=0.0, repeat_threshold=None, copy_paste=0.5), seed=0)
+    with ws.catalog.connect() as con:
+        recipe = json.loads(con.execute("SELECT params FROM training_runs WHERE model_id = ?",
+                                        [result.model_id]).fetchone()[0])["recipe"]
+    pasted = [s for s in seen[0]["stems"] if s.startswith("paste_")]
+    assert len(pasted) == recipe["copy_paste"]["images"] > 0
+    assert recipe["copy_paste"]["images"] <= recipe["copy_paste"]["asked_per_rare_class"]
