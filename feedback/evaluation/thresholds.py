@@ -1,7 +1,7 @@
 """Per-class operating points: each class's confidence threshold, chosen for a target precision (DESIGN 9).
 
-Chosen on verified images that are not the ones its recall is then reported on; the lowest threshold that
-still reaches the target precision is the one that sees the most of the class.
+Chosen on verified images that are not the ones its recall is then reported on: for an alert class the cut that
+sees the most of it at the target precision, for the others the best F1 at that precision or above.
 """
 
 from __future__ import annotations
@@ -60,41 +60,49 @@ def ranked_hits(truths: Mapping[str, sv.Detections], predictions: Mapping[str, s
     return np.asarray(scores, dtype=np.float64)[order], np.asarray(hits, dtype=bool)[order], instances
 
 
-def choose_threshold(scores: np.ndarray, hits: np.ndarray, instances: int, cls: int,
-                     target_precision: float) -> ClassThreshold | None:
-    """The lowest cut whose precision reaches the target (the most recall it allows); None without ground
-    truth or predictions to choose from. Cuts fall only where the score changes: tied boxes go together."""
+def choose_threshold(scores: np.ndarray, hits: np.ndarray, instances: int, cls: int, target_precision: float,
+                     objective: str = "recall") -> ClassThreshold | None:
+    """Among the cuts whose precision reaches the target, the one with the most recall (an alert class: seeing it
+    is the point), the highest such cut when several share it; or, objective "f1", the best F1 (any other class:
+    a lower cut that buys a last straggler with a flood of false boxes is no better). None without ground truth or
+    predictions to choose from. Cuts fall only where the score changes: tied boxes go together."""
+    if objective not in ("recall", "f1"):
+        raise ValueError(f"objective {objective!r} is not recall or f1")
     if not instances or not len(scores):
         return None
     tp = np.cumsum(hits)
     precision = tp / np.arange(1, len(hits) + 1)
     recall = tp / instances
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     last_of_tie = np.append(scores[1:] < scores[:-1], True)  # a cut keeps every box scoring at least its own
     cuts = np.flatnonzero(last_of_tie & (scores >= MIN_THRESHOLD))
     if not len(cuts):
         return None
     good = cuts[precision[cuts] >= target_precision]
     if len(good):
-        k, reached = int(good[-1]), True
+        goal = recall if objective == "recall" else f1
+        k, reached = int(good[np.flatnonzero(goal[good] == goal[good].max())[0]]), True
     else:
-        f1 = 2 * precision[cuts] * recall[cuts] / np.maximum(precision[cuts] + recall[cuts], 1e-12)
-        k, reached = int(cuts[int(np.argmax(f1))]), False
+        k, reached = int(cuts[int(np.argmax(f1[cuts]))]), False
     threshold = float(np.clip(scores[k], MIN_THRESHOLD, MAX_THRESHOLD))
     return ClassThreshold(cls, round(threshold, 5), float(precision[k]), float(recall[k]), int(instances), reached)
 
 
 def choose_thresholds(truths: Mapping[str, sv.Detections], predictions: Mapping[str, sv.Detections],
                       names: Sequence[str], target_precision: float | Mapping[str, float] = DEFAULT_PRECISION,
-                      iou: float = 0.5) -> dict[str, ClassThreshold]:
+                      iou: float = 0.5, alert_classes: Sequence[str] | None = None) -> dict[str, ClassThreshold]:
     """Class name -> its operating point, for every class the calibration images can decide; `target_precision`
-    is one for all, or per class name (others: DEFAULT_PRECISION)."""
+    is one for all, or per class name (others: DEFAULT_PRECISION). `alert_classes` (the rare and watched ones)
+    get the most recall the target allows, the others the best F1 at that precision or above; None: every
+    class is an alert class."""
     chosen = {}
     for cls, name in enumerate(names):
         target = (target_precision.get(name, DEFAULT_PRECISION) if isinstance(target_precision, Mapping)
                   else target_precision)
         if not 0.0 < target <= 1.0:
             raise ValueError(f"operating precision for {name!r} must lie in (0, 1]; got {target}")
-        point = choose_threshold(*ranked_hits(truths, predictions, cls, iou), cls, target)
+        objective = "recall" if alert_classes is None or name in alert_classes else "f1"
+        point = choose_threshold(*ranked_hits(truths, predictions, cls, iou), cls, target, objective)
         if point is not None:
             chosen[name] = point
     return chosen

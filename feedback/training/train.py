@@ -318,6 +318,7 @@ def _choose_thresholds(weights: Path, calib: Path, plan: RunPlan) -> dict[str, f
     predictions, _ = predict_images(load_detector(weights), [image.path for image in dataset.images],
                                     progress=False)
     chosen = choose_thresholds({image.image_id: image.truth for image in dataset.images}, predictions,
-                               plan.classes, plan.recipe.operating_precision)
+                               plan.classes, plan.recipe.operating_precision,
+                               alert_classes=[plan.classes[c] for c in plan.recipe.rare_classes])
     plan.notes["thresholds"] = {name: point.as_json() for name, point in chosen.items()}
     return {name: point.threshold for name, point in chosen.items()} or None

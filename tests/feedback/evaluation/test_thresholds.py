@@ -23,19 +23,32 @@ PREDICTIONS = {f"i{k}": predicted((NO_HELMET, score, HEAD if hit else ELSEWHERE)
 
 
 @pytest.mark.parametrize(("target", "threshold", "precision", "recall"), [
-    (0.6, 0.5, 0.6, 0.3),   # the lowest cut still at 0.6: five boxes, three right
+    (0.6, 0.6, 0.75, 0.3),  # 0.5 reaches 0.6 too, but sees no more: the higher cut keeps fewer false boxes
     (0.75, 0.6, 0.75, 0.3),
     (0.55, 0.3, 4 / 7, 0.4),  # further down, 0.571 >= 0.55 again: the most recall wins
     (1.0, 0.8, 1.0, 0.2),
 ])
-def test_the_lowest_threshold_reaching_the_target_precision_is_chosen(target: float, threshold: float,
-                                                                      precision: float, recall: float) -> None:
+def test_an_alert_class_gets_the_most_recall_its_target_precision_allows(target: float, threshold: float,
+                                                                         precision: float, recall: float) -> None:
     chosen = choose_thresholds(TRUTHS, PREDICTIONS, NAMES, target)
     point = chosen["no_helmet"]
     assert point.threshold == pytest.approx(threshold)
     assert point.precision == pytest.approx(precision) and point.recall == pytest.approx(recall)
     assert point.instances == 10 and point.reached
     assert set(chosen) == {"no_helmet"}  # helmet and vest have no ground truth here: nothing to choose on
+
+
+def test_other_classes_get_the_best_f1_at_the_target_precision_or_above() -> None:
+    # Four heads; ranked: hit, hit, hit, miss, miss, miss, hit. Cutting at 0.3 sees all four at precision 4/7
+    # (F1 0.73); cutting at 0.7 sees three at precision 1 (F1 0.86).
+    truths = {f"h{k}": truth((HELMET, HEAD)) for k in range(4)}
+    found = {f"h{k}": predicted((HELMET, score, HEAD)) for k, score in enumerate((0.9, 0.8, 0.7, 0.3))}
+    found |= {f"x{k}": predicted((HELMET, score, ELSEWHERE)) for k, score in enumerate((0.6, 0.5, 0.4))}
+    truths |= {f"x{k}": truth() for k in range(3)}
+    as_alert = choose_thresholds(truths, found, NAMES, 0.5)["helmet"]
+    as_other = choose_thresholds(truths, found, NAMES, 0.5, alert_classes=["no_helmet"])["helmet"]
+    assert (as_alert.threshold, as_alert.recall) == (pytest.approx(0.3), 1.0)
+    assert (as_other.threshold, as_other.recall, as_other.precision) == (pytest.approx(0.7), 0.75, 1.0)
 
 
 def test_a_target_no_cut_reaches_falls_back_to_the_best_f1_and_says_so() -> None:
