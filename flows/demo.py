@@ -117,8 +117,10 @@ class StageLines:
 
     def __init__(self, console: Console, started: float) -> None:
         self.console, self.started = console, started
+        # redirect_*=False: a live display otherwise swaps sys.stdout/sys.stderr for proxies that print to the
+        # terminal, and every line chatter_to sent to demo.log (ultralytics' progress bars) came back on screen.
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                 console=console, transient=True)
+                                 console=console, transient=True, redirect_stdout=False, redirect_stderr=False)
 
     def begin(self, text: str) -> None:
         if self.console.is_terminal:  # a spinner only where it can be erased again
