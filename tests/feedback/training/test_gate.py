@@ -96,3 +96,13 @@ def test_a_watched_recall_within_tolerance_or_better_passes() -> None:
         assert d.promoted, (recall, d.reasons)
     nothing_to_see = with_recall(result(0.25, helmet=0.75, no_helmet=None), "no_helmet", None)
     assert decide(result(0.375, helmet=0.75, no_helmet=None), nothing_to_see, watched=["no_helmet"]).promoted
+
+
+def test_exactly_the_margin_passes_and_a_hair_below_fails_in_exact_arithmetic() -> None:
+    # 0.3125 - 0.25 == 0.0625 exactly in binary floating point, so this tells `>=` from `>`
+    # (0.305 - 0.300 is 0.0050000000000000044, which cannot).
+    champion = result(0.25, helmet=0.75)
+    assert 0.3125 - 0.25 == 0.0625
+    assert decide(result(0.3125, helmet=0.75), champion, margin=0.0625).promoted
+    below = 0.3125 - 2**-20  # far beyond any rounding, far below anything a reader would call the margin
+    assert not decide(result(below, helmet=0.75), champion, margin=0.0625).promoted
