@@ -112,3 +112,18 @@ def test_a_frame_with_no_room_is_rejected_with_its_reason_and_no_donor_is_an_err
     assert {o.lineage["source_image"] for o in out} <= {"full", "crowded"}
     with pytest.raises(MaterialError, match="no verified box of class 1"):
         next(iter(PasteGenerator().generate(request(), [full])))
+
+
+def test_the_same_seed_makes_the_same_images_and_another_seed_others():
+    source, _, bg = scene()
+
+    def made(seed: int) -> list:
+        return [m for m in PasteGenerator().generate(request(count=5, seed=seed), [bg, source])
+                if not isinstance(m, Rejected)]
+
+    first, again, other = made(3), made(3), made(4)
+    assert first and len(first) == len(again)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+    assert any(not np.array_equal(a.boxes, b.boxes) for a, b in zip(first, other, strict=False))
