@@ -48,6 +48,7 @@ from store.settings import Settings, Workspace
 from store.signing import signing_key, verify_blob_signature
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_TUF_FILE = re.compile(r"(?:[1-9][0-9]{0,8}\.root|timestamp|snapshot|targets)\.json")
 _META_LIMIT = 256 * 1024  # a meta part with 2,000 detections is about 200 KB
 _INLINE_JPEG_BYTES = 1024 * 1024  # about 10 ms of decoding at most
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -283,6 +284,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         return StreamingResponse(chunks(), status_code=206 if isinstance(span, tuple) else 200,
                                  media_type="application/octet-stream", headers=headers)
+
+    @app.get(
+        f"{API_PREFIX}/tuf/{{name}}",
+        response_class=Response,
+        responses={401: _PROBLEMS[401], 403: _PROBLEMS[403],
+                   404: {"model": Problem, "description": "No such metadata file (a root version not made yet)"}},
+        summary="The signed rollout metadata (TUF: N.root.json, timestamp.json, snapshot.json, targets.json)",
+        description="Served as the control plane signed it; devices verify it against the root they pinned, so "
+        "this endpoint needs no trust of its own.",
+    )
+    async def tuf_metadata(name: str, request: Request) -> Response:
+        authenticate(request.headers.get("authorization"), registry)
+        if not _TUF_FILE.fullmatch(name):
+            raise Rejected(404, "no_such_metadata", f"{name!r} is not a TUF metadata file name")
+        try:
+            data = await run_in_threadpool(workspace.objects.get, f"tuf/{name}")
+        except KeyError:
+            raise Rejected(404, "no_such_metadata", f"no {name} (has `edgeloop keys init` been run?)") from None
+        return Response(data, media_type="application/json", headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz", summary="Liveness: the process answers and the store is reachable")
     async def healthz() -> dict[str, str]:

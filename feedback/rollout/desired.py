@@ -13,19 +13,10 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.protocol import ArtifactManifest, DeploymentAnswer, Name
+from edge.trust import canary_bucket  # the device checks its signed assignment with the same bucketing
 from store.objects import ObjectStore
 
 DESIRED_KEY = "registry/deployments.json"
-_BUCKET_SALT = b"edgeloop-canary\0"  # fixed: a device keeps its bucket across rollouts
-
-
-def canary_bucket(device: str) -> float:
-    """Where `device` stands in [0, 100): it is in a canary of PCT percent when its bucket is below PCT.
-
-    A stable hash of the name alone, so growing a canary only ever adds devices to it.
-    """
-    digest = hashlib.sha256(_BUCKET_SALT + device.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 * 100.0
 
 
 def in_canary(device: str, canary_pct: float) -> bool:
