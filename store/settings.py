@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # model that sees them less often at its operating point. Each class's threshold is chosen for this precision
     # (one for all, or per class name) on a split carved from training data.
     watch_classes: list[str] = []
+    # The folder `edgeloop keys init` made (targets and online keys): publish and rollout sign what devices may
+    # install with them. None: unsigned, as before, with a warning on every publish.
+    signing_keys: Path | None = None
     operating_precision: float | dict[str, float] = 0.5
     grounding_model: str = "IDEA-Research/grounding-dino-tiny"
     sam_model: str | None = None  # e.g. "facebook/sam-vit-base": each teacher box becomes its mask's tight box

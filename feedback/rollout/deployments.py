@@ -8,17 +8,22 @@ rolling back a promoted rollout returns the fleet to what it ran before, one rol
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from edge.protocol import ArtifactManifest, utc_now
 from feedback.rollout.desired import ActiveRollout, DesiredState, publish_state
+from feedback.rollout.trust import SigningKeys, sign_state
 from store.objects import ObjectStore
 from store.settings import Workspace
+
+log = logging.getLogger(__name__)
 
 
 class RolloutError(ValueError):
@@ -80,10 +85,16 @@ def desired_state(con: duckdb.DuckDBPyConnection) -> DesiredState:
     )
 
 
-def publish_desired_state(con: duckdb.DuckDBPyConnection, objects: ObjectStore) -> DesiredState:
-    """Write the desired state for the API; called with the catalog lock held, so that two changes
-    can never publish out of order."""
+def publish_desired_state(con: duckdb.DuckDBPyConnection, objects: ObjectStore,
+                          signing_keys: Path | None = None) -> DesiredState:
+    """Write the desired state for the API, and sign it for the devices where the fleet has keys (TUF, DESIGN
+    decision 10); called with the catalog lock held, so that two changes can never publish out of order."""
     state = desired_state(con)
+    if signing_keys is not None:
+        sign_state(objects, SigningKeys.load(signing_keys), state)  # first: a device never sees an unsigned state
+    else:
+        log.warning("the desired state is not signed: devices started with --trust-root will refuse its models "
+                    "(make keys with `edgeloop keys init --out DIR`, then set EDGELOOP_SIGNING_KEYS=DIR)")
     publish_state(objects, state)
     return state
 
@@ -122,7 +133,7 @@ def start_rollout(ws: Workspace, model_id: str, canary_pct: float) -> Rollout:
             con.execute(f"INSERT INTO rollouts ({_COLUMNS}) VALUES (?, ?, ?, ?, 'canary', ?, ?)",
                         [rollout_id, model_id, fleet, canary_pct, now, now])
             _event(con, rollout_id, "start", canary_pct)
-        publish_desired_state(con, ws.objects)
+        publish_desired_state(con, ws.objects, ws.settings.signing_keys)
         con.commit()
         return _rollout(con.execute(f"SELECT {_COLUMNS} FROM rollouts WHERE id = ?", [rollout_id]).fetchone())  # type: ignore[return-value]
 
@@ -147,7 +158,7 @@ def promote_rollout(ws: Workspace, *, force: bool = False) -> tuple[Rollout, dic
         con.execute("UPDATE rollouts SET state = 'promoted', canary_pct = 100, updated_at = ? WHERE id = ?",
                     [utc_now(), active.id])
         _event(con, active.id, "promote", 100.0, forced=force and not judgment["healthy"], judgment=judgment)
-        publish_desired_state(con, ws.objects)
+        publish_desired_state(con, ws.objects, ws.settings.signing_keys)
         con.commit()
         return _rollout(con.execute(f"SELECT {_COLUMNS} FROM rollouts WHERE id = ?", [active.id]).fetchone()), judgment  # type: ignore[return-value]
 
@@ -164,7 +175,7 @@ def rollback_rollout(ws: Workspace) -> Rollout:
             raise RolloutError("there is no rollout to roll back")
         con.execute("UPDATE rollouts SET state = 'rolled_back', updated_at = ? WHERE id = ?", [utc_now(), target.id])
         _event(con, target.id, "rollback", None)
-        publish_desired_state(con, ws.objects)
+        publish_desired_state(con, ws.objects, ws.settings.signing_keys)
         con.commit()
         return _rollout(con.execute(f"SELECT {_COLUMNS} FROM rollouts WHERE id = ?", [target.id]).fetchone())  # type: ignore[return-value]
 
@@ -177,7 +188,7 @@ def pin_device(ws: Workspace, device: str, model_id: str) -> None:
             raise RolloutError(f"no device named {device!r} (see `edgeloop devices list`)")
         _manifest(con, model_id)
         con.execute("INSERT OR REPLACE INTO device_pins VALUES (?, ?, ?)", [device, model_id, utc_now()])
-        publish_desired_state(con, ws.objects)
+        publish_desired_state(con, ws.objects, ws.settings.signing_keys)
         con.commit()
 
 
@@ -187,7 +198,7 @@ def unpin_device(ws: Workspace, device: str) -> None:
         if not con.execute("SELECT 1 FROM device_pins WHERE device = ?", [device]).fetchone():
             raise RolloutError(f"device {device!r} is not pinned")
         con.execute("DELETE FROM device_pins WHERE device = ?", [device])
-        publish_desired_state(con, ws.objects)
+        publish_desired_state(con, ws.objects, ws.settings.signing_keys)
         con.commit()
 
 

@@ -184,7 +184,7 @@ def store_artifact(ws: Workspace, model: ModelRecord, onnx_bytes: bytes, referen
             [model.id, manifest.onnx_sha256, manifest.onnx_bytes, manifest.reference_sha256,
              manifest.model_dump_json(), json.dumps(asdict(parity)), manifest.published_at],
         )
-        publish_desired_state(con, ws.objects)
+        publish_desired_state(con, ws.objects, ws.settings.signing_keys)
     return manifest
 
 

@@ -180,3 +180,40 @@ def test_keys_init_refuses_to_overwrite_and_keeps_private_keys_private(tmp_path:
         init_keys(tmp_path / "k")
     with pytest.raises(TrustSetupError, match="no keys.json"):
         SigningKeys.load(tmp_path / "nowhere")
+
+
+def test_rollout_commands_sign_with_the_workspace_keys_and_warn_without(tmp_path: Path, caplog) -> None:
+    from edge.protocol import ReferenceFrame, ReferenceSet
+    from feedback.rollout.deployments import pin_device, start_rollout
+    from feedback.rollout.publish import Parity, store_artifact
+    from store.models import get_model, register_model
+
+    keys = tmp_path / "keys"
+    init_keys(keys)
+    signed = Workspace(Settings(workspace=tmp_path / "signed", fsync=False, signing_keys=keys))
+    unsigned = Workspace(Settings(workspace=tmp_path / "unsigned", fsync=False))
+    reference = ReferenceSet(conf=0.25, iou=0.7, box_tol_px=2.0, conf_tol=0.02,
+                             frames=[ReferenceFrame(name="f.png", png_base64="")])
+    parity = Parity(frames=1, boxes=0, max_box_px=0.0, max_conf_diff=0.0, box_tol_px=1.0, conf_tol=0.01)
+    for ws in (signed, unsigned):
+        onnx = b"onnx bytes" * 50
+        with ws.catalog.connect() as con:
+            model_id = register_model(con, ws.blobs.put(b"weights"), classes=["helmet"], imgsz=320)
+            record = get_model(con, model_id)
+        add_device(ws.catalog, ws.objects, "cam-9")
+        with caplog.at_level("WARNING", logger="feedback.rollout.deployments"):
+            caplog.clear()
+            store_artifact(ws, record, onnx, reference, (320, 320), parity)
+            start_rollout(ws, model_id, 100.0)
+            pin_device(ws, "cam-9", model_id)
+        if ws is signed:
+            assert not [r for r in caplog.records if "not signed" in r.message]
+            token = add_device(ws.catalog, ws.objects, DEVICE)
+            with BackgroundServer(ws.settings) as url:
+                TrustedInstaller(keys / "root.json", tmp_path / "dev", url, token, DEVICE).check(model_id, onnx)
+            targets = json.loads(ws.objects.get(f"{PREFIX}targets.json"))["signed"]
+            assert targets["version"] == 3  # publish, start, pin: one signed version each
+            assert targets["targets"][f"models/{model_id}.onnx"]["custom"]["pinned"] == ["cam-9"]
+        else:
+            assert len([r for r in caplog.records if "not signed" in r.message]) == 3  # on every publish
+            assert not ws.objects.exists(f"{PREFIX}targets.json")
