@@ -37,6 +37,7 @@ from edge.client import IngestClient, TransientError, UploadRejected
 from edge.detectors.base import Detector, load_detector, thresholds_of
 from edge.detectors.metadata import ModelMetadata, file_sha256
 from edge.protocol import ArtifactManifest, DeploymentAnswer, ReferenceSet, UpdateState
+from edge.trust import TrustedInstaller, TrustError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class UpdaterConfig:
     conf: float = 0.25  # the agent's operating point (load_detector's defaults), which reference sets are made at
     iou: float = 0.7
     class_thresholds: bool = True  # each model's own per-class thresholds; False: every class at `conf` (--confidence)
+    trust: TrustedInstaller | None = None  # signed rollouts: install only what TUF metadata names (--trust-root)
 
 
 class Refused(Exception):
@@ -440,6 +442,11 @@ class ModelUpdater:
         if not folder.is_dir():
             self._set("downloading", version)
             self._install(client, manifest)
+        if self.config.trust is not None:  # before the ONNX is ever parsed: an unsigned file is not even loaded
+            try:
+                self.config.trust.check(version, (folder / "model.onnx").read_bytes())
+            except TrustError as exc:
+                raise Refused(f"not signed for this fleet: {exc}") from exc
         self._set("building", version)
         try:
             self._between_frames()
