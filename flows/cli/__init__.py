@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 # Imported for their side effect, each registering its commands; in this order they appear in --help.
-from flows.cli import devices, server, device, review, autolabel, mining, synthesis, training, cycle, rollout, demo  # noqa: F401, I001
+from flows.cli import devices, server, device, review, autolabel, mining, synthesis, training, cycle, rollout, keys, demo  # noqa: F401, I001
 from flows.cli.common import app
 
 __all__ = ["app", "main"]
