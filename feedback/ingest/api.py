@@ -5,7 +5,9 @@ Stateless by design (DESIGN decision 1): no DuckDB here, so replicas scale behin
 
 from __future__ import annotations
 
+import errno
 import functools
+import logging
 import os
 import re
 import uuid
@@ -47,6 +49,7 @@ from store.inbox import CaptureRecord, HeartbeatRecord
 from store.settings import Settings, Workspace
 from store.signing import signing_key, verify_blob_signature
 
+log = logging.getLogger(__name__)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TUF_FILE = re.compile(r"(?:[1-9][0-9]{0,8}\.root|timestamp|snapshot|targets)\.json")
 _META_LIMIT = 256 * 1024  # a meta part with 2,000 detections is about 200 KB
@@ -166,7 +169,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         record = CaptureRecord(
             id=capture_id, sha256=sha, received_at=utc_now(), media_type=media_type, bytes=len(image), meta=meta
         )
-        created = await workspace.inbox.add_upload(record, image)
+        try:
+            created = await workspace.inbox.add_upload(record, image)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # A full store is the server's state, not the upload's fault: 507 and a retry time, which the device's
+            # uploader honours, and one log line instead of a traceback per refused upload.
+            log.warning("store full, upload %s refused: %s", sha[:12], exc)
+            raise Rejected(507, "insufficient_storage", "the server's store is full; retry later",
+                           {"Retry-After": "60"}) from None
         return CaptureAccepted(id=capture_id, sha256=sha, duplicate=not created), created
 
     @app.post(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 class Rejected(Exception):
-    """A request refused with a 4xx; nothing has been written when this is raised."""
+    """A request refused with a 4xx (or 507: the store is full); nothing has been written when this is raised."""
 
     def __init__(self, status: int, reason: str, detail: object, headers: dict[str, str] | None = None) -> None:
         super().__init__(f"{status} {reason}: {detail}")

@@ -2,7 +2,8 @@
 agent's frame loop is driven frame by frame here while the updater's thread downloads, builds and checks.
 
 Nothing is timed: each test steps frames until the state it waits for (bounded by a deadline), then
-looks at what the loop did frame by frame (`models_run`) and what lies on disk.
+looks at what the loop did frame by frame (`models_run`) and what lies on disk; where a test uploads every
+frame, the captures the API received say which model ran which frame without the agent's own account.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import json
 import random
 import re
 import socket
@@ -28,7 +30,15 @@ from edge.client import IngestClient
 from edge.detectors.base import load_detector
 from edge.detectors.metadata import file_sha256
 from edge.detectors.onnx_runtime import OnnxDetector
-from edge.protocol import ArtifactManifest, ReferenceDetection, ReferenceFrame, ReferenceSet, SourceRef, utc_now
+from edge.protocol import (
+    ArtifactManifest,
+    CaptureMeta,
+    ReferenceDetection,
+    ReferenceFrame,
+    ReferenceSet,
+    SourceRef,
+    utc_now,
+)
 from edge.sources import Frame, VideoFileSource
 from edge.triggers import Decision, TriggerConfig
 from edge.updater import INSTALLED, ModelUpdater, UpdaterConfig, reference_mismatch, thresholds_mismatch
@@ -36,8 +46,9 @@ from feedback.ingest.serving import BackgroundServer
 from feedback.rollout.deployments import pin_device, unpin_device
 from feedback.rollout.publish import reference_set
 from store.devices import add_device
+from store.inbox import CAPTURES, HEARTBEATS, CaptureRecord, HeartbeatRecord
 from tests.edge.manual_clock import ManualClock
-from tests.edge.planted_model import planted_onnx, with_thresholds
+from tests.edge.planted_model import PPE, head, planted_onnx, with_thresholds
 from tests.edge.test_alerts import SECRET as ALERT_SECRET
 from tests.edge.test_alerts import Receiver
 from tests.feedback.rollout.artifacts import (
@@ -51,6 +62,53 @@ DEVICE = "cam-u"
 DEADLINE_FRAMES = 3000  # far more than any step here needs, on the slowest machine we run on
 # The "thresholded" artifact's per-class operating points: helmet above, no_wear below the global 0.25.
 THRESHOLDS = {"helmet": 0.4, "no_wear": 0.15}
+# Every frame a hard example, and only its own: no budget, no dedup, no flicker (which uploads the frame before).
+EVERY_FRAME = TriggerConfig(random_rate=1.0, budget_per_hour=1e9, budget_burst=10_000, dedup_memory=0,
+                            flicker_enabled=False)
+
+
+def raising_on_bright_frames(path: Path, limit: float = 0.6) -> Path:
+    """A PPE-classed detector at imgsz 320 that answers a dark frame (no pixel above `limit` x 255) with two
+    planted boxes and makes ONNX Runtime raise on any brighter one: the frame's brightest pixel picks the index
+    of a Gather from a one-element tensor, 0 when dark, 7 (out of bounds, an INVALID_ARGUMENT at run time)
+    when bright. A real model, valid to the ONNX checker, that fails on some frames and not on others."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    planted = head([(100, 100, 40, 40, 0, 0.9), (220, 160, 50, 60, 3, 0.8)], len(PPE))
+    nodes = [
+        helper.make_node("ReduceMax", ["images"], ["peak"], keepdims=0),
+        helper.make_node("Greater", ["peak", "limit"], ["bright"]),
+        helper.make_node("Cast", ["bright"], ["flag"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["flag", "past_the_end"], ["index"]),
+        helper.make_node("Gather", ["nothing", "index"], ["zero"]),
+        helper.make_node("Add", ["planted", "zero"], ["output0"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "raising_on_bright_frames",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(planted.shape))],
+        initializer=[numpy_helper.from_array(planted, "planted"),
+                     numpy_helper.from_array(np.array(limit, dtype=np.float32), "limit"),
+                     numpy_helper.from_array(np.array(7, dtype=np.int64), "past_the_end"),
+                     numpy_helper.from_array(np.zeros(1, dtype=np.float32), "nothing")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {"names": repr(PPE), "imgsz": "[320, 320]", "stride": "32", "task": "detect"}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def marked(image: np.ndarray, index: int, test: int) -> np.ndarray:
+    """`image` with its frame index and the test's number written in a dark 8x24 corner, so that no two frames
+    encode alike, here or in another test on the same API: it keeps one capture per image sha256, and each
+    frame's capture must reach it. Dark stays dark (values < 97)."""
+    out = image.copy()
+    out[:8, :8], out[:8, 8:16], out[:8, 16:24] = index % 97, index // 97 % 97, test % 97
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +125,14 @@ def site(tmp_path_factory: pytest.TempPathFactory, ppe_dir: Path, ppe_pt: Path, 
         ReferenceDetection(xyxy=(d.xyxy[0] + 15, d.xyxy[1], d.xyxy[2] + 15, d.xyxy[3]), confidence=d.confidence,
                            class_id=d.class_id) for d in f.detections]}) for f in good.frames]})
     assert any(f.detections for f in shifted.frames)
+    dark = tmp_path_factory.mktemp("dark") / "dark.png"
+    cv2.imwrite(str(dark), np.zeros((320, 320, 3), np.uint8))
+    raising = raising_on_bright_frames(tmp_path_factory.mktemp("raising") / "raising.onnx")
     arts = {
         "next": make("next"),
+        # Passes every check the device makes (its reference frame is dark), then raises on a camera's frame.
+        "raises_on_bright": artifact(ws, raising, "raises_on_bright", parity, ppe_dir,
+                                     reference=reference_set(raising, [dark], 1)),
         "corrupt": make("corrupt"),
         "truncated": make("truncated"),
         "not_onnx": make("not_onnx", onnx_bytes=b"these bytes are no ONNX model\n" * 5000),
@@ -112,7 +176,7 @@ class Device:
     """The agent's frame loop on frames with contiguous indices, stepped by the test."""
 
     def __init__(self, site: dict, model_dir: Path, server: str | None = None, installed: Path | None = None,
-                 *, triggers: TriggerConfig | None = None, alerts: AlertConfig | None = None,
+                 *, triggers: TriggerConfig | None = None, alerts: AlertConfig | None = None, camera: str = "cam0",
                  **options: object) -> None:
         # A budget no model misses unless a test sets one: this machine's load is not the model's fault.
         options = {"latency_budget_ms": 60_000.0, **options}
@@ -121,9 +185,10 @@ class Device:
         self.updater = ModelUpdater(config, installed=installed or site["installed"])
         detector = self.updater.initial_detector()
         self.agent = Agent(AgentConfig(server=site["url"], token=site["token"], device=DEVICE,
-                                       spool_dir=model_dir.parent / "spool", triggers=triggers or TriggerConfig(),
-                                       alerts=alerts), detector, [], self.updater)
+                                       camera=camera, spool_dir=model_dir.parent / "spool",
+                                       triggers=triggers or TriggerConfig(), alerts=alerts), detector, [], self.updater)
         self.images, self.index = site["images"], 0
+        self.frame_at: Callable[[int], np.ndarray] = lambda i: self.images[i % len(self.images)]
         self.states: Counter[str] = Counter()  # the update state seen before each frame
         self.decisions: dict[int, Decision] = {}  # what the miner chose to upload, by frame
 
@@ -136,7 +201,7 @@ class Device:
 
     def step(self) -> None:
         self.states[self.updater.report()[0]] += 1
-        frame = self.images[self.index % len(self.images)]
+        frame = self.frame_at(self.index)
         decision = self.agent.step(Frame(frame, self.index, 0.0, utc_now(), SourceRef(uri="test", frame_index=self.index)))
         if decision is not None:
             self.decisions[decision.frame_index] = decision
@@ -171,6 +236,11 @@ def test_a_checked_model_is_swapped_in_between_two_frames_while_the_loop_runs_on
         device.until(lambda: device.version == nxt.model_version, "the swap")
         # The loop went on running the old model while the new one was fetched, built and checked.
         assert device.states["downloading"] + device.states["building"] + device.states["verifying"] > 0
+        # ...through each of those phases, not the download alone: the updater waits for a frame to end before
+        # each MiB it writes, before it builds, and before each of its reference frames, so frames run in each.
+        assert device.states["downloading"] > 0, device.states
+        assert device.states["building"] > 0, device.states
+        assert device.states["verifying"] > 0, device.states
         device.until(lambda: device.updater.report() == ("idle", None, None), "the end of probation")
         runs = device.runs()
         assert [r[0] for r in runs] == [installed, nxt.model_version] and contiguous(runs, device.index)
@@ -219,6 +289,94 @@ def test_a_model_over_its_latency_budget_is_rolled_back_by_the_device(site, depl
         assert [r[0] for r in runs] == [installed, nxt.model_version, installed] and contiguous(runs, device.index)
         assert runs[1][2] - runs[1][1] + 1 == 4  # its probation (probation_frames), then straight back
     assert f'"current": "{INSTALLED}"' in (tmp_path / "models" / "state.json").read_text()
+
+
+def spooled(device: Device) -> list[CaptureMeta]:
+    """Every capture the agent left on disk for upload, read back from the spool's files."""
+    return [CaptureMeta.model_validate_json(e.meta_json) for e in device.agent.spool.next_batch(1_000_000)]
+
+
+def received(site: dict, camera: str) -> list[CaptureMeta]:
+    """The captures of `camera` the API on loopback accepted: its inbox records."""
+    objects = site["ws"].objects
+    records = [CaptureRecord.model_validate_json(objects.get(key)) for key in objects.list(CAPTURES)]
+    return [r.meta for r in records if r.meta.camera == camera]
+
+
+def by_frame(captures: list[CaptureMeta]) -> list[tuple[int, str]]:
+    """(frame index, model version) of each capture, in frame order."""
+    return sorted((c.source.frame_index, c.model_version) for c in captures)  # type: ignore[misc]
+
+
+def test_a_new_model_that_raises_on_a_frame_is_rolled_back_and_that_frame_run_again_on_the_old_one(
+    site, deploy, tmp_path
+) -> None:
+    """Judged from what reached the API (each frame's capture, the heartbeat) and the device's disk, not from
+    the agent's own counters: the frame the new model raised on was still run, by the old model, as was every
+    frame after it, and the device says why it went back."""
+    raising, camera = site["raises_on_bright"], "raise-on-probation"
+    dark = np.zeros((320, 320, 3), np.uint8)
+    with Device(site, tmp_path / "models", triggers=EVERY_FRAME, camera=camera) as device:
+        installed = device.version
+        device.frame_at = lambda i: marked(dark, i, 1)
+        deploy("raises_on_bright")
+        device.until(lambda: device.version == raising.model_version, "the swap")
+        swapped_at = device.index - 1  # the new model ran that frame (a dark one)...
+        device.step()  # ...and this one: two of its four probation frames
+        failed_at = device.index
+        device.frame_at = lambda i: marked(device.images[i % len(device.images)], i, 1)  # a camera's: it raises
+        device.step()
+        polls = device.updater.polls
+        device.until(lambda: device.updater.polls >= polls + 2 and device.index >= failed_at + 8,
+                     "two more polls and a few frames")
+        frames = device.index
+        on_disk = spooled(device)
+        device.agent.uploader.start()  # its first heartbeat goes out at once, then the captures
+        assert device.agent.uploader.flush(60), device.agent.uploader.stats()
+    # One capture per frame, none lost, none twice; the new model's only for the two dark frames it ran.
+    expected = [(i, raising.model_version if swapped_at <= i < failed_at else installed) for i in range(frames)]
+    assert by_frame(on_disk) == expected
+    assert by_frame(received(site, camera)) == expected
+    assert {c.update_state for c in on_disk if c.source.frame_index >= failed_at} == {"rolled_back"}
+    # The heartbeat the API received reports the rollback, its reason and the one error, on the old model.
+    objects = site["ws"].objects
+    beats = [HeartbeatRecord.model_validate_json(objects.get(k)).heartbeat for k in objects.list(HEARTBEATS)]
+    beats = [b for b in beats if b.update_target == raising.model_version]
+    assert beats, "no heartbeat named the model that raised"
+    beat = beats[-1]
+    assert (beat.update_state, beat.model_version, beat.errors) == ("rolled_back", installed, 1)
+    assert re.search(r"it raised \w+ on a frame: .*Gather", beat.update_detail or ""), beat.update_detail
+    # And on disk: the old model is what runs, at the next start too; the one that raised is refused.
+    state = json.loads((tmp_path / "models" / "state.json").read_text())
+    assert state["current"] == INSTALLED and state["update_state"] == "rolled_back"
+    assert "Gather" in state["refused"][raising.onnx_sha256]
+
+
+def test_no_frame_is_dropped_or_repeated_across_a_swap_judged_by_the_captures_uploaded(site, deploy, tmp_path) -> None:
+    """Every frame is a hard example here, so the captures themselves tell which model ran which frame: their
+    frame indices run 0..N-1 with no gap and no repeat, and their model version changes exactly once."""
+    nxt, camera = site["next"], "swap-every-frame"
+    with Device(site, tmp_path / "models", triggers=EVERY_FRAME, camera=camera) as device:
+        installed = device.version
+        device.frame_at = lambda i: marked(device.images[i % len(device.images)], i, 2)
+        device.until(lambda: device.updater.polls > 0, "a first poll")
+        deploy("next")
+        device.until(lambda: device.version == nxt.model_version, "the swap")
+        device.until(lambda: device.updater.report() == ("idle", None, None), "the end of probation")
+        for _ in range(3):
+            device.step()
+        frames, runs = device.index, device.runs()
+        on_disk = spooled(device)
+        device.agent.uploader.start()
+        assert device.agent.uploader.flush(60), device.agent.uploader.stats()
+    for captures in (on_disk, received(site, camera)):
+        indexed = by_frame(captures)
+        assert [i for i, _ in indexed] == list(range(frames))
+        versions = [v for _, v in indexed]
+        switches = [i for i in range(1, frames) if versions[i] != versions[i - 1]]
+        assert len(switches) == 1 and (versions[0], versions[-1]) == (installed, nxt.model_version), switches
+        assert 0 < switches[0] < frames - 4  # the old model ran frames before it, the new one its probation after
+        assert switches[0] == runs[1][1]  # and the agent's own account of the swap agrees with its captures
 
 
 def test_no_model_named_sends_the_device_back_to_its_installed_model(site, deploy, tmp_path) -> None:
