@@ -17,6 +17,7 @@ from edge.protocol import (
     API_PREFIX,
     ARTIFACTS_PATH,
     CAPTURES_PATH,
+    CREDENTIAL_REASONS,
     DEPLOYMENT_PATH,
     HEARTBEAT_PATH,
     CaptureAccepted,
@@ -33,6 +34,28 @@ class UploadRejected(Exception):
     def __init__(self, status: int, reason: str, detail: object) -> None:
         super().__init__(f"HTTP {status} {reason}: {detail}")
         self.status, self.reason, self.detail = status, reason, detail
+
+
+def refuses_device(exc: UploadRejected) -> bool:
+    """The server refused the device (its token, or an address with no ingest API behind it), not what it
+    sent: every request will be refused alike, so nothing sent should be set aside for it."""
+    # 404: the capture and heartbeat routes always exist on the API; a 404 means the URL has a wrong path.
+    return exc.status in (401, 404) or exc.reason in CREDENTIAL_REASONS
+
+
+def refusal_hint(exc: UploadRejected, server: str) -> str:
+    """One line for the person at the terminal: what the refusal means and what to change."""
+    if exc.status == 404:
+        return (f"--server {server}: no edgeloop ingest API answers there (HTTP 404); the server URL should be "
+                "http://HOST:PORT, without a path")
+    if exc.reason == "revoked_token":
+        return (f"the server at {server} refused the device token: it was revoked (HTTP 403); issue a new one with "
+                "`edgeloop devices rotate NAME` on the control plane")
+    if exc.reason == "device_mismatch":
+        return (f"the server at {server} refused the uploads (HTTP 403): {exc.detail}; pass the token's device "
+                "name with --device, or that device's token with --token")
+    return (f"the server at {server} refused the device token (HTTP {exc.status} {exc.reason}): check --token "
+            "(or EDGELOOP_TOKEN); `edgeloop devices add NAME` on the control plane prints a new device's token")
 
 
 class TransientError(Exception):

@@ -501,11 +501,17 @@ def _prefer_rtsp_over_tcp() -> None:
     os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"{current}|rtsp_transport;tcp" if current else "rtsp_transport;tcp"
 
 
+def is_live(spec: str | int) -> bool:
+    """A camera or stream (what `open_source` opens as a StreamSource): it never ends by itself."""
+    text = str(spec).strip()
+    return text.lower().startswith(STREAM_SCHEMES) or bool(_CAMERA_SPEC.fullmatch(text))
+
+
 def open_source(spec: str | int, **kwargs: Any) -> FrameSource:
     """`rtsp://`, `rtsps://`, `http(s)://` → stream; `usb:N` or `N` → camera N; a folder → images;
     a file → video. Keyword arguments go to the chosen source's constructor."""
     text = str(spec).strip()
-    if text.lower().startswith(STREAM_SCHEMES) or _CAMERA_SPEC.fullmatch(text):
+    if is_live(text):
         return StreamSource(text, **kwargs)
     path = Path(text).expanduser()
     if text and path.is_dir():

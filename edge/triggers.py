@@ -60,8 +60,9 @@ class TriggerConfig:
     came closest. 1.0 turns the ranking off (the band alone)."""
     rare_window: int = 3000
     """How many recent frames the ranking looks back over (about two minutes at 25 fps)."""
-    budget_per_hour: float = 120.0
-    """Uploads per hour (token bucket refilling continuously). Operator flags are exempt."""
+    budget_per_hour: float | None = 120.0
+    """Uploads per hour (token bucket refilling continuously). Operator flags are exempt. None: no budget
+    (a video file or image folder someone chose to run: every selected frame goes)."""
     budget_burst: int = 5
     """Bucket size: how many uploads may go out back to back after a quiet spell."""
     dedup_hamming: int = 6
@@ -96,7 +97,7 @@ class TriggerConfig:
             raise ValueError(f"random_rate {self.random_rate} must lie in [0, 1]")
         if self.flicker_min_hits < 1 or self.flicker_max_age < self.flicker_min_hits:
             raise ValueError("flicker needs 1 <= flicker_min_hits <= flicker_max_age")
-        if self.budget_per_hour < 0 or self.budget_burst < 1:
+        if (self.budget_per_hour is not None and self.budget_per_hour < 0) or self.budget_burst < 1:
             raise ValueError("budget_per_hour must be >= 0 and budget_burst >= 1")
         if not 0 <= self.dedup_hamming <= 64 or self.dedup_memory < 0:
             raise ValueError("dedup_hamming must lie in [0, 64] and dedup_memory be >= 0")
@@ -222,8 +223,10 @@ class HardExampleMiner:
         self._names = dict(names or {})  # the model's class names, for rare_class reasons
         self._thresholds: dict[int, float] = dict(thresholds or {})
         self._rng = random.Random(seed)
-        capacity = float(cfg.budget_burst) if cfg.budget_per_hour > 0 else 0.0
-        self._bucket = _TokenBucket(cfg.budget_per_hour / 3600.0, capacity, clock)
+        self._bucket: _TokenBucket | None = None
+        if cfg.budget_per_hour is not None:
+            capacity = float(cfg.budget_burst) if cfg.budget_per_hour > 0 else 0.0
+            self._bucket = _TokenBucket(cfg.budget_per_hour / 3600.0, capacity, clock)
         self._recent_hashes: deque[int] = deque(maxlen=cfg.dedup_memory)
         ranked = cfg.watch_classes if cfg.rare_top < 1.0 else ()  # at 1.0 no frame can rank out: nothing to keep
         self._evidence = {c: _RollingRank(cfg.rare_window) for c in ranked}
@@ -316,9 +319,10 @@ class HardExampleMiner:
         """Applies dedup and budget (both skipped for operator flags); remembers what goes out."""
         cfg = self.config
         operator = "operator" in decision.triggers
+        bucket = None if operator else self._bucket  # None: nothing to spend (an operator flag, or no budget)
         # An empty budget is checked before hashing: on a busy camera most candidates end
         # here, and the hash is the costliest step of the miner.
-        if not operator and self._bucket.tokens() < 1.0:
+        if bucket is not None and bucket.tokens() < 1.0:
             self._count("suppressed_by_budget")
             return None
         frame_hash = dhash(decision.frame_bgr) if cfg.dedup_memory else None
@@ -326,7 +330,7 @@ class HardExampleMiner:
             if frame_hash is not None and any(hamming(frame_hash, h) <= cfg.dedup_hamming for h in self._recent_hashes):
                 self._count("suppressed_as_duplicate")  # duplicates never spend budget
                 return None
-            if not self._bucket.take():
+            if bucket is not None and not bucket.take():
                 self._count("suppressed_by_budget")
                 return None
         if frame_hash is not None:

@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from edge.client import IngestClient, TransientError, UploadRejected
-from edge.protocol import CREDENTIAL_REASONS, Heartbeat
+from edge.client import IngestClient, TransientError, UploadRejected, refuses_device
+from edge.protocol import Heartbeat
 from edge.spool import Spool, SpoolEntry
 
 log = logging.getLogger(__name__)
@@ -24,11 +24,14 @@ class Uploader:
     An entry leaves the spool only when the server has it (201 new, or 200 duplicate:
     uploads are idempotent on the image sha256, so retrying after a lost answer is safe)
     or refused it for good (then it moves to `rejected/` with the reason). A refused
-    token (401, revoked) is not the capture's fault: entries stay and are retried slowly.
+    token (401, revoked) or a URL with no API behind it (404) is not the capture's fault:
+    entries stay and are retried slowly, or, with `hold_when_refused`, not at all until the
+    next start (the agent's choice: its token and URL cannot change while it runs).
 
     Counters (read them any time): `uploaded` (delivered, duplicates included),
-    `duplicates`, `rejected`, `retries` (transient failures), `heartbeats_sent`,
-    `heartbeat_failures`, `last_error`.
+    `duplicates`, `rejected`, `refused` (attempts refused for the device's token or URL),
+    `retries` (transient failures), `heartbeats_sent`, `heartbeat_failures`, `last_error`;
+    `refusal` is the server's latest refusal of the device, None once something is accepted.
 
     `clock` and `wait` are the thread's sense of time: `wait(event, timeout)` returns when
     the event is set (a put, stop()) or the timeout passes, like `threading.Event.wait`.
@@ -62,6 +65,10 @@ class Uploader:
         self.uploaded = 0
         self.duplicates = 0
         self.rejected = 0
+        self.refused = 0
+        self.refusal: UploadRejected | None = None
+        self.hold_when_refused = False
+        self._held = False  # refused with hold_when_refused: nothing goes out until start()
         self.retries = 0
         self.heartbeats_sent = 0
         self.heartbeat_failures = 0
@@ -84,6 +91,7 @@ class Uploader:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping.clear()
+        self._held = False
         self._thread = threading.Thread(target=self._run, name="edge-uploader", daemon=True)
         self._thread.start()
 
@@ -97,15 +105,19 @@ class Uploader:
         return not self._thread.is_alive()
 
     def flush(self, timeout: float) -> bool:
-        """Wait until the spool is empty; False if it is not after `timeout` seconds."""
+        """Wait until the spool is empty; False if it is not after `timeout` seconds, or at once when the
+        uploader holds after a refusal (waiting could not empty it)."""
         with self._progress:
-            return self._progress.wait_for(lambda: self._spool.depth() == 0, timeout)
+            self._progress.wait_for(lambda: self._spool.depth() == 0 or self._held, timeout)
+        return self._spool.depth() == 0
 
     def stats(self) -> dict[str, int | str | None]:
         return {
             "uploaded": self.uploaded,
             "duplicates": self.duplicates,
             "rejected": self.rejected,
+            "refused": self.refused,
+            "refusal": str(self.refusal) if self.refusal else None,
             "retries": self.retries,
             "heartbeats_sent": self.heartbeats_sent,
             "heartbeat_failures": self.heartbeat_failures,
@@ -133,6 +145,8 @@ class Uploader:
             self._drop_client()
 
     def _step(self) -> None:
+        if self._held:
+            return
         now = self._clock()
         if self._heartbeat is not None and now >= self._next_heartbeat:
             self._send_heartbeat()
@@ -142,6 +156,8 @@ class Uploader:
 
     def _wait_s(self) -> float | None:
         """How long to sleep: until the next heartbeat or retry, or until woken (None)."""
+        if self._held:
+            return None
         deadlines = []
         if self._heartbeat is not None:
             deadlines.append(self._next_heartbeat)
@@ -161,12 +177,14 @@ class Uploader:
         try:
             accepted = self._get_client().upload_capture(entry.meta_json, entry.image, entry.media_type)
         except UploadRejected as exc:
-            if _token_refused(exc):
-                # The device's token was refused, not this capture: rejecting would empty
-                # the whole spool into rejected/. Keep everything, retry slowly with a fresh
-                # client (the factory may pick up a rotated token).
+            if refuses_device(exc):
+                # The device's token (or the URL) was refused, not this capture: rejecting would
+                # empty the whole spool into rejected/. Keep everything, retry slowly with a fresh
+                # client (the factory may pick up a rotated token), or hold.
+                self.refused += 1
                 self._drop_client()
                 self._back_off(entry, exc, self._backoff_max_s)
+                self._refused_by_server(exc)
                 return False
             self._spool.reject(
                 entry.id,
@@ -190,6 +208,7 @@ class Uploader:
             return False
         self._spool.ack(entry.id)
         self.uploaded += 1
+        self.refusal = None
         if accepted.duplicate:
             self.duplicates += 1
         self._failures = 0
@@ -218,12 +237,22 @@ class Uploader:
             self.heartbeats_sent += 1
         except Exception as exc:
             # Not retried early: a late heartbeat is stale, and the next one is due soon.
-            if isinstance(exc, UploadRejected) and _token_refused(exc):
-                # Else a device with an empty spool would send its old token forever.
-                self._drop_client()
             self.heartbeat_failures += 1
             self.last_error = f"heartbeat: {type(exc).__name__}: {exc}"
             log.info("heartbeat failed: %s", self.last_error)
+            if isinstance(exc, UploadRejected) and refuses_device(exc):
+                # Else a device with an empty spool would send its old token forever.
+                self._drop_client()
+                self._refused_by_server(exc)
+
+    def _refused_by_server(self, exc: UploadRejected) -> None:
+        """Remember the refusal; with `hold_when_refused`, send nothing more and release flush()."""
+        self.refusal = exc
+        if self.hold_when_refused and not self._held:
+            self._held = True
+            # info, not warning: the agent says it to the person once, in its own words
+            log.info("the server refuses this device (%s): holding the spool until the next start", exc)
+            self._notify_progress()
 
     def _get_client(self) -> IngestClient:
         if self._client is None:
@@ -241,8 +270,3 @@ class Uploader:
     def _notify_progress(self) -> None:
         with self._progress:
             self._progress.notify_all()
-
-
-def _token_refused(exc: UploadRejected) -> bool:
-    """The server refused the device's token, not what it sent."""
-    return exc.status == 401 or exc.reason in CREDENTIAL_REASONS

@@ -1,25 +1,29 @@
 """`edgeloop import`: an existing YOLO-format data set becomes verified labels with provenance.
 
-Everything is read and checked first; the catalog is written in one transaction or not at all.
+Everything is read and checked first (images as strictly as the ingest API checks uploads); the catalog is
+written in one transaction or not at all.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from rich.console import Console
 from rich.progress import track
 
+from feedback.ingest.images import check_image
+from feedback.ingest.problems import Rejected
 from store.blobs import sha256_hex
 from store.labels import Split, add_image, add_label, assign_split, ensure_classes, label_hash
 from store.settings import Workspace
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-_MEDIA = {"JPEG": "image/jpeg", "PNG": "image/png"}
+# What the bytes say, not the name: a text file called .jpg is not a JPEG.
+_SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
+_LISTED = 10  # bad images named in a refusal; the rest are counted
 
 
 class ImportProblem(ValueError):
@@ -33,6 +37,7 @@ class ImportReport:
     labels_added: int = 0
     unchanged: int = 0  # same image, same label as already in the catalog
     kept_in_holdout: int = 0  # asked for train, but the image is holdout for good
+    skipped: list[str] = field(default_factory=list)  # "path: why" of each bad image left out (skip_bad)
 
 
 @dataclass(frozen=True)
@@ -64,16 +69,26 @@ def class_names(directory: Path, names: Sequence[str] | None = None) -> list[str
     raise ImportProblem(f"{directory} has no data.yaml or classes.txt: pass the class names with --names")
 
 
-def _read_item(image_path: Path, labels_dir: Path, n_classes: int) -> _Item:
-    data = image_path.read_bytes()
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height, media_type = *img.size, _MEDIA.get(img.format or "")
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImportProblem(f"{image_path}: not a readable image ({exc})") from exc
+class BadImage(ValueError):
+    """One image the import cannot take (not a JPEG or PNG, or not wholly decodable); the message says why."""
+
+
+def check_file(data: bytes, max_pixels: int) -> tuple[str, int, int]:
+    """(media type, width, height) of an image the ingest API would accept, else BadImage: the same strict
+    decode as an upload, so a truncated JPEG is refused here as `edgeloop upload` refuses it."""
+    media_type = next((m for magic, m in _SIGNATURES.items() if data.startswith(magic)), None)
     if media_type is None:
-        raise ImportProblem(f"{image_path}: only JPEG and PNG are supported")
+        raise BadImage("not a JPEG or PNG image" + (" (empty file)" if not data else ""))
+    try:
+        width, height = check_image(data, media_type, max_pixels)
+    except Rejected as exc:
+        raise BadImage(str(exc.detail)) from None
+    return media_type, width, height
+
+
+def _read_item(image_path: Path, labels_dir: Path, n_classes: int, max_pixels: int) -> _Item:
+    data = image_path.read_bytes()
+    media_type, width, height = check_file(data, max_pixels)
     rows = []
     label_path = labels_dir / f"{image_path.stem}.txt"
     if label_path.is_file():  # no label file: an image with no objects (background)
@@ -105,7 +120,10 @@ def import_yolo(
     *,
     names: Sequence[str] | None = None,
     progress: bool = True,
+    skip_bad: bool = False,
 ) -> ImportReport:
+    """Import DIR's images and labels. A bad image (see `check_file`) refuses the whole import, naming every
+    bad one, unless `skip_bad`: then the rest are imported and the report lists those left out."""
     directory = Path(directory)
     images_dir, labels_dir = directory / "images", directory / "labels"
     if not images_dir.is_dir():
@@ -114,11 +132,24 @@ def import_yolo(
     paths = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise ImportProblem(f"{images_dir} holds no .jpg/.jpeg/.png images")
-    items = [_read_item(p, labels_dir, len(classes)) for p in track(paths, "reading", disable=not progress)]
+    items, bad = [], []
+    # On stderr, and only on a terminal: stdout keeps only the result, and a finished bar leaves no line behind.
+    screen = Console(stderr=True)
+    for path in track(paths, "reading", disable=not progress or not screen.is_terminal, transient=True, console=screen):
+        try:
+            items.append(_read_item(path, labels_dir, len(classes), workspace.settings.max_image_pixels))
+        except BadImage as exc:
+            bad.append(f"{path}: {exc}")
+    if bad and not skip_bad:
+        named = "; ".join(bad[:_LISTED]) + (f"; and {len(bad) - _LISTED} more" if len(bad) > _LISTED else "")
+        raise ImportProblem(f"{len(bad)} of {len(paths)} images cannot be imported, so nothing was: {named} "
+                            "(fix or remove them, or pass --skip-bad to import the rest)")
+    if not items:
+        raise ImportProblem(f"none of the {len(paths)} images in {images_dir} can be imported: {'; '.join(bad[:_LISTED])}")
 
     for item in items:  # blobs are content-addressed: writing them early can't do harm
         workspace.blobs.put(item.data)
-    report = ImportReport(images=len(items), boxes=sum(len(i.boxes) for i in items))
+    report = ImportReport(images=len(items), boxes=sum(len(i.boxes) for i in items), skipped=bad)
     with workspace.catalog.connect() as con:
         con.begin()
         ensure_classes(con, classes)

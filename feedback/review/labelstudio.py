@@ -166,6 +166,12 @@ class LabelStudioReviewer:
                 f"{self.url} did not answer like Label Studio's API ({type(exc).__name__}) (trying to {doing})"
             ) from None
 
+    def ping(self) -> None:
+        """One cheap request (a page of one project): an unreachable server or a refused token fails here, in
+        one line, before a command spends minutes on work it would then have nowhere to send."""
+        with self._calling("list projects"):
+            self._client.projects.list(page_size=1)  # the SDK sends the first page's request at once
+
     # -- projects
 
     def ensure_project(self, title: str, classes: Sequence[str]) -> str:

@@ -142,6 +142,7 @@ class PullReport:
     boxes: int = 0
     failures: int = 0
     holdout: int = 0  # new verified labels whose image is on the holdout side
+    tasks: int = 0  # every task ever pushed to this reviewer: 0 means there was nothing to pull yet
 
 
 # ----------------------------------------------------------------------------- push
@@ -278,7 +279,7 @@ def pull_reviews(ws: Workspace, *, reviewer: Reviewer, holdout_share: float = 0.
         by_project.setdefault(project, []).append(PushedTask(task_id, items[capture_id]))
     results = [r for project, tasks in by_project.items() for r in reviewer.pull(project, classes, tasks)]
 
-    report = PullReport()
+    report = PullReport(tasks=len(rows))
     with ws.catalog.connect() as con:
         con.begin()  # all of this pull's verdicts, or (on any error) none of them
         # The tasks' state is read inside the transaction: a concurrent pull may have stored some verdicts.

@@ -39,6 +39,28 @@ class SynthesisError(ValueError):
     """A request the workspace cannot serve; the message names the bad value."""
 
 
+# What a generator cannot start without, from a cluster's prompts (`edgeloop prompts` writes them).
+PROMPT_NEEDS: dict[str, tuple[str, str]] = {
+    "gemini-edit": ("edit_instruction", "an edit instruction"),
+    "qwen-image-edit": ("edit_instruction", "an edit instruction"),
+    "gemini": ("prompt", "a prompt"),
+    "imagen": ("prompt", "a prompt"),
+}
+
+
+def missing_prompt(generator: str, request: SynthesisRequest) -> str | None:
+    """Why `generator` cannot serve `request` for want of what `edgeloop prompts` writes, said for the person
+    at the terminal (which command to run first); None when nothing is missing."""
+    field_name, what = PROMPT_NEEDS.get(generator, ("", ""))
+    if not field_name or getattr(request, field_name):
+        return None
+    if request.cluster_id is None:
+        return (f"--generator {generator} needs {what}, written per failure cluster: run `edgeloop clusters` and "
+                "`edgeloop prompts`, then synthesize with --cluster ID or --all")
+    return (f"--generator {generator} needs {what} for cluster {request.cluster_id}, which has none yet: run "
+            "`edgeloop prompts` first")
+
+
 @dataclass(frozen=True)
 class SynthesisProgress:
     made: int  # results the generator has yielded so far
@@ -178,6 +200,8 @@ def synthesize(
         classes = catalog_classes(con)
     if not 0 <= request.target_class < len(classes):
         raise SynthesisError(f"target class {request.target_class} is not one of the catalog's classes {classes}")
+    if why := missing_prompt(generator.name, request):
+        raise SynthesisError(why)
     if request.count < 1:
         raise SynthesisError(f"count {request.count} must be at least 1")
     if embedder is None:

@@ -58,7 +58,7 @@ def autolabel(
     if not folder.is_dir():
         raise fail(f"{folder} is not a folder")
     ws = open_workspace(workspace)
-    chosen = _reviewer(ws, reviewer, labels, label_studio_url, label_studio_token)
+    chosen = _reviewer(ws.settings, reviewer, labels, label_studio_url, label_studio_token)
     try:
         names = teacher_classes(ws, [c.strip() for c in classes.split(",") if c.strip()] if classes else None)
         with ultralytics_to_stderr():

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from flows.cli.common import JsonOpt, app, console, err, fail
+from flows.cli.common import JsonOpt, app, console, err, fail, show_progress, ultralytics_quiet
 
 @app.command()
 def upload(
@@ -26,7 +30,7 @@ def upload(
 
     try:
         results = upload_files(images, server=server, token=token, trigger=trigger, note=note,
-                               camera=camera, model_version=model_version, progress=not as_json)
+                               camera=camera, model_version=model_version, progress=show_progress(as_json))
     except UploadError as exc:
         raise fail(str(exc)) from exc
     if as_json:
@@ -39,7 +43,8 @@ def upload(
 @app.command()
 def agent(
     source: Annotated[str, typer.Option(help="rtsp://..., usb:0, a video file or an image folder.")],
-    model: Annotated[Path, typer.Option(help="Detector: .onnx (ONNX Runtime) or .engine (TensorRT).")],
+    model: Annotated[Path, typer.Option(help="Detector: .onnx (ONNX Runtime) or .engine (TensorRT); a YOLO .pt is "
+                                       "exported to ONNX once, beside it, where ultralytics is installed.")],
     server: Annotated[str, typer.Option(help="Ingest API base URL.", envvar="EDGELOOP_SERVER")],
     token: Annotated[str, typer.Option(help="Device token (edgeloop devices add).", envvar="EDGELOOP_TOKEN")],
     device: Annotated[Optional[str], typer.Option(help="Device name; asked of the server when omitted.")] = None,
@@ -58,7 +63,9 @@ def agent(
              "(default: the model's, else 0.25).", show_default=False)] = None,
     operator_port: Annotated[Optional[int], typer.Option(help="Serve POST /flag on 127.0.0.1:PORT (0: any).")] = None,
     random_rate: Annotated[float, typer.Option(help="Share of frames uploaded as the unbiased sample.")] = 0.01,
-    budget_per_hour: Annotated[float, typer.Option(help="Hard-example uploads allowed per hour.")] = 120.0,
+    budget_per_hour: Annotated[Optional[float], typer.Option(
+        help="Hard-example uploads allowed per hour (default: 120 from a live camera, rtsp or usb; no budget for "
+             "a video file or image folder).", show_default=False)] = None,
     watch_classes: Annotated[str, typer.Option(help="Comma-separated rare classes: upload frames where the model "
                                                "almost saw one (evidence in --rare-band).")] = "",
     rare_band: Annotated[Optional[str], typer.Option(
@@ -86,7 +93,7 @@ def agent(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the edge agent: detect on a stream, alert, mine hard examples and upload them durably."""
-    from edge.runner import AgentSetupError, run_agent
+    from edge.runner import AgentSetupError, budget_note, run_agent, summary_lines
 
     band = None
     if rare_band is not None:
@@ -97,6 +104,8 @@ def agent(
         band = (low, high)
     if update_backend not in ("auto", "onnxruntime", "tensorrt"):
         raise fail(f"--update-backend {update_backend!r} must be auto, onnxruntime or tensorrt")
+    if model.suffix.lower() == ".pt" and model.is_file():
+        model = _onnx_beside(model)
     try:
         summary = run_agent(
             source=source, model=model, server=server, token=token, device=device, camera=camera,
@@ -111,7 +120,43 @@ def agent(
         )
     except AgentSetupError as exc:
         raise fail(str(exc)) from exc
+    if note := budget_note(summary):
+        err.print(note, markup=False, highlight=False)
     if as_json:
         print(json.dumps(summary, default=str))
     else:
-        console.print_json(json.dumps(summary, default=str))
+        for line in summary_lines(summary):
+            console.print(line, markup=False, highlight=False)
+    if summary["refusal"] and not summary["uploaded"]:
+        raise typer.Exit(1)  # said as it happened (one `error:` line); nothing reached the server
+
+
+def _onnx_beside(pt: Path) -> Path:
+    """`model.pt` as `model.<sha256[:12]>.onnx` beside it: exported once, reused while the .pt is the same.
+    The export needs ultralytics, which a device's `edgeloop[edge]` lacks: then say how to get an ONNX."""
+    digest = hashlib.sha256(pt.read_bytes()).hexdigest()
+    onnx = pt.with_name(f"{pt.stem}.{digest[:12]}.onnx")
+    if onnx.is_file():
+        err.print(f"--model {pt}: running {onnx}, its ONNX export", markup=False, highlight=False)
+        return onnx
+    try:
+        from ultralytics import YOLO
+    except ImportError:
+        raise fail(f"--model {pt} is a PyTorch checkpoint, and this install has no ultralytics to export it "
+                   f"(edgeloop[edge]); export it to ONNX where ultralytics is installed (`yolo export model={pt} "
+                   "format=onnx`) or publish it from the control plane (`edgeloop publish`), then pass the .onnx") \
+            from None
+    err.print(f"--model {pt}: exporting it to ONNX once, as {onnx} (reused while the .pt is unchanged)",
+              markup=False, highlight=False)
+    # ultralytics writes the export beside its input: a private folder beside the .pt keeps a half-written
+    # file out of sight and makes the final rename atomic.
+    try:
+        with tempfile.TemporaryDirectory(prefix=".edgeloop-export-", dir=pt.parent) as tmp:
+            copy = Path(shutil.copyfile(pt, Path(tmp) / pt.name))
+            with ultralytics_quiet(None):
+                exported = Path(YOLO(str(copy)).export(format="onnx", verbose=False))
+            os.replace(exported, onnx)
+    except Exception as exc:  # a read-only folder, a checkpoint that is not YOLO's: said in one line
+        raise fail(f"--model {pt}: the ONNX export failed ({type(exc).__name__}: {exc}); export it yourself "
+                   f"with `yolo export model={pt} format=onnx` and pass the .onnx") from exc
+    return onnx

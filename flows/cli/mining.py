@@ -16,8 +16,10 @@ from flows.cli.common import (
     app,
     console,
     emit,
+    err,
     fail,
     open_workspace,
+    show_progress,
     ultralytics_to_stderr,
 )
 
@@ -82,9 +84,9 @@ def clusters(
     with ultralytics_to_stderr():
         embedder = default_embedder(ws, clip_model=clip_model, clip_pretrained=clip_pretrained)
         found = mine_clusters(ws, embedder, model_version=model_version, seed=seed, min_size=min_size,
-                              progress=not as_json)
+                              progress=show_progress(as_json))
     sheets = {}
-    with Progress(disable=as_json, transient=True) as bar:
+    with Progress(console=err, disable=not show_progress(as_json), transient=True) as bar:
         task = bar.add_task("writing contact sheets", total=len(found))
         for c in found:
             sheets[c.id] = str(write_sheet(ws, c))

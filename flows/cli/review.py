@@ -8,7 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, fail, open_workspace, ultralytics_to_stderr
+from flows.cli.common import (
+    JsonOpt, WorkspaceOpt, app, console, emit, err, existing_workspace, fail, open_workspace, show_progress,
+    ultralytics_to_stderr, workspace_settings,
+)
 
 review_app = typer.Typer(help="Choose captures for people to verify (Label Studio), and bring verdicts back.",
                          no_args_is_help=True)
@@ -27,9 +30,12 @@ ClipOpt = Annotated[Optional[str], typer.Option(
 ClipModelOpt = Annotated[Optional[str], typer.Option(help="open_clip model name (default: settings).")]
 
 
-def _reviewer(ws, reviewer: str, labels: Path | None, url: str | None, token: str | None):  # noqa: ANN001, ANN202
+def _reviewer(settings, reviewer: str, labels: Path | None, url: str | None, token: str | None):  # noqa: ANN001, ANN202
+    """The chosen reviewer, checked before any work: an oracle's labels are there, a Label Studio is
+    configured, answers and takes the token (else one `error:` line and exit 2)."""
     from feedback.review.labelstudio import LabelStudioReviewer
     from feedback.review.oracle import OracleReviewer
+    from feedback.review.workflow import ReviewError
 
     if reviewer == "oracle":
         if labels is None or not labels.is_dir():
@@ -37,9 +43,14 @@ def _reviewer(ws, reviewer: str, labels: Path | None, url: str | None, token: st
         return OracleReviewer(labels)
     if reviewer != "label-studio":
         raise fail(f"--reviewer {reviewer!r} must be 'label-studio' or 'oracle'")
-    settings = ws.settings.model_copy(update={k: v for k, v in
-                                              {"label_studio_url": url, "label_studio_token": token}.items() if v})
-    return LabelStudioReviewer.from_settings(settings)
+    settings = settings.model_copy(update={k: v for k, v in
+                                           {"label_studio_url": url, "label_studio_token": token}.items() if v})
+    try:
+        chosen = LabelStudioReviewer.from_settings(settings)
+        chosen.ping()
+    except ReviewError as exc:
+        raise fail(str(exc)) from exc
+    return chosen
 
 
 @review_app.command("embed")
@@ -54,7 +65,7 @@ def review_embed(workspace: WorkspaceOpt = None, clip_model: ClipModelOpt = None
 
     ws = open_workspace(workspace)
     with ultralytics_to_stderr():
-        name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained, progress=not as_json)
+        name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained, progress=show_progress(as_json))
     emit({"embedder": name}, as_json, f"vectors ready from {name}")
 
 
@@ -110,12 +121,13 @@ def review_push(
         raise fail(f"--budget {budget} must be at least 1")
     if strategy not in ("active", "random"):
         raise fail(f"--strategy {strategy!r} must be 'active' or 'random'")
+    # The reviewer first: a Label Studio that is not configured or not there is said before minutes of embedding.
+    chosen = _reviewer(workspace_settings(workspace), reviewer, labels, label_studio_url, label_studio_token)
     ws = open_workspace(workspace)
-    chosen = _reviewer(ws, reviewer, labels, label_studio_url, label_studio_token)
     name = None
     if strategy == "active":
         with ultralytics_to_stderr():
-            name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained, progress=not as_json)
+            name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained, progress=show_progress(as_json))
     config = SelectionConfig(strategy=strategy, uncertainty=uncertainty, diversity=diversity,  # type: ignore[arg-type]
                              class_balance=class_balance, rare=rare, evidence=evidence, failure=failure_boost,
                              seed=seed, embedder=name, watch_classes=_class_ids(ws, watch_classes))
@@ -139,7 +151,13 @@ def review_push(
         for i, p in enumerate(report.picks, 1):
             table.add_row(str(i), p.capture_id[:12], f"{p.score:.3f}", *(f"{p.parts.get(k, 0):.3f}" for k in keys))
         console.print(table)
-    console.print({k: v for k, v in out.items() if k != "picks"})
+    console.print(_push_line(report, name))
+
+
+def _push_line(report, embedder: str | None) -> str:  # noqa: ANN001 (feedback.review.workflow.PushReport)
+    where = f"{report.reviewer} project {report.project}" if report.project else report.reviewer
+    how = report.strategy + (f", embedder {embedder}" if embedder else "")
+    return f"pushed {report.pushed} captures to {where} ({how}); {report.already_pushed} picked were already pushed"
 
 
 @review_app.command("pull")
@@ -153,19 +171,28 @@ def review_pull(
     as_json: JsonOpt = False,
 ) -> None:
     """Harvest finished reviews as verified labels and failure records (pulling twice changes nothing)."""
-    from feedback.review.workflow import ReviewError, pull_reviews
+    from feedback.review.workflow import PullReport, ReviewError, pull_reviews
 
     if not 0.0 <= holdout_share < 1.0:
         raise fail(f"--holdout-share {holdout_share} must lie in [0, 1)")
-    ws = open_workspace(workspace)
+    chosen = _reviewer(workspace_settings(workspace), reviewer, labels, label_studio_url, label_studio_token)
+    ws = existing_workspace(workspace)  # pull only reads until there is something to pull
     try:
-        report = pull_reviews(ws, reviewer=_reviewer(ws, reviewer, labels, label_studio_url, label_studio_token),
-                              holdout_share=holdout_share)
+        report = PullReport() if ws is None else pull_reviews(ws, reviewer=chosen, holdout_share=holdout_share)
     except (ReviewError, LookupError) as exc:
         raise fail(str(exc)) from exc
-    emit(vars(report), as_json)
+    if report.tasks == 0:
+        err.print(f"nothing was pushed to {chosen.name} for review yet: run `edgeloop review push --budget N` first")
+    if as_json:
+        emit(vars(report), True)
+    elif report.tasks:
+        console.print(_pull_line(report))
 
 
+def _pull_line(report) -> str:  # noqa: ANN001 (feedback.review.workflow.PullReport)
+    return (f"pulled {report.verified} verified ({report.boxes} boxes, {report.failures} failures, {report.holdout} to "
+            f"the holdout), {report.skipped} skipped, {report.cancelled} cancelled, {report.unchanged} unchanged; "
+            f"{report.pending} of {report.tasks} tasks still pending")
 
 
 @app.command()

@@ -10,7 +10,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, fail, open_workspace, ultralytics_to_stderr
+from flows.cli.common import (
+    JsonOpt, WorkspaceOpt, app, console, emit, fail, open_workspace, ultralytics_quiet,
+)
 
 
 @app.command()
@@ -19,6 +21,8 @@ def publish(
     frames: Annotated[Optional[Path], typer.Option(help="Folder of images to check the export on "
                                                    "(default: the catalog's real holdout).")] = None,
     reference_frames: Annotated[int, typer.Option(help="Frames in the reference set devices check builds on.")] = 4,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the exporter's own output (else it goes to "
+                                          "WORKSPACE/logs/publish.log).")] = False,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -32,9 +36,12 @@ def publish(
         paths = sorted(p for p in frames.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not paths:
             raise fail(f"--frames {frames}: no .jpg or .png images there")
+    ws = open_workspace(workspace)
+    log = ws.settings.workspace / "logs" / "publish.log"
     try:
-        with ultralytics_to_stderr():
-            done = publish_model(open_workspace(workspace), model, frames=paths, reference_frames=reference_frames)
+        # The exporter's banners, AutoUpdate notices and temporary paths mean nothing to the person publishing.
+        with ultralytics_quiet(log, verbose=verbose):
+            done = publish_model(ws, model, frames=paths, reference_frames=reference_frames)
     except (PublishError, ExportError) as exc:
         raise fail(str(exc)) from exc
     m, p = done.manifest, done.parity

@@ -9,13 +9,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, err, open_workspace
+from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, err, open_workspace, show_progress
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (the API is stateless).")] = 1,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Print a line per request (client, method, path, "
+                                             "status): who is calling, and what the API answers them.")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Run the ingest API (uvicorn) that devices upload hard examples to."""
@@ -25,7 +27,7 @@ def serve(
         # Workers are separate processes: they read their settings from the environment.
         os.environ["EDGELOOP_WORKSPACE"] = str(workspace)
     uvicorn.run("feedback.ingest.api:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False)
+                log_level="info", access_log=access_log)
 
 
 @app.command()
@@ -36,7 +38,7 @@ def ingest(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     from store.inbox import load_inbox
 
     ws = open_workspace(workspace)
-    with Progress(console=err, transient=True, disable=as_json) as progress:
+    with Progress(console=err, transient=True, disable=not show_progress(as_json)) as progress:
         task = progress.add_task("loading inbox", total=None)
         report = load_inbox(ws.catalog, ws.inbox, progress=lambda done, total: progress.update(task, completed=done, total=total))
     result = {k: v for k, v in vars(report).items()}

@@ -12,7 +12,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, ultralytics_to_stderr
+from flows.cli.common import (
+    JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, show_progress, ultralytics_to_stderr,
+)
 
 synthetic_app = typer.Typer(help="What synthesis kept and rejected.", no_args_is_help=True)
 app.add_typer(synthetic_app, name="synthetic")
@@ -88,7 +90,9 @@ def synthesize(
     into the target class in place, `paste` inserts target-class crops into verified frames.
     """
     from feedback.synthesis.generators import make_generator
+    from feedback.synthesis.service import missing_prompt
     from feedback.synthesis.service import synthesize as run
+    from store.labels import catalog_classes
 
     if sum([cluster is not None, all_clusters, class_name is not None]) != 1:
         raise fail("give exactly one of --cluster ID, --all or --class NAME")
@@ -97,16 +101,22 @@ def synthesize(
     if max_cost_usd is not None and max_cost_usd < 0:
         raise fail(f"--max-cost-usd {max_cost_usd} must not be negative")
     ws = open_workspace(workspace)
+    with ws.catalog.connect() as con:
+        classes = catalog_classes(con)
+    runs = _requests(ws, cluster, all_clusters, class_name, confusable, n, seed, max_cost_usd)
+    # Before the generator is built: a cloud one needs credentials, and the fix here is another command.
+    if why := next(filter(None, (missing_prompt(generator, request) for request, _ in runs)), None):
+        raise fail(why)
     try:
         chosen = make_generator(generator, ws)
     except ValueError as exc:
         raise fail(str(exc)) from exc
     reports = []
-    for request, spec in _requests(ws, cluster, all_clusters, class_name, confusable, n, seed, max_cost_usd):
-        label = f"{chosen.name} {spec.id if spec else f'class {request.target_class}'}"
+    for request, spec in runs:
+        label = f"{chosen.name} {spec.id if spec else classes[request.target_class]}"
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("kept {task.fields[kept]} rejected {task.fields[rejected]}"), TimeRemainingColumn())
-        with Progress(*columns, console=err, transient=True, disable=as_json) as bar, ultralytics_to_stderr():
+        with Progress(*columns, console=err, transient=True, disable=not show_progress(as_json)) as bar, ultralytics_to_stderr():
             task = bar.add_task(label, total=request.count, kept=0, rejected=0)
 
             def show(p, task=task) -> None:  # noqa: ANN001
@@ -123,7 +133,7 @@ def synthesize(
     table = Table("run", "generator", "for", "kept", "hard", "rejected", "domain gap (real halves)")
     for r in reports:
         gap = r["domain_gap"]
-        table.add_row(r["run_id"][:12], r["generator"], r["cluster_id"] or f"class {r['target_class']}",
+        table.add_row(r["run_id"][:12], r["generator"], r["cluster_id"] or classes[r["target_class"]],
                       str(r["kept"]), str(r["hard"]),
                       ", ".join(f"{k} {v}" for k, v in r["rejected"].items()) or "0",
                       f"{gap['frechet']:.3g} ({gap['real_halves']:.3g})" if gap else "-")
@@ -151,6 +161,12 @@ def synthetic_report(
     for group, counts in summary["by_cluster"].items():
         table.add_row(group, str(counts["kept"]), ", ".join(f"{k} {v}" for k, v in counts["rejected"].items()) or "0")
     console.print(table)
-    console.print({k: summary[k] for k in ("kept", "rejected", "rejected_by_reason", "kept_hard", "latest_dataset")})
+    reasons = ", ".join(f"{k} {v}" for k, v in summary["rejected_by_reason"].items())
+    console.print(f"kept {summary['kept']} ({summary['kept_hard']} hard for the champion), rejected "
+                  f"{summary['rejected']}" + (f" ({reasons})" if reasons else ""), markup=False, highlight=False)
+    if d := summary["latest_dataset"]:
+        console.print(f"latest data set v{d['version']}: {d['n_synthetic']} of {d['n_train']} training images "
+                      f"synthetic ({d['synthetic_share']:.0%}" + (f", cap {d['cap']:.0%})" if d["cap"] else ")"),
+                      markup=False, highlight=False)
     for path in summary["sheets"]:
         console.print(f"contact sheet: {path}")

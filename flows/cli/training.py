@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, ultralytics_to_stderr
+from flows.cli.common import (
+    JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, show_progress, ultralytics_to_stderr,
+)
 
 if TYPE_CHECKING:
     from feedback.training.recipe import Recipe
@@ -19,10 +21,17 @@ def import_(
     directory: Annotated[Path, typer.Argument(help="YOLO data set: images/, labels/ and data.yaml or classes.txt.")],
     split: Annotated[str, typer.Option(help="train, or holdout (real validation; sticky).")],
     names: Annotated[Optional[str], typer.Option(help="Comma-separated class names, if the folder has none.")] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Import the rest when some images are not whole "
+                                           "JPEG/PNG files, and list those left out (default: import nothing).")]
+        = False,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import an existing YOLO data set as verified labels (provenance: the folder and file)."""
+    """Import an existing YOLO data set as verified labels (provenance: the folder and file).
+
+    Images are checked as strictly as the ingest API checks uploads: a file that is not a whole JPEG or PNG
+    refuses the import (nothing is written), unless --skip-bad.
+    """
     from feedback.datasets.yolo_import import ImportProblem, import_yolo
     from store.labels import ClassMismatch
 
@@ -30,11 +39,14 @@ def import_(
         raise fail(f"--split {split!r} must be 'train' or 'holdout'")
     try:
         report = import_yolo(open_workspace(workspace), directory, split,  # type: ignore[arg-type]
-                             names=names.split(",") if names else None, progress=not as_json)
+                             names=names.split(",") if names else None, progress=show_progress(as_json), skip_bad=skip_bad)
     except (ImportProblem, ClassMismatch) as exc:
         raise fail(str(exc)) from exc
+    for bad in report.skipped:
+        err.print(f"skipped {bad}", markup=False, highlight=False)
     result = vars(report)
-    emit(result, as_json, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))
+    emit(result, as_json, ", ".join(f"{k.replace('_', ' ')}: {len(v) if isinstance(v, list) else v}"
+                                    for k, v in result.items()))
 
 
 @app.command()
@@ -79,7 +91,7 @@ def train(
     chosen = recipe_option(recipe, operating_precision)
     try:
         ws = open_workspace(workspace)
-        with ultralytics_to_stderr(), Progress(console=err, transient=True, disable=as_json) as bar:
+        with ultralytics_to_stderr(), Progress(console=err, transient=True, disable=not show_progress(as_json)) as bar:
             task = bar.add_task("training", total=None)
 
             def show(done: int, total: int | None, what: str) -> None:  # a Vertex job's state, or "training"
@@ -155,7 +167,7 @@ def eval_(
     report: Annotated[Optional[Path], typer.Option(help="Folder for the confusion matrix and galleries.")] = None,
     names: Annotated[Optional[str], typer.Option(help="Comma-separated class names (default: data.yaml or the model's).")] = None,
     thresholds: Annotated[Optional[str], typer.Option(
-        help="Per-class operating points, e.g. no_helmet=0.12,helmet=0.4 (`edgeloop models --json` lists a "
+        help="Per-class operating points, e.g. no_helmet=0.12,helmet=0.4 (`edgeloop models` lists a "
              "model's); other classes at 0.25.")] = None,
 ) -> None:
     """COCO mAP (pycocotools), precision/recall at the deployed operating point, confusion, galleries."""
@@ -194,7 +206,7 @@ def gate(
     try:
         with ultralytics_to_stderr():
             r = run_gate(open_workspace(workspace), challenger, champion_ref=champion, margin=margin,
-                         tolerance=tolerance, report_dir=report, progress=not as_json)
+                         tolerance=tolerance, report_dir=report, progress=show_progress(as_json))
     except GateError as exc:
         raise fail(str(exc)) from exc
     out = {"promoted": r.decision.promoted, "reasons": r.decision.reasons, "challenger": r.challenger_id,
@@ -227,15 +239,19 @@ def models(ctx: typer.Context, workspace: WorkspaceOpt = None, as_json: JsonOpt 
         rows = list_models(con)
     if as_json:
         print(json.dumps([{"id": m.id, "parent": m.parent_id, "dataset_version": m.dataset_version,
-                           "status": m.status, "map50_95": (m.metrics or {}).get("map50_95"), "imgsz": m.imgsz,
-                           "thresholds": m.thresholds} for m in rows]))
+                           "status": m.status, "map50_95": (m.metrics or {}).get("map50_95")} for m in rows]))
         return
-    table = Table("model", "parent", "dataset", "status", "mAP@0.5:0.95", "thresholds")
+    table = Table("model", "parent", "dataset", "status", "mAP@0.5:0.95")
+    own = any(m.thresholds for m in rows)
+    if own:  # each class's operating point, where some model has its own (the others run at 0.25)
+        table.add_column("thresholds", overflow="fold")
     for m in rows:
         score = (m.metrics or {}).get("map50_95")
-        own = ", ".join(f"{name} {conf:.3g}" for name, conf in (m.thresholds or {}).items()) or "0.25 (global)"
-        table.add_row(m.id, m.parent_id or "", str(m.dataset_version or ""), m.status,
-                      f"{score:.4f}" if score is not None else "", own)
+        cells = [m.id, m.parent_id or "", str(m.dataset_version or ""), m.status,
+                 f"{score:.4f}" if score is not None else ""]
+        if own:
+            cells.append(", ".join(f"{n} {c:.3g}" for n, c in (m.thresholds or {}).items()) or "0.25 (global)")
+        table.add_row(*cells)
     console.print(table)
 
 

@@ -339,3 +339,33 @@ def test_stop_wakes_the_thread_from_a_backoff_wait(spool: Spool, ingest: FakeIng
     assert vtime.now == 0 and uploader.retries == 1
     assert spool.depth() == 1  # still there for the next run
     assert not uploader.flush(0.1)
+
+
+def test_a_url_with_no_api_behind_it_keeps_the_entries(spool: Spool, ingest: FakeIngest, make_uploader) -> None:
+    # The API always has the capture route: a 404 there means the device's server URL is wrong (a path added),
+    # which is no fault of the capture and must not send the whole spool to rejected/.
+    ingest.refusal = (404, "rejected")
+    token = ["a-token-sent-to-the-wrong-url"]
+    uploader = make_uploader(token=token)
+    sha = _put(spool, 0)
+    assert _wait_until(lambda: uploader.retries >= 2)
+    assert spool.depth() == 1 and uploader.rejected == 0 and "404" in (uploader.last_error or "")
+    assert list((spool.root / "rejected").iterdir()) == []
+    token[0] = TOKEN
+    assert uploader.flush(10) and list(ingest.stored) == [sha]
+
+
+def test_holding_after_a_refusal_sends_nothing_more_and_releases_flush(
+    spool: Spool, ingest: FakeIngest, make_uploader
+) -> None:
+    vtime = VirtualTime()
+    uploader = make_uploader(token=["refused"], vtime=vtime)
+    uploader.hold_when_refused = True  # the agent's setting: its token cannot change while it runs
+    _put(spool, 0)
+    _put(spool, 1)
+    # Held, the thread waits with no deadline: a retrying one would wake at each backoff and try again.
+    assert _wait_until(lambda: uploader.refusal is not None and vtime.parked.is_set())
+    assert uploader.retries == 1 and uploader.refused == 1 and "401" in str(uploader.refusal)
+    started = time.monotonic()
+    assert uploader.flush(10) is False and time.monotonic() - started < 5  # not the whole 10 s
+    assert spool.depth() == 2 and list((spool.root / "rejected").iterdir()) == []

@@ -110,3 +110,26 @@ def test_two_ingest_processes_and_a_registry_write_at_once(ws: Path) -> None:
         assert con.execute("select count(*), count(distinct id) from captures").fetchone() == (400, 400)
         assert con.execute("select count(*) from detections").fetchone() == (400,)
         assert con.execute("select count(*) from devices where name = 'late-cam'").fetchone() == (1,)
+
+
+def test_help_shows_no_metavar_beside_a_boolean_flag() -> None:
+    result = runner.invoke(app, ["review", "push", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "<bool>" not in result.stdout
+    assert "--explain" in result.stdout and "<int>" in result.stdout  # values still say what they take
+
+
+def test_a_usage_mistake_is_one_error_line_like_ours() -> None:
+    result = runner.invoke(app, ["review", "push"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == ["error: Missing option '--budget'. (see `edgeloop review push --help`)"]
+    result = runner.invoke(app, ["status", "--frobnicate"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == ["error: No such option: --frobnicate (see `edgeloop status --help`)"]
+
+
+def test_output_to_a_pipe_has_no_blank_lines_from_progress_bars(ws: Path) -> None:
+    code, out, err = run("ingest", "-w", str(ws))
+    assert code == 0 and err == ""  # a finished transient bar left an empty line here
+    [line] = out.splitlines()
+    assert line.startswith("captures added: 0, ")

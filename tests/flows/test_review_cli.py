@@ -77,3 +77,64 @@ def test_label_studio_unreachable_is_a_clear_error(tmp_path: Path) -> None:
     assert code == 2 and "127.0.0.1:9" in err
     with ws.catalog.connect() as con:
         assert con.execute("SELECT count(*) FROM review_tasks").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM embeddings").fetchone() == (0,)  # known before the embedding
+
+
+NO_LABEL_STUDIO = {"EDGELOOP_LABEL_STUDIO_URL": None, "EDGELOOP_LABEL_STUDIO_TOKEN": None, "EDGELOOP_WORKSPACE": None}
+
+
+def test_push_without_label_studio_says_so_in_one_line_before_embedding(tmp_path: Path) -> None:
+    ws = Workspace(Settings(workspace=tmp_path / "ws"))
+    import_yolo(ws, write_yolo_dataset(tmp_path / "d", range(2)), "train", progress=False)
+    _camera(ws, tmp_path / "labels", 2)
+    result = runner.invoke(app, ["review", "push", "--budget", "2", "--explain", "-w", str(tmp_path / "ws")],
+                           env=NO_LABEL_STUDIO)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "error: Label Studio is not configured: set EDGELOOP_LABEL_STUDIO_URL and EDGELOOP_LABEL_STUDIO_TOKEN "
+        "(or label_studio_url and label_studio_token in edgeloop.toml)"]
+    with ws.catalog.connect() as con:  # said before the embedding, which is the push's slow part
+        assert con.execute("SELECT count(*) FROM embeddings").fetchone() == (0,)
+
+
+def test_pull_before_any_push_says_so_and_leaves_no_workspace(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "labels").mkdir()
+    result = runner.invoke(app, ["review", "pull", "--reviewer", "oracle", "--labels", "labels"], env=NO_LABEL_STUDIO)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "nothing was pushed to oracle for review yet: run `edgeloop review push --budget N` first"]
+    assert result.stdout == ""
+    assert not (tmp_path / ".edgeloop").exists()  # a command that only read creates no workspace
+
+    # A workspace with captures but no review tasks: the same line, and --json still gives the counts.
+    ws = Workspace(Settings(workspace=tmp_path / "ws"))
+    _camera(ws, tmp_path / "truth", 1)
+    result = runner.invoke(app, ["review", "pull", "--reviewer", "oracle", "--labels", "labels", "--json",
+                                 "-w", "ws"], env=NO_LABEL_STUDIO)
+    assert result.exit_code == 0 and "nothing was pushed" in result.stderr
+    assert json.loads(result.stdout)["tasks"] == 0
+
+
+def test_pull_from_an_unreachable_label_studio_fails_naming_it(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["review", "pull", "--label-studio-url", "http://127.0.0.1:9",
+                                 "--label-studio-token", "x" * 40], env=NO_LABEL_STUDIO)
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: Label Studio at http://127.0.0.1:9 is unreachable")
+    assert not (tmp_path / ".edgeloop").exists()
+
+
+def test_push_and_pull_say_what_they_did_in_a_line_not_a_dict(tmp_path: Path) -> None:
+    ws = Workspace(Settings(workspace=tmp_path / "ws"))
+    import_yolo(ws, write_yolo_dataset(tmp_path / "d", range(2)), "train", progress=False)
+    _camera(ws, tmp_path / "labels", 2)
+    oracle = ["--reviewer", "oracle", "--labels", str(tmp_path / "labels"), "-w", str(tmp_path / "ws")]
+    code, out, err = run("review", "push", "--budget", "2", "--strategy", "random", *oracle)
+    assert code == 0, err
+    assert out.splitlines() == ["pushed 2 captures to oracle (random); 0 picked were already pushed"]
+    code, out, err = run("review", "pull", *oracle)
+    assert code == 0, err
+    [line] = out.splitlines()
+    assert line.startswith("pulled 2 verified (") and line.endswith("; 0 of 2 tasks still pending")

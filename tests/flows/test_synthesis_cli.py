@@ -97,3 +97,30 @@ def test_synthesize_for_mined_clusters(tmp_path: Path, scene_pt: Path):
     code, out, err = run("synthesize", "--all", "--n", "1", "--seed", "5", "--json", *w)
     assert code == 0, err
     assert [r["cluster_id"] for r in json.loads(out)["runs"]] == ["c-dark"]
+
+
+def test_a_generator_that_needs_prompts_names_the_command_that_writes_them(tmp_path: Path, scene_pt: Path):
+    ws = Workspace(Settings(workspace=tmp_path / "ws", fsync=False))
+    import_yolo(ws, write_yolo_dataset(tmp_path / "train", range(8), class_weights=(0.6, 0.4, 0, 0)), "train",
+                progress=False)
+    data = scene_pt.read_bytes()
+    ws.blobs.put(data)
+    with ws.catalog.connect() as con:
+        con.execute("UPDATE models SET status = 'champion' WHERE id = ?",
+                    [register_model(con, sha256_hex(data), classes=list(CLASSES), imgsz=160)])
+        save_clusters(con, None, [Cluster("c-dark", None, CLASSES.index("no_helmet"), "missed", False, 4, "emb",
+                                          {"bins": {}, "medians": {}}, [], {})])  # clustered, no prompts yet
+    w = ["-w", str(tmp_path / "ws")]
+    code, out, err = run("synthesize", "--all", "--n", "1", "--generator", "gemini-edit", *w)
+    assert code == 2 and out == ""
+    assert err.splitlines() == ["error: --generator gemini-edit needs an edit instruction for cluster c-dark, "
+                                "which has none yet: run `edgeloop prompts` first"]
+    code, _, err = run("synthesize", "--class", "no_helmet", "--n", "1", "--generator", "imagen", *w)
+    assert code == 2 and err.splitlines() == [
+        "error: --generator imagen needs a prompt, written per failure cluster: run `edgeloop clusters` and "
+        "`edgeloop prompts`, then synthesize with --cluster ID or --all"]
+
+    # The table of runs names the class, not its index.
+    result = runner.invoke(app, ["synthesize", "--class", "no_helmet", "--n", "1", *w], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "no_helmet" in result.stdout and f"class {CLASSES.index('no_helmet')}" not in result.stdout

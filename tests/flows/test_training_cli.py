@@ -186,3 +186,33 @@ def test_train_on_vertex_ai_through_the_cli(tmp_path: Path, monkeypatch: pytest.
     message = " ".join(err.split())
     assert code == 2 and out == "" and job.name in message and "JOB_STATE_FAILED: OOM in workerpool0" in message
     assert [m["id"] for m in json.loads(run("models", "-w", ws, "--json")[1])] == [result["model"]]
+
+
+def test_import_refuses_bad_images_naming_them_unless_told_to_skip_them(tmp_path: Path) -> None:
+    from store.settings import Settings, Workspace
+
+    data = write_yolo_dataset(tmp_path / "d", range(4))
+    truncated = sorted((data / "images").glob("*.jpg"))[0]
+    truncated.write_bytes(truncated.read_bytes()[:2000])  # `edgeloop upload` refuses it: 422 undecodable_image
+    text = data / "images" / "notes.jpg"
+    text.write_text("not an image")
+    ws = tmp_path / "ws"
+
+    code, out, err = run("import", str(data), "--split", "train", "-w", str(ws))
+    assert code == 2 and out == ""
+    [line] = err.splitlines()
+    assert line.startswith("error: 2 of 5 images cannot be imported, so nothing was: ")
+    assert f"{text}: not a JPEG or PNG image" in line
+    assert f"{truncated}: image is not a decodable image/jpeg: Premature end of JPEG file" in line
+    assert line.endswith("(fix or remove them, or pass --skip-bad to import the rest)")
+    with Workspace(Settings(workspace=ws)).catalog.connect() as con:  # nothing of the lot was written
+        assert con.execute("SELECT count(*) FROM labels").fetchone() == (0,)
+
+    code, out, err = run("import", str(data), "--split", "train", "--skip-bad", "-w", str(ws), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["images"] == report["labels_added"] == 3
+    assert sorted(report["skipped"]) == sorted([f"{text}: not a JPEG or PNG image",
+                                                f"{truncated}: image is not a decodable image/jpeg: Premature end "
+                                                "of JPEG file"])
+    assert sorted(err.splitlines()) == sorted(f"skipped {s}" for s in report["skipped"])

@@ -104,3 +104,17 @@ def test_a_dataset_needs_real_train_and_holdout(ws: Workspace, tmp_path: Path) -
     import_yolo(ws, write_yolo_dataset(tmp_path / "t", range(3)), "train", progress=False)
     with pytest.raises(DatasetError, match="holdout"):
         build_dataset(ws.catalog)
+
+
+def test_an_image_the_api_would_refuse_is_refused_here_too(ws: Workspace, tmp_path: Path) -> None:
+    data = write_yolo_dataset(tmp_path / "d", range(3))
+    truncated = sorted((data / "images").glob("*.jpg"))[1]
+    whole = truncated.read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])  # Pillow's verify() passes it; the strict decoder does not
+    with pytest.raises(ImportProblem, match=f"1 of 3 images .*{truncated.name}: .*Premature end of JPEG file"):
+        import_yolo(ws, data, "train", progress=False)
+    with ws.catalog.connect() as con:
+        assert con.execute("SELECT count(*) FROM labels").fetchone() == (0,)
+    report = import_yolo(ws, data, "train", progress=False, skip_bad=True)
+    assert report.images == report.labels_added == 2 and [s.split(": ")[0] for s in report.skipped] == [str(truncated)]
+    assert not ws.blobs.exists(sha256_hex(truncated.read_bytes()))  # not even its bytes were stored
