@@ -24,6 +24,7 @@ from edge.protocol import is_safe_name
 from edge.sources import is_live, open_source
 from edge.triggers import TriggerConfig
 from edge.updater import ModelUpdater, UpdateBackend, UpdaterConfig
+from edge.trust import TrustedInstaller, is_tuf_root
 
 
 DEFAULT_CONFIDENCE = 0.25  # load_detector's default: ultralytics' predict default
@@ -87,7 +88,7 @@ def run_agent(
     heartbeat_s: float = 30.0, max_frames: int | None = None, realtime: bool = False, drain_s: float = 10.0, live: bool = True,
     console: Console | None = None, loop: bool = False, follow_deployments: bool = False,
     model_dir: Path = Path("edgeloop-models"), poll_s: float = 30.0, update_backend: UpdateBackend = "auto",
-    probation_frames: int = 30, latency_budget_ms: float | None = None,
+    probation_frames: int = 30, latency_budget_ms: float | None = None, trust_root: Path | None = None,
 ) -> dict[str, Any]:
     """Assemble and run the agent. `confidence`, `alert_confidence` and `rare_band` None mean "not set by
     the person": the model's per-class thresholds then decide (DESIGN decision 9), else the old defaults
@@ -116,13 +117,23 @@ def run_agent(
             alerts = AlertConfig(alert_webhook, alert_secret, set(alert_classes), min_confidence=alert_confidence)
         except ValueError as exc:
             raise AgentSetupError(f"--alert-secret: {exc}") from exc
+    trust = None
+    if trust_root is not None:  # signed rollouts: the root pinned at install is the only key trusted
+        if not follow_deployments:
+            raise AgentSetupError("--trust-root checks the models deployments name: add --follow-deployments")
+        if not is_tuf_root(Path(trust_root)):
+            raise AgentSetupError(f"--trust-root {trust_root}: not a TUF root metadata file (`edgeloop keys init` "
+                                  "writes root.json)")
+        device = device or _device_name(server, token)
+        trust = TrustedInstaller(root=Path(trust_root), metadata_dir=model_dir / "tuf", server=server, token=token,
+                                 device=device)
     updater = None
     try:
         if follow_deployments:
             updater = ModelUpdater(UpdaterConfig(
                 server=server, token=token, model_dir=model_dir, poll_s=poll_s, backend=update_backend,
                 probation_frames=probation_frames, latency_budget_ms=latency_budget_ms,
-                conf=conf, class_thresholds=confidence is None,
+                conf=conf, class_thresholds=confidence is None, trust=trust,
             ), installed=model)
             detector = updater.initial_detector()  # the last model deployed here, if it is whole
         else:

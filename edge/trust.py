@@ -7,6 +7,7 @@ signed assignment must name this device; unsigned, badly signed, expired or roll
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,14 @@ def assigned(device: str, custom: Mapping[str, Any]) -> bool:
         return False
     canary = custom.get("canary_pct")
     return bool(custom.get("fleet")) or (canary is not None and canary_bucket(device) < float(canary))
+
+
+def is_tuf_root(path: Path) -> bool:
+    """Whether `path` holds TUF root metadata (checked at start-up, so a wrong file is named at once)."""
+    try:
+        return json.loads(path.read_bytes())["signed"]["_type"] == "root"
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 class _Fetcher(FetcherInterface):

@@ -87,6 +87,9 @@ def agent(
     update_backend: Annotated[str, typer.Option(help="Runtime for deployed models: auto (TensorRT where "
                                                 "there is a GPU), onnxruntime or tensorrt.")] = "auto",
     probation_frames: Annotated[int, typer.Option(help="A new model's first frames, whose latency is judged.")] = 30,
+    trust_root: Annotated[Optional[Path], typer.Option(
+        help="The fleet's root.json (`edgeloop keys init`), pinned at install: install only models the fleet's "
+             "keys signed for this device.")] = None,
     latency_budget_ms: Annotated[Optional[float], typer.Option(
         help="Roll a new model back when its median inference over probation exceeds this (default: 3x the "
              "previous model's).")] = None,
@@ -116,7 +119,7 @@ def agent(
             live=not as_json, console=err, watch_classes=[c.strip() for c in watch_classes.split(",") if c.strip()],
             rare_band=band, rare_top=rare_top, confidence=confidence, loop=loop, follow_deployments=follow_deployments, model_dir=model_dir,
             poll_s=poll_s, update_backend=update_backend, probation_frames=probation_frames,  # type: ignore[arg-type]
-            latency_budget_ms=latency_budget_ms,
+            latency_budget_ms=latency_budget_ms, trust_root=trust_root,
         )
     except AgentSetupError as exc:
         raise fail(str(exc)) from exc

@@ -198,3 +198,15 @@ def _serve(tmp_path: Path, *flags: str) -> str:
 def test_serve_logs_requests_only_when_asked(tmp_path: Path) -> None:
     assert '"GET /v1/whoami HTTP/1.1" 401' in _serve(tmp_path, "--access-log")
     assert "GET /v1/whoami" not in _serve(tmp_path)
+
+
+def test_a_trust_root_needs_deployments_to_check_and_must_be_a_tuf_root(tmp_path: Path, frames: Path) -> None:
+    model = planted_onnx(tmp_path / "m.onnx", UNSURE)
+    not_root = tmp_path / "root.json"
+    not_root.write_text('{"signed": {"_type": "targets"}}')
+    base = [*agent_args(frames, model, tmp_path / "spool"), "--server", "http://127.0.0.1:9", "--token", "t",
+            "--device", "cam1"]
+    alone = invoke(*base, "--trust-root", str(not_root))
+    assert alone.exit_code == 2 and "--trust-root checks the models deployments name" in alone.stderr
+    wrong = invoke(*base, "--trust-root", str(not_root), "--follow-deployments", "--model-dir", str(tmp_path / "md"))
+    assert wrong.exit_code == 2 and "not a TUF root metadata file" in wrong.stderr
