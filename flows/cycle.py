@@ -74,8 +74,10 @@ def improvement_cycle(
     out = ws.settings.workspace / "cycles" / cycle_id
     out.mkdir(parents=True, exist_ok=True)
     hook = on_stage or (lambda *_: None)
+    # watch_classes goes in for the report: its headline follows the watched classes first.
     summary: dict[str, Any] = {"cycle": cycle_id, "workspace": str(ws.settings.workspace),
-                               "started_at": utc_now().isoformat(), "stages": []}
+                               "started_at": utc_now().isoformat(), "watch_classes": list(watch_classes or []),
+                               "stages": []}
 
     def stage(name: str, run: Callable[[], dict[str, Any]], skip: str | None = None) -> dict[str, Any]:
         hook(name, "start", {})

@@ -9,7 +9,9 @@ with the cycle report. One line per stage; the trainer's chatter goes to a log f
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -28,19 +30,29 @@ from edge.sources import VideoFileSource
 from edge.triggers import TriggerConfig
 from feedback.datasets.yolo_import import import_yolo
 from feedback.ingest.serving import BackgroundServer
+from feedback.report.render import write_cycle_report
 from feedback.scenes import CLASSES, write_video, write_yolo_dataset
 from feedback.training.export import export_onnx
 from feedback.training.promote import run_gate
 from feedback.training.train import train
 from store.devices import add_device
+from store.inbox import load_inbox
 from store.settings import Settings, Workspace
 
 _MARKER = ".edgeloop-demo"
 DEVICE = "demo-cam-01"
 RARE = "no_helmet"
+# What the generators and the open-vocabulary teacher are told each class looks like: prompts read "a worker
+# with a bare head" where the class name alone would give "no helmet".
+CLASS_PHRASES = {"helmet": ["a worker wearing a hard hat"], "no_helmet": ["a worker with a bare head, no hard hat"],
+                 "vest": ["a worker in a high-visibility vest"], "package": ["a cardboard package"]}
 # The camera sees heads without hard hats far more often than the base data set did.
 CAMERA_WEIGHTS = (0.30, 0.25, 0.25, 0.20)
 HOLDOUT_WEIGHTS = (0.30, 0.25, 0.25, 0.20)
+
+
+# Frames the new model runs after the swap before the demo stops the device: 5 s at the camera's 10 fps.
+SHOWN_FRAMES = 50
 
 
 class DemoError(Exception):
@@ -77,7 +89,25 @@ def prepare_workspace(path: Path) -> Workspace:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     (path / _MARKER).write_text("created by `edgeloop demo`; it recreates this folder on every run\n")
-    return Workspace(Settings(workspace=path, fsync=False))
+    return Workspace(Settings(workspace=path, fsync=False, class_phrases=CLASS_PHRASES))
+
+
+@contextlib.contextmanager
+def settings_for_flows(**values: Any) -> Iterator[None]:
+    """Settings the flows must see too, as EDGELOOP_* variables while the block runs.
+
+    Each flow opens the workspace from its path alone (`Settings(workspace=...)`, which reads edgeloop.toml in
+    the working directory and the environment), so a value given only to the demo's own Settings would not reach
+    them. A variable the user set already wins, as it does everywhere else."""
+    names = {f"EDGELOOP_{key.upper()}": json.dumps(value) for key, value in values.items()}
+    added = [name for name in names if name not in os.environ]
+    for name in added:
+        os.environ[name] = names[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 @contextlib.contextmanager
@@ -204,16 +234,22 @@ def run_demo(path: Path, plan: DemoPlan = DemoPlan(), console: Console | None = 
 
         from flows.cycle import improvement_cycle
 
-        cycle = improvement_cycle(str(path), budget=budget, reviewer="oracle", labels=str(labels), holdout_share=0.2,
-                                  generator="swap", synthetic_count=plan.synthetic, canary_pct=plan.canary_pct,
-                                  epochs=plan.challenger_epochs, imgsz=plan.imgsz, seed=s, on_stage=on_stage,
-                                  watch_classes=[RARE])  # the site's alert class, as the device watches it
+        with settings_for_flows(class_phrases=CLASS_PHRASES):
+            cycle = improvement_cycle(str(path), budget=budget, reviewer="oracle", labels=str(labels),
+                                      holdout_share=0.2, generator="swap", synthetic_count=plan.synthetic,
+                                      canary_pct=plan.canary_pct, epochs=plan.challenger_epochs, imgsz=plan.imgsz,
+                                      seed=s, on_stage=on_stage,
+                                      watch_classes=[RARE])  # the site's alert class, as the device watches it
         stages = {st["name"]: st for st in cycle["stages"]}
         if stages.get("publish", {}).get("status") == "done":
             lines.begin("rollout: the device follows its deployment")
             swaps = _roll_out(ws, path, onnx, token, watched)
-            lines.end("rollout", _describe_swap(swaps))
             summary["rollout"] = swaps
+            # The cycle's report was written when publish had only started the rollout; the swap happened since.
+            # Its heartbeats go into the catalog, and the report is written again to show the fleet as it is.
+            load_inbox(ws.catalog, ws.inbox)
+            write_cycle_report(ws, cycle, Path(cycle["report"]).parent)
+            lines.end("rollout", _describe_swap(swaps))
     summary.update(ingested=stages["ingest"]["result"].get("captures_added", 0),
                    reviewed=stages["review pull"]["result"].get("verified", 0),
                    failures=stages["review pull"]["result"].get("failures", 0),
@@ -251,7 +287,9 @@ def _roll_out(ws: Workspace, path: Path, installed: Path, token: str, watched: t
 
         def swapped(status: dict[str, Any]) -> None:
             runs = status["models_run"]
-            if len(runs) > 1 and runs[-1]["frames"] >= 20:  # the new model is through probation and running
+            # The new model is through probation and has run long enough (heartbeats every second) for the
+            # canary judgment to have the heartbeats it needs.
+            if len(runs) > 1 and runs[-1]["frames"] >= SHOWN_FRAMES:
                 stop.set()
 
         status = agent.run(stop=stop, on_status=swapped)

@@ -63,6 +63,11 @@ class Phrasebook:
         phrases = self.class_phrases.get(class_name)
         return phrases[0] if phrases else class_name.replace("_", " ")
 
+    def unphrased(self, *class_names: str | None) -> list[str]:
+        """Those of `class_names` without a configured phrase: prompts name them by their class names, which a
+        generator may not understand ("no helmet"), so the lineage and the report say so."""
+        return [n for n in dict.fromkeys(class_names) if n is not None and not self.class_phrases.get(n)]
+
 
 def write_prompts(cluster: Cluster, book: Phrasebook, *, variants: int = 4, seed: int = 0) -> list[Prompt]:
     """`variants` prompts for the cluster: variant 0 says only what the cluster fixes; the others add a seeded
@@ -90,7 +95,8 @@ def write_prompts(cluster: Cluster, book: Phrasebook, *, variants: int = 4, seed
         text = _prompt(cluster, book, {**fixed, **picked_bins}, {**tags, **picked_tags}, neighbour)
         lineage = {"cluster_id": cluster.id, "failure_ids": list(cluster.members), "class": target,
                    "kind": cluster.kind, "fixed": fixed, "tags": tags, "choices": choices,
-                   "attributes": d, "writer_version": WRITER_VERSION, "seed": seed, "variant": variant}
+                   "attributes": d, "writer_version": WRITER_VERSION, "seed": seed, "variant": variant,
+                   "unphrased": book.unphrased(target, (neighbour or {}).get("class"))}
         digest = hashlib.sha1("|".join([cluster.id, str(variant), str(seed), WRITER_VERSION, text, negative,
                                         edit]).encode()).hexdigest()
         out.append(Prompt(id=f"pr-{digest[:16]}", cluster_id=cluster.id, variant=variant, seed=seed,
@@ -191,7 +197,16 @@ def _edit(cluster: Cluster, book: Phrasebook, fixed: Mapping[str, str], neighbou
     if neighbour:
         # A missed rare class is made from its confusable neighbour: the scene stays real, only the object changes.
         source = neighbour["class"]
-        change = book.edit_phrases.get(f"{source}->{target}") or f"turn {book.phrase(source)} into {phrase}"
+        change = book.edit_phrases.get(f"{source}->{target}") or _change(book, source, target)
         return f"{change}; {keep}, the pose and the background unchanged"
     where = SIZE.get(fixed.get("size", ""), "")
     return f"add {phrase}{', ' + where if where else ''}, where one fits naturally; {keep} and the rest unchanged"
+
+
+def _change(book: Phrasebook, source: str, target: str) -> str:
+    """The generic edit from one class into another. Without phrases for the object being edited, its name in
+    words would pose as a description ("turn package into no helmet"); the class names are given as what they
+    are, labels, until class_phrases says what they look like."""
+    if book.unphrased(source):
+        return f"change this {source} into: {target if book.unphrased(target) else book.phrase(target)}"
+    return f"turn {book.phrase(source)} into {book.phrase(target)}"

@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import duckdb
@@ -16,7 +16,12 @@ import numpy as np
 
 from edge.protocol import utc_now
 from feedback.evaluation.dataset import IMAGE_SUFFIXES, read_labels
+from feedback.report.effort import cycle_review_labels, oracle_answer_folders, review_effort
+from feedback.report.rare import rare_story
 from store.settings import Workspace
+
+if TYPE_CHECKING:
+    from feedback.rollout.canary import Judgment
 
 NOT_RUN = "not run in this cycle"
 IMAGES = "report_images"  # under the cycle folder; image paths in the data are relative to that folder
@@ -41,7 +46,15 @@ def cycle_report_data(ws: Workspace, summary: Mapping[str, Any], cycle_dir: Path
     with ws.catalog.connect() as con:
         tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         names = [n for (n,) in con.execute("SELECT name FROM classes ORDER BY id").fetchall()]
+        reviewed = cycle_review_labels(con, window)
+        verified = [label for label, _, status in reviewed if status == "verified"]
+        effort = review_effort(con, window)
+        pushed = [p["capture"] for p in ((stages.get("review push") or {}).get("result") or {}).get("picks") or []]
         data = {
+            "rare": rare_story(con, tables, names, _watched(ws, summary), gate, window, verified, pushed,
+                               sorted(oracle_answer_folders(con, verified))),
+            "effort": effort.as_dict() if effort else None,
+            "written_at": utc_now(),
             "cycle": summary.get("cycle"),
             "workspace": summary.get("workspace"),
             "started_at": summary.get("started_at"),
@@ -64,7 +77,16 @@ def cycle_report_data(ws: Workspace, summary: Mapping[str, Any], cycle_dir: Path
     data["wall_s"] = round((finished - started).total_seconds(), 1) if started and finished else data["stages_s"]
     costs = [s["cost_usd"] for s in data["stages"] if s["cost_usd"] is not None]
     data["cost_usd"] = round(sum(costs), 4) if costs else None
+    # People's time is the cost that matters (DESIGN decision 11): the review pull is where it was spent.
+    for s in data["stages"]:
+        s["people_s"] = effort.seconds if effort and s["name"] == "review pull" and s["status"] == "done" else None
+    data["people_s"] = effort.seconds if effort else None
     return data
+
+
+def _watched(ws: Workspace, summary: Mapping[str, Any]) -> list[str]:
+    """The classes the cycle watched (its watch_classes) and the workspace's own, in that order."""
+    return list(dict.fromkeys([*(summary.get("watch_classes") or []), *ws.settings.watch_classes]))
 
 
 # --- verdict and metrics -------------------------------------------------------------------------------------
@@ -283,9 +305,11 @@ def _mining(con: duckdb.DuckDBPyConnection, tables: set[str], stages: Mapping[st
     synthesized = {"synthesis_runs", "synthesis_outcomes"} <= tables
     out: dict[str, Any] = {"mine": _stage_note(stages, "mine") if mined else NOT_RUN,
                            "synthesize": _stage_note(stages, "synthesize") if synthesized else NOT_RUN,
-                           "clusters": [], "runs_without_cluster": []}
+                           "clusters": [], "runs_without_cluster": [], "total": 0}
     runs = _synthesis_runs(con, window, names, images) if synthesized else []
     if mined:
+        out["total"] = con.execute("SELECT count(*) FROM failure_clusters WHERE NOT noise AND updated_at BETWEEN ? "
+                                   "AND ?", list(window)).fetchone()[0]
         rows = con.execute(
             "SELECT id, class_id, kind, size, description, medoids, model_version FROM failure_clusters "
             "WHERE NOT noise AND updated_at BETWEEN ? AND ? ORDER BY size DESC, id LIMIT ?",
@@ -303,8 +327,11 @@ def _mining(con: duckdb.DuckDBPyConnection, tables: set[str], stages: Mapping[st
                 "id": cid, "class": _name(names, class_id), "kind": kind, "size": size, "model": model_version,
                 "traits": _traits(description),
                 "medoids": _medoid_crops(con, json.loads(medoids)[:3], images),
-                "prompts": [{"variant": v, "prompt": p, "edit_instruction": e} for v, p, e in con.execute(
-                    "SELECT variant, prompt, edit_instruction FROM prompts WHERE cluster_id = ? "
+                "prompts": [{"variant": v, "prompt": p, "edit_instruction": e,
+                             # classes the writer had no class_phrases for, so named by their class names
+                             "unphrased": json.loads(lineage or "{}").get("unphrased") or []}
+                            for v, p, e, lineage in con.execute(
+                    "SELECT variant, prompt, edit_instruction, lineage FROM prompts WHERE cluster_id = ? "
                     "ORDER BY created_at DESC, variant LIMIT 2", [cid]).fetchall()],
                 "runs": [r for r in runs if r["cluster_id"] == cid],
             })
@@ -437,9 +464,10 @@ def _selection(con: duckdb.DuckDBPyConnection, stages: Mapping[str, Any], images
             "SELECT capture_id, kind, count(*) FROM failures WHERE list_contains(?, capture_id) GROUP BY ALL",
             [order]).fetchall():
         found.setdefault(capture, {})[kind] = n
+    shown = _top_by_score(result.get("picks") or [], MAX_PICKS)
     picks, part_names = [], list(WEIGHTS)
-    for rank, capture in enumerate(order[:MAX_PICKS], 1):
-        if capture not in tasks:
+    for rank, capture in enumerate(order, 1):
+        if capture not in tasks or capture not in shown:
             continue
         score, parts, status, sha = tasks[capture]
         parts = json.loads(parts) if parts else {}
@@ -450,10 +478,28 @@ def _selection(con: duckdb.DuckDBPyConnection, stages: Mapping[str, Any], images
         picks.append({"rank": rank, "capture": capture, "score": score, "parts": parts, "status": status,
                       "why": _why(parts, WEIGHTS), "failures": found.get(capture, {}),
                       "image": images.save(thumbnail(frame, boxes, side=180), "pick") if frame is not None else None})
+    everywhere_zero = _zero_parts(result.get("picks") or [])
     return {"status": None, "strategy": result.get("strategy"), "pushed": result.get("pushed"),
             "already_pushed": result.get("already_pushed"), "embedder": result.get("embedder"),
             "total_picks": len(order), "weights": dict(WEIGHTS),
-            "parts": [p for p in part_names if any(p in pick["parts"] for pick in picks)], "picks": picks}
+            # A part that is 0 on every pick chose nothing: named once, not shown as a column of zeros.
+            "parts": [p for p in part_names
+                      if any(p in pick["parts"] for pick in picks) and p not in everywhere_zero],
+            "zero_parts": [p for p in part_names if p in everywhere_zero],
+            "picks": picks}  # in pick order (rank); the table shows them by score
+
+
+def _top_by_score(picks: Sequence[Mapping[str, Any]], keep: int) -> set[str]:
+    """The `keep` picks of highest score (earlier picks first on ties): the ones the table shows."""
+    ranked = sorted(enumerate(picks), key=lambda ip: (-(ip[1].get("score") or 0.0), ip[0]))
+    return {p["capture"] for _, p in ranked[:keep]}
+
+
+def _zero_parts(picks: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Score parts recorded on every pick and 0 on each."""
+    recorded = [set(p.get("parts") or {}) for p in picks]
+    common = set.intersection(*recorded) if recorded else set()
+    return {k for k in common if all(not (p["parts"].get(k) or 0.0) for p in picks)}
 
 
 def _why(parts: Mapping[str, float], weights: Mapping[str, float]) -> str:
@@ -496,10 +542,21 @@ def _rollout(ws: Workspace, stages: Mapping[str, Any], window: tuple[datetime, d
             "id": rollout.id, "model": rollout.model_id, "baseline": rollout.baseline_model_id,
             "canary_pct": rollout.canary_pct, "state": rollout.state, "started_at": rollout.started_at,
             "updated_at": rollout.updated_at},
-        "judgment": None if judgment is None else {"healthy": judgment.healthy, "reasons": judgment.reasons},
+        "judgment": None if judgment is None else {"healthy": judgment.healthy, "reasons": judgment.reasons,
+                                                   "state": _judgment_state(judgment)},
         "events": [dict(zip(("rollout", "at", "action", "canary_pct", "forced"), e)) for e in events],
         "devices": device_table(ws)[:20],
     }
+
+
+def _judgment_state(judgment: Judgment) -> str:
+    """healthy; waiting (too few heartbeats from the canary's devices to judge, and none refused it); unhealthy."""
+    from feedback.rollout.canary import CanaryPolicy
+
+    if judgment.healthy:
+        return "healthy"
+    heartbeats = judgment.candidate_stats.heartbeats if judgment.candidate_stats else 0
+    return "waiting" if heartbeats < CanaryPolicy().min_heartbeats and not judgment.refusals else "unhealthy"
 
 
 def _lineage(con: duckdb.DuckDBPyConnection, retrain: Mapping[str, Any], gate: Mapping[str, Any] | None,
@@ -559,7 +616,8 @@ def _story(stages: Mapping[str, Any], data: Mapping[str, Any]) -> list[dict[str,
             case "review pull":
                 return f"{r.get('verified', 0)} reviewed, {r.get('failures', 0)} failures found"
             case "mine":
-                return f"{len(data['mining']['clusters'])} blind spots"
+                # The stage's own count: the mining section shows only the largest few of them.
+                return f"{r.get('clusters', data['mining']['total'])} blind spots"
             case "synthesize":
                 runs = [x for c in data["mining"]["clusters"] for x in c["runs"]] + data["mining"]["runs_without_cluster"]
                 return (f"{sum(x['kept'] or 0 for x in runs)} synthetic images kept, "
@@ -572,6 +630,8 @@ def _story(stages: Mapping[str, Any], data: Mapping[str, Any]) -> list[dict[str,
                         f"{dataset['synthetic']} synthetic): {data['verdict']['state']}")
             case "publish":
                 rollout = data["rollout"].get("rollout") or {}
+                if rollout.get("state") == "canary" and (rollout.get("canary_pct") or 0) >= 100:
+                    return "canary on every device"
                 return f"{rollout.get('state', 'published')} on {rollout.get('canary_pct', '?')}%"
         return _facts(r) or "done"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +36,7 @@ def write_cycle_report(ws: Workspace, summary: Mapping[str, Any], cycle_dir: Pat
 def render_html(data: Mapping[str, Any], cycle_dir: Path) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("feedback.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(num=num, signed=signed, pct=pct, when=when, duration=duration, short=short,
+    env.filters.update(num=num, signed=signed, pct=pct, when=when, duration=duration, short=short, hashes=hashes,
                        datauri=lambda rel: datauri(cycle_dir, rel), heat=heat, path=svg_path)
     return env.get_template("cycle.html.j2").render(d=data)
 
@@ -88,6 +89,15 @@ def short(identifier: str | None, keep: int = 10) -> str:
     if not identifier:
         return "–"
     return identifier if len(identifier) <= keep + 2 else identifier[:keep] + "…"
+
+
+_HASH = re.compile(r"\b([0-9a-f]{10})[0-9a-f]{22,}\b")
+
+
+def hashes(text: str, keep: int = 10) -> str:
+    """Free text with every content hash in it cut to its first characters ('real:3fa9c2d4e1…/2'); the element's
+    title keeps the whole text."""
+    return _HASH.sub(lambda m: m.group(1)[:keep] + "…", text)
 
 
 def heat(count: int, column_total: int) -> str:

@@ -91,3 +91,20 @@ def test_a_cycle_runs_every_stage_then_a_rerun_skips(tmp_path: Path, scene_pt: P
     assert {s["name"]: s["status"] for s in third["stages"]} == {
         "ingest": "skipped", "review push": "skipped", "review pull": "skipped", "mine": "skipped",
         "synthesize": "skipped", "retrain": "skipped", "publish": "skipped"}
+
+
+def test_the_cycle_report_follows_the_watched_class_and_counts_review_time(tmp_path: Path, scene_pt: Path) -> None:
+    """The watch_classes a cycle is given reach its report: the headline tells the watched class first, with the
+    gate's numbers for it, and the review's effort is the cycle's people cost."""
+    ws, labels = _site(tmp_path, scene_pt)
+    summary = improvement_cycle(str(ws.settings.workspace), budget=6, reviewer="oracle", labels=str(labels),
+                                holdout_share=0.0, epochs=1, imgsz=64, watch_classes=["vest"])
+    assert summary["watch_classes"] == ["vest"]
+    assert json.loads(Path(summary["report"]).read_text())["watch_classes"] == ["vest"]
+    data = json.loads((Path(summary["report_html"]).parent / "report_data.json").read_text())
+    story = data["rare"][0]
+    assert story["class"] == "vest" and story["why"].startswith("watched")
+    gate = next(s for s in summary["stages"] if s["name"] == "retrain")["result"]["gate"]
+    assert story["metrics"]["recall"]["challenger"] == gate["challenger_metrics"]["per_class"]["vest"]["recall"]
+    pull = next(s for s in summary["stages"] if s["name"] == "review pull")["result"]
+    assert data["effort"]["captures"] == pull["verified"] == 6 and data["people_s"] == data["effort"]["seconds"] > 0

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from flows.demo import QUICK, DemoError, run_demo
+from flows.demo import CLASS_PHRASES, QUICK, RARE, DemoError, run_demo
+from store.settings import Settings, Workspace
 
 
 def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
-    summary = run_demo(tmp_path / "demo", QUICK, console=Console(quiet=True))
+    screen = io.StringIO()
+    summary = run_demo(tmp_path / "demo", QUICK, console=Console(file=screen, width=200))
     assert summary["agent"]["frames"] == QUICK.camera_frames
     assert summary["agent"]["spooled"] > 0 and summary["agent"]["left_in_spool"] == 0
     assert summary["ingested"] == summary["agent"]["spooled"]
@@ -19,6 +25,27 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert 0 < summary["reviewed"] == max(1, int(summary["ingested"] * QUICK.review_share))
     assert summary["challenger"]["parent"] == summary["first_model"]["id"]
     assert isinstance(summary["challenger"]["promoted"], bool)
+    _the_report_tells_what_the_terminal_said(tmp_path / "demo", summary, screen.getvalue())
+
+
+def _the_report_tells_what_the_terminal_said(path: Path, summary: dict, screen: str) -> None:
+    """The report's headline follows the demo's rare class with the rare boxes review bought and random's
+    expectation the demo printed; the cycle's prompts were written with the demo's class phrases."""
+    data = json.loads((Path(summary["report"]).parent / "report_data.json").read_text())
+    story = data["rare"][0]
+    assert story["class"] == RARE and story["why"].startswith("watched")
+    printed = re.search(rf"(\d+) {RARE} boxes \(random would have found ~(\d+)\)", " ".join(screen.split()))
+    assert printed, screen
+    assert story["review"]["boxes"] == int(printed[1]) and story["review"]["captures"] == summary["reviewed"]
+    assert abs(story["review"]["random"] - int(printed[2])) <= 0.55
+    # The flows opened the workspace themselves and still saw the demo's class phrases.
+    with Workspace(Settings(workspace=path)).catalog.connect() as con:
+        prompts = con.execute("SELECT prompt, edit_instruction, lineage FROM prompts").fetchall()
+    assert prompts and all(json.loads(lineage)["unphrased"] == [] for *_, lineage in prompts)
+    assert not any("no helmet" in f"{prompt} {edit}" for prompt, edit, _ in prompts)
+    assert all(CLASS_PHRASES[RARE][0] in prompt for prompt, _, lineage in prompts
+               if json.loads(lineage)["class"] == RARE)
+    assert "EDGELOOP_CLASS_PHRASES" not in os.environ  # put back as it was
 
 
 def test_demo_refuses_to_wipe_a_foreign_folder(tmp_path: Path) -> None:

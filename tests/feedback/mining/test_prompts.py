@@ -126,3 +126,21 @@ def test_confusions_name_what_they_are_mistaken_for_and_unknown_classes_read_as_
 def test_variants_must_be_positive():
     with pytest.raises(ValueError, match="variants 0"):
         write_prompts(cluster("missed", "helmet", [attrs()] * 5), BOOK, variants=0)
+
+
+def test_classes_without_phrases_are_recorded_and_an_edit_from_one_names_labels_as_labels():
+    """Without class_phrases a class is named by its class name; the prompt's lineage lists such classes (the
+    report flags them), and an edit from an unphrased class never poses its name as a description."""
+    bare = Phrasebook(class_phrases={}, edit_phrases={}, vocabulary={})
+    missed = cluster("missed", "no_helmet", [attrs()] * 6, neighbour="helmet")
+    p = write_prompts(missed, bare, variants=1)[0]
+    assert p.lineage["unphrased"] == ["no_helmet", "helmet"]
+    assert p.edit_instruction.startswith("change this helmet into: no_helmet;")
+    assert "turn helmet into no helmet" not in p.edit_instruction
+    # The phrased side keeps its words; a fully phrased pair says nothing is missing.
+    assert write_prompts(cluster("missed", "no_helmet", [attrs()] * 6, neighbour="crane_hook"), BOOK,
+                         variants=1)[0].edit_instruction.startswith(
+        "change this crane_hook into: a construction worker's bare head without a hard hat;")
+    assert write_prompts(missed, BOOK, variants=1)[0].lineage["unphrased"] == []
+    confusion = cluster("confusion", "crane_hook", [attrs(overlap=0.4)] * 6, neighbour="helmet")
+    assert write_prompts(confusion, BOOK, variants=1)[0].lineage["unphrased"] == ["crane_hook"]

@@ -198,3 +198,79 @@ def test_mining_synthesis_and_rollout_of_the_later_stages(later_stages: Site) ->
     # Stages that report a cost have it counted (the offline swap generator costs nothing).
     costs = [s["result"]["cost_usd"] for s in summary["stages"] if "cost_usd" in s["result"]]
     assert costs and data["cost_usd"] == sum(costs) == 0.0
+
+
+def _rare_lines(path: Path, class_id: int) -> int:
+    return sum(1 for line in path.read_text().splitlines() if line.split()[:1] == [str(class_id)])
+
+
+def test_the_headline_tells_the_watched_class_with_the_gates_numbers_and_what_review_bought(cycle: Site) -> None:
+    """The rare class's story: its numbers are the gate's own per-class numbers at each model's threshold; the
+    boxes review bought and random's expectation come from the oracle's answers, counted here independently."""
+    ws, summary, cycle_dir = cycle
+    data = cycle_report_data(ws, {**summary, "watch_classes": ["no_helmet"]}, cycle_dir)
+    gate = _stage(summary, "retrain")["result"]["gate"]
+    story = data["rare"][0]
+    assert story["class"] == "no_helmet" and story["why"].startswith("watched")
+    m = story["metrics"]
+    new, old = gate["challenger_metrics"]["per_class"]["no_helmet"], gate["champion_metrics"]["per_class"]["no_helmet"]
+    for key, theirs in (("recall", "recall"), ("precision", "precision"), ("threshold", "threshold"),
+                        ("ap50", "map50")):
+        assert (m[key]["challenger"], m[key]["champion"]) == (new[theirs], old[theirs]), key
+    assert m["instances"] == new["instances"] and m["low_recall"] == (new["recall"] < 0.5)
+
+    # What review bought: the no_helmet boxes in the captures verified in this cycle, against what as many
+    # captures drawn at random from the twelve offered would have held (every capture's answer file is known).
+    labels = ws.settings.workspace.parent / "labels"  # where tests.flows.test_cycle._site writes the answers
+    with ws.catalog.connect() as con:
+        verified = [f for (f,) in con.execute("SELECT c.source_frame FROM review_tasks t JOIN captures c "
+                                              "ON c.id = t.capture_id WHERE t.status = 'verified'").fetchall()]
+        offered = [f for (f,) in con.execute("SELECT source_frame FROM captures").fetchall()]
+    bought = sum(_rare_lines(labels / f"cam_{f:06d}.txt", 1) for f in verified)
+    everywhere = sum(_rare_lines(labels / f"cam_{f:06d}.txt", 1) for f in offered)
+    assert story["review"]["captures"] == len(verified) == 6 and story["review"]["boxes"] == bought
+    assert story["review"]["pool"] == len(offered) == 12
+    assert story["review"]["random"] == pytest.approx(everywhere / 12 * 6, abs=0.05)
+    # Synthesis for it in this cycle: the kept images of its runs.
+    with ws.catalog.connect() as con:
+        kept = con.execute("SELECT coalesce(sum(n_kept), 0) FROM synthesis_runs WHERE target_class = 1").fetchone()[0]
+    assert story["synthetic_kept"] == kept
+
+
+def test_review_effort_is_the_diff_against_the_pre_annotation_and_every_count_agrees(cycle: Site) -> None:
+    """People's time is the cost: each verified box kept, fixed or drawn, each pre-annotated box deleted, priced
+    by the stated model; the counts agree with what review pull recorded, and the header with the stages."""
+    from feedback.report.effort import SECONDS
+
+    ws, summary, cycle_dir = cycle
+    data = cycle_report_data(ws, summary, cycle_dir)
+    pull = _stage(summary, "review pull")["result"]
+    effort = data["effort"]
+    assert effort["captures"] == pull["verified"] and effort["boxes"] == pull["boxes"]
+    assert effort["kept"] + effort["fixed"] + effort["added"] == effort["boxes"]
+    # Every failure review pull recorded is one action on a pre-annotated box: a fix, a box drawn, one deleted.
+    assert effort["fixed"] + effort["added"] + effort["deleted"] == pull["failures"] > 0
+    assert effort["seconds"] == sum(SECONDS[k] * effort[k] for k in SECONDS) > 0
+    assert "Papadopoulos" in effort["model"]
+    assert data["people_s"] == effort["seconds"]
+    assert [s["people_s"] for s in data["stages"]] == [effort["seconds"] if s["name"] == "review pull" else None
+                                                       for s in data["stages"]]
+    # The header's stage line says what the stage table and the mining section say.
+    story = {x["stage"]: x["text"] for x in data["story"]}
+    mine = _stage(summary, "mine")
+    if mine["status"] == "done":
+        assert story["mine"] == f"{mine['result']['clusters']} blind spots"
+        assert data["mining"]["total"] == mine["result"]["clusters"]
+        assert len(data["mining"]["clusters"]) == min(data["mining"]["total"], 6)
+
+
+def test_the_selection_table_drops_parts_that_chose_nothing(cycle: Site) -> None:
+    ws, summary, cycle_dir = cycle
+    data = cycle_report_data(ws, summary, cycle_dir)
+    pushed = _stage(summary, "review push")["result"]["picks"]
+    selection = data["selection"]
+    zero = {k for k in pushed[0]["parts"] if all(not p["parts"].get(k) for p in pushed)}
+    assert set(selection["zero_parts"]) == zero
+    for part in selection["parts"]:
+        assert any(p["parts"].get(part) for p in selection["picks"]), part
+    assert not zero & set(selection["parts"])
