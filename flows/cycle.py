@@ -92,7 +92,7 @@ def improvement_cycle(
     backlog = ws.inbox.backlog()
     stage("ingest", lambda: ingest_flow(workspace),
           skip=None if any(backlog.values()) else "the inbox is empty")
-    stage("review push", lambda: review_push_flow(workspace, budget, strategy, reviewer, labels, seed),
+    stage("review push", lambda: review_push_flow(workspace, budget, strategy, reviewer, labels, seed, watch_classes),
           skip=None if _candidates(workspace) else "no capture waits for review")
     stage("review pull", lambda: review_pull_flow(workspace, reviewer, labels, holdout_share),
           skip=None if _pending_reviews(workspace) else "no review task is open")

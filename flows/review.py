@@ -20,14 +20,20 @@ def selection_vectors(workspace: str | None) -> str:
 
 @task(name="review-tasks", retries=3, retry_delay_seconds=30)
 def review_tasks(workspace: str | None, budget: int, strategy: str, embedder: str | None, reviewer: str,
-                 labels: str | None, seed: int) -> dict:
+                 labels: str | None, seed: int, watch_classes: list[str] | None = None) -> dict:
     from feedback.review.selection import SelectionConfig
     from feedback.review.workflow import push_for_review
+    from store.labels import catalog_classes
 
     ws = open_workspace(workspace)
+    with ws.catalog.connect() as con:
+        names = catalog_classes(con)
+    # The cycle's watched classes are hunted whatever their verified counts, as `review push --watch-classes`.
+    watch = tuple(names.index(c) for c in (watch_classes or ws.settings.watch_classes) if c in names)
     with limited(CATALOG_LIMIT):
         report = push_for_review(ws, budget, reviewer=make_reviewer(ws, reviewer, labels),
-                                 selection=SelectionConfig(strategy=strategy, seed=seed, embedder=embedder))  # type: ignore[arg-type]
+                                 selection=SelectionConfig(strategy=strategy, seed=seed, embedder=embedder,  # type: ignore[arg-type]
+                                                           watch_classes=watch))
     rare = [p.parts.get("rare", 0.0) for p in report.picks]
     return {"pushed": report.pushed, "already_pushed": report.already_pushed, "project": report.project,
             "strategy": strategy, "embedder": embedder,
@@ -38,10 +44,11 @@ def review_tasks(workspace: str | None, budget: int, strategy: str, embedder: st
 
 @flow(name="review-push", log_prints=True)
 def review_push_flow(workspace: str | None = None, budget: int = 100, strategy: str = "active",
-                     reviewer: str = "label-studio", labels: str | None = None, seed: int = 0) -> dict:
+                     reviewer: str = "label-studio", labels: str | None = None, seed: int = 0,
+                     watch_classes: list[str] | None = None) -> dict:
     """Choose up to `budget` captures and create pre-annotated review tasks (hourly by default)."""
     embedder = selection_vectors(workspace) if strategy == "active" else None
-    report = review_tasks(workspace, budget, strategy, embedder, reviewer, labels, seed)
+    report = review_tasks(workspace, budget, strategy, embedder, reviewer, labels, seed, watch_classes)
     print(f"review push: {report['pushed']} new tasks ({report['already_pushed']} already pushed)")
     return report
 

@@ -87,12 +87,11 @@ def save_batch(ws: Workspace, run_id: str, kept: list[Kept], dropped: list[Dropp
                                               "synthetic images are for training only")
                 add_label(con, item.sha256, item.boxes, item.class_ids, source="synthetic",
                           provenance={"run_id": run_id, "generator": item.lineage["generator"], "index": item.idx})
-            con.executemany(
-                "INSERT INTO synthesis_outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [[run_id, k.idx, True, k.sha256, None, None, None, None, now] for k in kept]
-                + [[run_id, d.idx, False, None, d.reason, d.detail, thumbs.get(d.idx),
-                    json.dumps(d.lineage, default=str), now] for d in dropped],
-            )
+            outcomes = ([[run_id, k.idx, True, k.sha256, None, None, None, None, now] for k in kept]
+                        + [[run_id, d.idx, False, None, d.reason, d.detail, thumbs.get(d.idx),
+                            json.dumps(d.lineage, default=str), now] for d in dropped])
+            if outcomes:  # a batch a generator made nothing of: DuckDB refuses an empty executemany
+                con.executemany("INSERT INTO synthesis_outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", outcomes)
             con.commit()
         except BaseException:
             con.rollback()
