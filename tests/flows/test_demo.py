@@ -25,7 +25,28 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert 0 < summary["reviewed"] == max(1, int(summary["ingested"] * QUICK.review_share))
     assert summary["challenger"]["parent"] == summary["first_model"]["id"]
     assert isinstance(summary["challenger"]["promoted"], bool)
+    _the_gate_verdict_is_the_catalogs(tmp_path / "demo", summary, screen.getvalue())
     _the_report_tells_what_the_terminal_said(tmp_path / "demo", summary, screen.getvalue())
+
+
+def _the_gate_verdict_is_the_catalogs(path: Path, summary: dict, screen: str) -> None:
+    """The quick plan trains one epoch from scratch on 16 images, twice: neither model finds anything on the
+    holdout, so the challenger cannot beat the champion by the margin and the gate must refuse. The verdict
+    is checked against what the gate recorded and what the registry says, not only the demo's summary."""
+    challenger = summary["challenger"]["id"]
+    with Workspace(Settings(workspace=path)).catalog.connect() as con:
+        [(promoted, champion, reasons)] = con.execute(
+            "SELECT promoted, champion_id, reasons FROM gate_decisions WHERE challenger_id = ?", [challenger]
+        ).fetchall()
+        status = dict(con.execute("SELECT id, status FROM models").fetchall())
+    reasons = json.loads(reasons)
+    assert champion == summary["first_model"]["id"]
+    assert summary["first_model"]["map50_95"] < 0.005 and summary["challenger"]["map50_95"] < 0.005  # the premise
+    assert promoted is False and summary["challenger"]["promoted"] is False
+    assert reasons[0].startswith("mAP@0.5:0.95 ") and reasons[0].endswith("needs >= +0.0050): fail")
+    assert status[challenger] != "champion" and status[champion] == "champion"
+    flat = " ".join(screen.split())
+    assert f"{challenger}: mAP@0.5:0.95" in flat and "kept the champion" in flat and "PROMOTED" not in flat
 
 
 def _the_report_tells_what_the_terminal_said(path: Path, summary: dict, screen: str) -> None:

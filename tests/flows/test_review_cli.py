@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from edge.protocol import CaptureMeta, Detection, SourceRef, utc_now
@@ -138,3 +139,81 @@ def test_push_and_pull_say_what_they_did_in_a_line_not_a_dict(tmp_path: Path) ->
     assert code == 0, err
     [line] = out.splitlines()
     assert line.startswith("pulled 2 verified (") and line.endswith("; 0 of 2 tasks still pending")
+
+
+def test_push_explain_shows_each_picks_score_parts_as_stored(tmp_path: Path) -> None:
+    """`--explain` adds every pick's score parts (a table, or `picks` with --json); they are the parts the
+    catalog stored with the task, and each score follows from them (diversity x (EPS + weighted priority))."""
+    from feedback.review.selection import EPS, WEIGHTS
+
+    ws = Workspace(Settings(workspace=tmp_path / "ws"))
+    import_yolo(ws, write_yolo_dataset(tmp_path / "d", range(2)), "train", progress=False)
+    _camera(ws, tmp_path / "labels", 5)
+    oracle = ["--reviewer", "oracle", "--labels", str(tmp_path / "labels"), "-w", str(tmp_path / "ws")]
+
+    code, out, err = run("review", "push", "--budget", "1", "--json", *oracle)
+    assert code == 0, err
+    assert "picks" not in json.loads(out)  # only asked for
+    code, out, err = run("review", "push", "--budget", "2", "--explain", "--json", *oracle)
+    assert code == 0, err
+    picks = json.loads(out)["picks"]
+    assert len(picks) == 2 == json.loads(out)["pushed"]
+    with ws.catalog.connect() as con:
+        stored = {c: (s, json.loads(p)) for c, s, p in con.execute(
+            "SELECT capture_id, score, score_parts FROM review_tasks").fetchall()}
+    for pick in picks:
+        score, parts = stored[pick["capture"]]
+        assert pick["parts"] == {k: round(v, 4) for k, v in parts.items()} and pick["score"] == round(score, 4)
+        assert {"uncertainty", "class_balance", "diversity"} <= set(parts)
+        priority = sum(WEIGHTS[k] * v for k, v in parts.items() if k in WEIGHTS)
+        assert score == pytest.approx(parts["diversity"] * (EPS + priority), rel=1e-4, abs=1e-6)
+    assert parts["uncertainty"] > 0  # every capture has a 0.4-confidence detection and a trigger
+
+    code, out, err = run("review", "push", "--budget", "2", "--explain", "--no-diversity", *oracle)
+    assert code == 0, err
+    assert "why each capture was picked" in out and out.splitlines()[-1].startswith("pushed 2 captures")
+    with ws.catalog.connect() as con:
+        latest = con.execute("SELECT capture_id, score FROM review_tasks WHERE score_parts NOT LIKE '%diversity%'"
+                             ).fetchall()
+    assert len(latest) == 2
+    for capture, score in latest:  # one table row per pick: its id's prefix and its score
+        row = next(line for line in out.splitlines() if capture[:6] in line)  # rich shortens it to fit 80 columns
+        assert f"{score:.3f}" in row
+
+
+def test_push_to_a_workspace_without_imported_labels_takes_the_models_classes(tmp_path: Path,
+                                                                              scene_pt: Path) -> None:
+    """No data set was imported: the review project's class list is the registered model's, adopted into
+    the catalog, and the verified labels are stored in those classes."""
+    from feedback.scenes import CLASSES
+    from store.blobs import sha256_hex
+    from store.labels import catalog_classes
+    from store.models import register_model
+
+    ws = Workspace(Settings(workspace=tmp_path / "ws"))
+    _camera(ws, tmp_path / "labels", 3)
+    oracle = ["--reviewer", "oracle", "--labels", str(tmp_path / "labels"), "-w", str(tmp_path / "ws")]
+    code, _, err = run("review", "push", "--budget", "2", "--strategy", "random", *oracle)
+    assert code != 0 and "no class list yet" in err  # neither labels nor a model: nothing to label with
+    with ws.catalog.connect() as con:
+        assert catalog_classes(con) == [] and con.execute("SELECT count(*) FROM review_tasks").fetchone() == (0,)
+
+    # The camera's model, champion, registered as a model trained elsewhere would be; and a newer candidate
+    # for other classes, which the champion outranks.
+    data = scene_pt.read_bytes()
+    ws.blobs.put(data)
+    with ws.catalog.connect() as con:
+        champion = register_model(con, sha256_hex(data), classes=list(CLASSES), imgsz=160)
+        con.execute("UPDATE models SET status = 'champion' WHERE id = ?", [champion])
+        register_model(con, "f" * 64, classes=["cat", "dog"], imgsz=160)
+    code, out, err = run("review", "push", "--budget", "2", "--strategy", "random", "--json", *oracle)
+    assert code == 0, err
+    assert json.loads(out)["pushed"] == 2
+    with ws.catalog.connect() as con:
+        assert catalog_classes(con) == list(CLASSES)
+    code, out, err = run("review", "pull", *oracle, "--json")
+    assert code == 0, err
+    assert json.loads(out)["verified"] == 2
+    with ws.catalog.connect() as con:
+        stored = {c for (c,) in con.execute("SELECT DISTINCT class_id FROM label_boxes").fetchall()}
+    assert stored and stored <= set(range(len(CLASSES)))
