@@ -15,7 +15,7 @@ from feedback.evaluation.evaluate import evaluate
 from feedback.training.gate import DEFAULT_MARGIN, DEFAULT_TOLERANCE, GateDecision, decide
 from feedback.training.recipe import rare_in
 from store.datasets import DatasetError, build_dataset, materialise, yolo_items
-from store.labels import catalog_classes
+from store.labels import catalog_classes, ensure_classes
 from store.models import ModelRecord, champion, get_model, model_id_for, record_gate_decision, register_model
 from store.settings import Workspace
 
@@ -55,7 +55,8 @@ def register_weights(
 ) -> tuple[ModelRecord, bool]:
     """Record a checkpoint trained elsewhere, lineage "external": (its record, whether it is new).
 
-    Its classes must be the catalog's, in order, since the holdout is labelled in them. The same
+    Its classes must be the catalog's, in order, since the holdout is labelled in them; a catalog without
+    classes yet (a site starting from a model alone) adopts the checkpoint's. The same
     weights are the same model: registering them again changes nothing and returns the record.
     """
     path = Path(path)
@@ -67,16 +68,18 @@ def register_weights(
         catalog = catalog_classes(con)
         if parent is not None and get_model(con, parent) is None:
             raise RegistryError(f"parent {parent!r}: no such model in the registry (see `edgeloop models`)")
-    if not catalog:
-        raise RegistryError(f"the catalog has no class list yet to check {path} against (run `edgeloop import` first)")
     classes, imgsz = _checkpoint(path)
-    if classes != catalog:
+    if catalog and classes != catalog:
         raise RegistryError(f"{path}: its classes {classes} are not the catalog's {catalog}")
     sha = ws.blobs.put_file(path)
     with ws.catalog.connect() as con:
+        con.begin()
+        # A site that starts from a model alone: its classes become the catalog's (a .pt names them).
+        ensure_classes(con, classes)
         new = get_model(con, model_id_for(sha)) is None
         model_id = register_model(con, sha, classes=classes, imgsz=imgsz, parent_id=parent, origin="external",
                                   note=note)
+        con.commit()
         return get_model(con, model_id), new  # type: ignore[return-value]
 
 

@@ -287,3 +287,16 @@ def test_register_errors_name_the_bad_value(ws: Workspace, pts, tmp_path: Path) 
         with pytest.raises(RegistryError, match=message):
             register_weights(ws, *args, **kwargs)
     assert statuses(ws) == {}
+
+
+def test_a_workspace_with_no_class_list_adopts_the_registered_models(tmp_path: Path, ppe_pt: Path) -> None:
+    """A site that starts from a model alone (issue 23): `models register` and `gate` need no `import` first."""
+    from store.labels import catalog_classes
+
+    ws = Workspace(Settings(workspace=tmp_path / "ws", fsync=False))
+    with ws.catalog.connect() as con:
+        assert catalog_classes(con) == []  # the premise: nothing imported
+    model, new = register_weights(ws, ppe_pt)
+    assert new and model.classes == ["helmet", "no_helmet", "no_wear", "wear"]
+    with ws.catalog.connect() as con:
+        assert catalog_classes(con) == model.classes
