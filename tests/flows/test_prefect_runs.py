@@ -7,6 +7,7 @@ own records show that the runs, the cache and the retries are Prefect's.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from uuid import UUID
 
@@ -27,14 +28,34 @@ from tests.flows.test_retrain import make_site
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
-def _task_runs_of(flow_run_id: UUID) -> dict[str, list]:
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
-            flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])), sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=50)
+def _task_runs_of(flow_run_id: UUID, expect: int = 0, wait_s: float = 60.0) -> dict[str, list]:
+    """The flow run's task runs by name. Prefect 3 records task runs from events, written after the flow returns
+    (a moment later on a busy machine): wait, bounded, until `expect` of them are there in a final state."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+                flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])), sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                limit=50)
+        if (len(runs) >= expect and all(r.state and r.state.is_final() for r in runs)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     by_name: dict[str, list] = {}
     for run in runs:
         by_name.setdefault(run.name.rsplit("-", 1)[0], []).append(run)  # "gate-verdict-4c1" -> "gate-verdict"
     return by_name
+
+
+def _final_task_run(task_run_id: UUID, wait_s: float = 60.0) -> tuple:
+    """A task run and its state history once Prefect has recorded its final state (events land a moment later)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with get_client(sync_client=True) as client:
+            run = client.read_task_run(task_run_id)
+            history = client.read_task_run_states(task_run_id)
+        if (run.state and run.state.is_final()) or time.monotonic() > deadline:
+            return run, history
+        time.sleep(0.5)
 
 
 def test_retrain_is_a_flow_run_of_named_task_runs_and_its_challenger_is_cached(tmp_path: Path,
@@ -55,7 +76,7 @@ def test_retrain_is_a_flow_run_of_named_task_runs_and_its_challenger_is_cached(t
         flow = client.read_flow(run.flow_id)
     assert flow.name == "retrain" and run.state.type == StateType.COMPLETED
     assert run.parameters["epochs"] == 1 and run.parameters["imgsz"] == 64
-    tasks = _task_runs_of(flow_run_id)
+    tasks = _task_runs_of(flow_run_id, expect=3)
     assert sorted(tasks) == ["challenger", "dataset-version", "gate-verdict"]
     assert all(len(runs) == 1 and runs[0].state.type == StateType.COMPLETED for runs in tasks.values())
     assert tasks["challenger"][0].state.name == "Completed"  # trained, not taken from a cache
@@ -65,9 +86,7 @@ def test_retrain_is_a_flow_run_of_named_task_runs_and_its_challenger_is_cached(t
     version = summary["dataset_version"]
     assert dataset_version(str(path)) == version  # nothing new: the same frozen version
     again = challenger(str(path), version, "cpu", 1, 64, 0, "local", None, return_state=True)
-    with get_client(sync_client=True) as client:
-        cached = client.read_task_run(again.state_details.task_run_id)
-        history = client.read_task_run_states(cached.id)
+    cached, history = _final_task_run(again.state_details.task_run_id)
     assert cached.id != tasks["challenger"][0].id
     assert cached.state.name == "Cached" and cached.state.type == StateType.COMPLETED
     assert [s.name for s in history][-1] == "Cached"
@@ -99,9 +118,8 @@ def test_a_pull_whose_labels_arrive_late_is_retried_by_prefect(tmp_path: Path) -
     state = pull(str(ws.settings.workspace), "oracle", str(labels), 0.0, return_state=True)
     assert state.is_completed() and state.result()["verified"] == 3
     assert len(failed_attempts) == 1 and "ground-truth labels" in failed_attempts[0]
-    with get_client(sync_client=True) as client:
-        run = client.read_task_run(state.state_details.task_run_id)
-        history = [s.name for s in client.read_task_run_states(run.id)]
+    run, states = _final_task_run(state.state_details.task_run_id)
+    history = [s.name for s in states]
     assert run.run_count == 2 and run.state.type == StateType.COMPLETED
     assert {"AwaitingRetry", "Retrying"} & set(history), history
     assert history.index("Completed") > max(history.index(n) for n in ("AwaitingRetry", "Retrying") if n in history)
