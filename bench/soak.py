@@ -362,7 +362,7 @@ def cli(workspace: Path, *args: str, timeout: float = 600) -> dict:
 @contextlib.contextmanager
 def serve(workspace: Path, workers: int, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """`edgeloop serve` on `workspace` with its production settings, on a free loopback port: (URL, process)."""
-    import httpx
+    from bench.edge import wait_for_health
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -372,16 +372,7 @@ def serve(workspace: Path, workers: int, log: Path) -> Iterator[tuple[str, subpr
         proc = subprocess.Popen([sys.executable, "-m", "flows", "serve", "--port", str(port), "--workers",
                                  str(workers), "--workspace", str(workspace)], stdout=out, stderr=subprocess.STDOUT)
     try:
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise RuntimeError(f"edgeloop serve exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("edgeloop serve did not answer within 60 s")
+        wait_for_health(proc, url, lambda: log.read_text()[-2000:])
         yield url, proc
     finally:
         proc.terminate()

@@ -28,9 +28,13 @@ def _site(tmp_path: Path, scene_pt: Path) -> tuple[Workspace, Path]:
     record, _ = register_weights(ws, scene_pt)
     with ws.catalog.connect() as con:
         con.execute("UPDATE models SET status = 'champion' WHERE id = ?", [record.id])
-    labels = tmp_path / "labels"
+    return ws, camera_frames(ws, tmp_path / "labels", 12)
+
+
+def camera_frames(ws: Workspace, labels: Path, n: int) -> Path:
+    """`n` camera frames in the inbox whose device saw one spurious box each, and the oracle's labels for them."""
     labels.mkdir()
-    for i in range(12):
+    for i in range(n):
         scene = render_scene(500 + i)
         data = encode_jpeg(scene.image)
         sha = ws.blobs.put(data)
@@ -41,7 +45,7 @@ def _site(tmp_path: Path, scene_pt: Path) -> tuple[Workspace, Path]:
         rows = [f"{c} {(x1 + x2) / 640:.6f} {(y1 + y2) / 480:.6f} {(x2 - x1) / 320:.6f} {(y2 - y1) / 240:.6f}"
                 for (x1, y1, x2, y2), c in zip(scene.boxes, scene.class_ids, strict=True)]
         (labels / f"cam_{i:06d}.txt").write_text("\n".join(rows))
-    return ws, labels
+    return labels
 
 
 def test_a_cycle_runs_every_stage_then_a_rerun_skips(tmp_path: Path, scene_pt: Path) -> None:
