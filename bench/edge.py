@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,27 +126,13 @@ def api_process(workspace: Path) -> Iterator[str]:
                             stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
+        from feedback.ingest.serving import wait_for_health
+
         wait_for_health(proc, url, lambda: proc.stderr.read().decode()[-2000:])
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def wait_for_health(proc: subprocess.Popen, url: str, output: Callable[[], str]) -> None:
-    """Return once `edgeloop serve` at `url` answers /healthz (60 s at most); if it exits first, raise with the
-    tail of its `output`."""
-    import httpx
-
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise RuntimeError(f"edgeloop serve exited: {output()}")
-        try:
-            if httpx.get(f"{url}/healthz").status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("edgeloop serve did not answer within 60 s")
 
 
 def swap_run(model: Path, frames: list, fps: float, probation: int = 30) -> dict:

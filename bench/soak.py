@@ -362,7 +362,7 @@ def cli(workspace: Path, *args: str, timeout: float = 600) -> dict:
 @contextlib.contextmanager
 def serve(workspace: Path, workers: int, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """`edgeloop serve` on `workspace` with its production settings, on a free loopback port: (URL, process)."""
-    from bench.edge import wait_for_health
+    from feedback.ingest.serving import wait_for_health
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

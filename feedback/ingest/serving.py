@@ -6,8 +6,10 @@ For the demo and benchmarks: a real uvicorn server, started and stopped in-proce
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import uvicorn
@@ -41,3 +43,19 @@ class BackgroundServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._socket.close()
+
+
+def wait_for_health(proc: subprocess.Popen, url: str, output: Callable[[], str]) -> None:
+    """Return once `edgeloop serve` at `url` answers /healthz (60 s at most); if it exits first, raise with the
+    tail of its `output`."""
+    import httpx
+
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise RuntimeError(f"edgeloop serve exited: {output()}")
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError("edgeloop serve did not answer within 60 s")
