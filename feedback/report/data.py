@@ -16,8 +16,10 @@ import numpy as np
 
 from edge.protocol import utc_now
 from feedback.evaluation.dataset import IMAGE_SUFFIXES, read_labels
-from feedback.report.effort import cycle_review_labels, oracle_answer_folders, review_effort
+from feedback.report.effort import review_effort
 from feedback.report.rare import rare_story
+from store.clusters import clusters_updated_between, latest_prompts
+from store.review_history import oracle_answer_folders, review_verdicts_between
 from store.settings import Workspace
 
 if TYPE_CHECKING:
@@ -46,7 +48,7 @@ def cycle_report_data(ws: Workspace, summary: Mapping[str, Any], cycle_dir: Path
     with ws.catalog.connect() as con:
         tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         names = [n for (n,) in con.execute("SELECT name FROM classes ORDER BY id").fetchall()]
-        reviewed = cycle_review_labels(con, window)
+        reviewed = review_verdicts_between(con, window)
         verified = [label for label, _, status in reviewed if status == "verified"]
         effort = review_effort(con, window)
         pushed = [p["capture"] for p in ((stages.get("review push") or {}).get("result") or {}).get("picks") or []]
@@ -308,8 +310,7 @@ def _mining(con: duckdb.DuckDBPyConnection, tables: set[str], stages: Mapping[st
                            "clusters": [], "runs_without_cluster": [], "total": 0}
     runs = _synthesis_runs(con, window, names, images) if synthesized else []
     if mined:
-        out["total"] = con.execute("SELECT count(*) FROM failure_clusters WHERE NOT noise AND updated_at BETWEEN ? "
-                                   "AND ?", list(window)).fetchone()[0]
+        out["total"] = clusters_updated_between(con, window)
         rows = con.execute(
             "SELECT id, class_id, kind, size, description, medoids, model_version FROM failure_clusters "
             "WHERE NOT noise AND updated_at BETWEEN ? AND ? ORDER BY size DESC, id LIMIT ?",
@@ -327,12 +328,7 @@ def _mining(con: duckdb.DuckDBPyConnection, tables: set[str], stages: Mapping[st
                 "id": cid, "class": _name(names, class_id), "kind": kind, "size": size, "model": model_version,
                 "traits": _traits(description),
                 "medoids": _medoid_crops(con, json.loads(medoids)[:3], images),
-                "prompts": [{"variant": v, "prompt": p, "edit_instruction": e,
-                             # classes the writer had no class_phrases for, so named by their class names
-                             "unphrased": json.loads(lineage or "{}").get("unphrased") or []}
-                            for v, p, e, lineage in con.execute(
-                    "SELECT variant, prompt, edit_instruction, lineage FROM prompts WHERE cluster_id = ? "
-                    "ORDER BY created_at DESC, variant LIMIT 2", [cid]).fetchall()],
+                "prompts": latest_prompts(con, cid),
                 "runs": [r for r in runs if r["cluster_id"] == cid],
             })
     out["runs_without_cluster"] = [r for r in runs if not r["cluster_id"] or not mined]

@@ -4,17 +4,15 @@ diff of their verified boxes against the boxes they were shown, priced in second
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
 
 from feedback.review.failures import match_failures
+from store.review_history import label_boxes, review_verdicts_between, shown_detections
 
 # Seconds per reviewer action. Label Studio's measured lead_time is not stored with review tasks yet, so a model
 # stands in: checking a box someone else drew is a glance and a click, drawing one is not.
@@ -61,44 +59,14 @@ def box_actions(truth: np.ndarray, truth_classes: np.ndarray, shown: np.ndarray,
 
 def review_effort(con: duckdb.DuckDBPyConnection, window: tuple[datetime, datetime]) -> Effort | None:
     """The effort behind the review verdicts stored in `window` (the cycle's review pull); None without any."""
-    labels = cycle_review_labels(con, window)
+    labels = review_verdicts_between(con, window)
     if not labels:
         return None
     totals = dict.fromkeys(("kept", "fixed", "added", "deleted"), 0)
     verified = [(label, capture) for label, capture, status in labels if status == "verified"]
     for label, capture in verified:
-        truth = np.asarray(con.execute("SELECT class_id, x1, y1, x2, y2 FROM label_boxes WHERE label_id = ? "
-                                       "ORDER BY idx", [label]).fetchall(), np.float64).reshape(-1, 5)
-        shown = np.asarray(con.execute("SELECT class_id, confidence, x1, y1, x2, y2 FROM detections "
-                                       "WHERE capture_id = ? ORDER BY idx", [capture]).fetchall(),
-                           np.float64).reshape(-1, 6)
+        truth, shown = label_boxes(con, label), shown_detections(con, capture)
         for key, n in box_actions(truth[:, 1:], truth[:, 0], shown[:, 2:], shown[:, 0], shown[:, 1]).items():
             totals[key] += n
     boxes = totals["kept"] + totals["fixed"] + totals["added"]
     return Effort(captures=len(verified), skipped=sum(s == "skipped" for *_, s in labels), boxes=boxes, **totals)
-
-
-def cycle_review_labels(con: duckdb.DuckDBPyConnection, window: tuple[datetime, datetime],
-                        ) -> list[tuple[str, str, str]]:
-    """(label id, capture id, status) of every review verdict stored in `window`: a pull stores each new verdict
-    as a label at that moment (a task's resolved_at is the reviewer's clock, the oracle's file time)."""
-    rows = con.execute("SELECT id, provenance, status FROM labels WHERE source = 'review' "
-                       "AND created_at BETWEEN ? AND ? ORDER BY created_at, id", list(window)).fetchall()
-    out = []
-    for label, provenance, status in rows:
-        capture = json.loads(provenance).get("capture") if provenance else None
-        if capture:
-            out.append((label, capture, status))
-    return out
-
-
-def oracle_answer_folders(con: duckdb.DuckDBPyConnection, labels: Sequence[str]) -> set[str]:
-    """Folders of the oracle's answer files behind `labels` (its provenance names each file it answered from)."""
-    rows = con.execute("SELECT provenance FROM labels WHERE list_contains(?, id) AND annotator = 'oracle'",
-                       [list(labels)]).fetchall()
-    folders = set()
-    for (provenance,) in rows:
-        annotation = json.loads(provenance or "{}").get("annotation")
-        if annotation:
-            folders.add(str(Path(annotation).parent))
-    return folders

@@ -15,6 +15,7 @@ from feedback.review.boxes import CANDIDATES_SQL
 from feedback.review.oracle import label_file
 from feedback.review.probe import RARE_SHARE, rare_classes
 from feedback.review.selection import verified_counts
+from store.review_history import capture_sources, class_boxes, first_pushed_at, synthetic_kept_between
 
 MAX_CLASSES = 3  # the headline tells the rarest few; the per-class table has every class
 LOW_RECALL = 0.5  # below it, most of the class still goes unseen where the device decides
@@ -66,17 +67,10 @@ def operating_point(gate: Mapping[str, Any] | None, name: str) -> dict[str, Any]
             "low_recall": recall["challenger"] is not None and recall["challenger"] < LOW_RECALL}
 
 
-def boxes_bought(con: duckdb.DuckDBPyConnection, labels: Sequence[str], class_id: int) -> int:
-    """Boxes of `class_id` in the verified labels `labels` (this cycle's review verdicts)."""
-    return con.execute("SELECT count(*) FROM label_boxes WHERE list_contains(?, label_id) AND class_id = ?",
-                       [list(labels), class_id]).fetchone()[0]
-
-
 def review_pool(con: duckdb.DuckDBPyConnection, pushed: Sequence[str]) -> list[str]:
     """The captures this cycle's push chose among: those it picked, and those still waiting for review that were
     in the catalog when it pushed (later uploads were not on offer)."""
-    at = con.execute("SELECT min(pushed_at) FROM review_tasks WHERE list_contains(?, capture_id)",
-                     [list(pushed)]).fetchone()[0]
+    at = first_pushed_at(con, pushed)
     waiting = [c for (c,) in con.execute(
         f"SELECT k.id FROM ({CANDIDATES_SQL}) k JOIN captures c ON c.id = k.id WHERE c.loaded_at <= ?",
         [at]).fetchall()] if at is not None else []
@@ -90,8 +84,7 @@ def random_expectation(con: duckdb.DuckDBPyConnection, pool: Sequence[str], revi
     demo) has it, in its answer files; None otherwise, or when a pooled capture has no answer file."""
     if not pool or not folders or reviewed <= 0:
         return None
-    rows = con.execute("SELECT id, source_uri, source_frame FROM captures WHERE list_contains(?, id)",
-                       [list(pool)]).fetchall()
+    rows = capture_sources(con, pool)
     totals = dict.fromkeys(class_ids, 0)
     for capture, uri, frame in rows:
         path = next((p for f in folders if (p := label_file(Path(f), uri or capture, frame)).is_file()), None)
@@ -108,10 +101,7 @@ def synthetic_kept(con: duckdb.DuckDBPyConnection, tables: set[str], window: tup
                    class_id: int) -> int | None:
     """Synthetic images kept for training by this cycle's synthesis runs for `class_id`; None where synthesis
     has never run in this workspace."""
-    if "synthesis_runs" not in tables:
-        return None
-    return int(con.execute("SELECT coalesce(sum(n_kept), 0) FROM synthesis_runs WHERE target_class = ? "
-                           "AND started_at BETWEEN ? AND ?", [class_id, *window]).fetchone()[0])
+    return synthetic_kept_between(con, class_id, window) if "synthesis_runs" in tables else None
 
 
 def rare_story(con: duckdb.DuckDBPyConnection, tables: set[str], names: Sequence[str], watched: Sequence[str],
@@ -130,7 +120,7 @@ def rare_story(con: duckdb.DuckDBPyConnection, tables: set[str], names: Sequence
         name = names[class_id]
         out.append({
             "class": name, "why": why, "metrics": operating_point(gate, name),
-            "review": {"captures": len(labels), "boxes": boxes_bought(con, labels, class_id) if labels else 0,
+            "review": {"captures": len(labels), "boxes": class_boxes(con, labels, class_id) if labels else 0,
                        "random": None if expected is None else round(expected[class_id], 1),
                        "pool": len(pool) if expected is not None else None},
             "synthetic_kept": synthetic_kept(con, tables, window, class_id),
