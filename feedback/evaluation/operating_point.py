@@ -142,14 +142,14 @@ def _match_image(
     gt_matched = np.zeros(len(truth), bool)
     pred_matched = np.zeros(len(kept), bool)
     for i in order:
-        j = _best_free(overlaps[i], ~gt_matched & (gt_class == pred_class[i]), iou)
+        j = best_free(overlaps[i], ~gt_matched & (gt_class == pred_class[i]), iou)
         if j is not None:
             gt_matched[j] = pred_matched[i] = True
             confusion[pred_class[i], gt_class[j]] += 1
     # Only for the confusion matrix: which class did the model call the objects it got wrong?
     gt_confused = gt_matched.copy()
     for i in order[~pred_matched[order]]:
-        j = _best_free(overlaps[i], ~gt_confused, iou)
+        j = best_free(overlaps[i], ~gt_confused, iou)
         if j is None:
             confusion[pred_class[i], background] += 1
         else:
@@ -175,7 +175,7 @@ def _match_image(
     return fps, fns
 
 
-def _best_free(overlaps: np.ndarray, free: np.ndarray, iou: float) -> int | None:
+def best_free(overlaps: np.ndarray, free: np.ndarray, iou: float) -> int | None:
     """Index of the free box with the highest IoU, if that IoU reaches the threshold."""
     candidates = np.where(free & (overlaps >= iou), overlaps, -1.0)
     if not len(candidates) or candidates.max() < 0:

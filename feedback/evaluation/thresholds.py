@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import supervision as sv
 
+from feedback.evaluation.operating_point import best_free
+
 DEFAULT_PRECISION = 0.5  # an alert that is right at least every other time
 MIN_THRESHOLD = 0.01  # below this a device would decode thousands of boxes a frame
 MAX_THRESHOLD = 0.95
@@ -50,12 +52,11 @@ def ranked_hits(truths: Mapping[str, sv.Detections], predictions: Mapping[str, s
         overlaps = sv.box_iou_batch(found.xyxy[order], gt) if len(gt) else np.zeros((len(found), 0))
         free = np.ones(len(gt), bool)
         for row, i in enumerate(order):
-            candidates = np.where(free & (overlaps[row] >= iou), overlaps[row], -1.0)
-            hit = bool(len(candidates)) and candidates.max() >= 0
-            if hit:
-                free[int(np.argmax(candidates))] = False
+            j = best_free(overlaps[row], free, iou)  # the operating point's own greedy matching
+            if j is not None:
+                free[j] = False
             scores.append(float(found.confidence[i]))
-            hits.append(hit)
+            hits.append(j is not None)
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     return np.asarray(scores, dtype=np.float64)[order], np.asarray(hits, dtype=bool)[order], instances
 
