@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,16 @@ def ppe_onnx(ppe_pt: Path) -> Path:
     from ultralytics import YOLO
 
     return Path(YOLO(str(ppe_pt)).export(format="onnx", imgsz=320, verbose=False))
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """A real, ephemeral Prefect API shared by every test that runs a flow: one per session, never two.
+
+    Prefect's events worker is a process-wide singleton bound to the API URL it first saw; a second harness would
+    leave task-run events flowing to the first server while the tests read the second.
+    """
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -8,12 +8,11 @@ from typing import Any
 import pytest
 
 from store.settings import Workspace
-from tests.flows.conftest import prefect_api  # noqa: F401  (the cycle runs under a real ephemeral Prefect API)
 from tests.flows.test_cycle import _site
 
 
 @pytest.fixture(scope="module")
-def cycle(tmp_path_factory: pytest.TempPathFactory, scene_pt: Path, prefect_api: None,  # noqa: F811
+def cycle(tmp_path_factory: pytest.TempPathFactory, scene_pt: Path, prefect_api: None,
           ) -> tuple[Workspace, dict[str, Any], Path]:
     """(workspace, the cycle's summary, its folder) after improvement_cycle ran every stage once."""
     from flows.cycle import improvement_cycle
