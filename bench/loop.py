@@ -205,7 +205,7 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, d
 def oracle_picks(ws: Any, budget: int, reviewer: Any, rare_id: int, seed: int) -> list[Any]:
     """The candidates holding the most rare boxes by the answers themselves (ties in seeded random order): no
     selection can buy more. It reads the labels before anyone reviews, so it is a reference, not a strategy."""
-    from feedback.review.boxes import CANDIDATES_SQL
+    from store.review_tasks import CANDIDATES_SQL
     from feedback.review.oracle import label_file, read_yolo_labels
     from feedback.review.selection import Candidate
 

@@ -9,7 +9,6 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -22,20 +21,19 @@ from flows.publish import publish_flow
 from flows.retrain import retrain_flow
 from flows.review import review_pull_flow, review_push_flow
 from flows.synthesize import synthesize_flow
+from store.review_tasks import count_candidates, count_pushed
 
 StageHook = Callable[[str, str, dict[str, Any]], None]  # (stage, "start" | "done" | "skipped", result)
 
 
 def _candidates(workspace: str | None) -> int:
-    from feedback.review.boxes import CANDIDATES_SQL
-
     with open_workspace(workspace).catalog.connect() as con:
-        return con.execute(f"SELECT count(*) FROM ({CANDIDATES_SQL})").fetchall()[0][0]
+        return count_candidates(con)
 
 
 def _pending_reviews(workspace: str | None) -> int:
     with open_workspace(workspace).catalog.connect() as con:
-        return con.execute("SELECT count(*) FROM review_tasks WHERE status = 'pushed'").fetchall()[0][0]
+        return count_pushed(con)
 
 
 def _synthetic(workspace: str | None) -> int:

@@ -11,11 +11,11 @@ from typing import Any
 
 import duckdb
 
-from feedback.review.boxes import CANDIDATES_SQL
 from feedback.review.oracle import label_file
 from feedback.review.probe import RARE_SHARE, rare_classes
 from feedback.review.selection import verified_counts
 from store.review_history import capture_sources, class_boxes, first_pushed_at, synthetic_kept_between
+from store.review_tasks import candidates_loaded_by
 
 MAX_CLASSES = 3  # the headline tells the rarest few; the per-class table has every class
 LOW_RECALL = 0.5  # below it, most of the class still goes unseen where the device decides
@@ -71,9 +71,7 @@ def review_pool(con: duckdb.DuckDBPyConnection, pushed: Sequence[str]) -> list[s
     """The captures this cycle's push chose among: those it picked, and those still waiting for review that were
     in the catalog when it pushed (later uploads were not on offer)."""
     at = first_pushed_at(con, pushed)
-    waiting = [c for (c,) in con.execute(
-        f"SELECT k.id FROM ({CANDIDATES_SQL}) k JOIN captures c ON c.id = k.id WHERE c.loaded_at <= ?",
-        [at]).fetchall()] if at is not None else []
+    waiting = candidates_loaded_by(con, at) if at is not None else []
     return list(dict.fromkeys([*pushed, *waiting]))
 
 

@@ -12,22 +12,13 @@ from rich.progress import Progress
 from edge.protocol import utc_now
 from feedback.embeddings.catalog import CAPTURE, box_ref, read_image, store_vectors
 from feedback.embeddings.port import Embedder
+from store.review_tasks import unscanned_candidates
 from store.settings import Workspace
 
 BOX = "box"  # embeddings kind of a candidate box (ref: capture id/idx)
 LABEL_BOX = "label_box"  # of a verified box (ref: label id/idx)
 CROP = "crop"  # of a failure's crop (ref: failure id)
 SCAN_CONF = 0.05  # low enough that a rare class the model barely scores still leaves a box to look at
-
-# Candidates: captures whose image has no review task and no verified label (selection's own rule).
-CANDIDATES_SQL = """
-    WITH excluded AS (
-        SELECT c.sha256 FROM review_tasks r JOIN captures c ON c.id = r.capture_id
-        UNION SELECT image_sha256 FROM labels WHERE status = 'verified'
-    )
-    SELECT id, sha256 FROM captures WHERE sha256 NOT IN (SELECT sha256 FROM excluded)
-    QUALIFY row_number() OVER (PARTITION BY sha256 ORDER BY captured_at, id) = 1
-"""
 
 
 def scan_candidates(ws: Workspace, embedder: Embedder, *, conf: float = SCAN_CONF, batch: int = 16,
@@ -37,9 +28,7 @@ def scan_candidates(ws: Workspace, embedder: Embedder, *, conf: float = SCAN_CON
     Returns how many captures were scanned; the catalog is written per batch, so a crash loses one batch.
     """
     with ws.catalog.connect() as con:
-        todo = con.execute(
-            f"SELECT c.id, c.sha256 FROM ({CANDIDATES_SQL}) c WHERE NOT EXISTS (SELECT 1 FROM box_scans s "
-            "WHERE s.capture_id = c.id AND s.model = ?) ORDER BY c.id", [embedder.name]).fetchall()
+        todo = unscanned_candidates(con, embedder.name)
     detects = hasattr(embedder, "detect_and_embed")
     done = 0
     with Progress(disable=not progress, transient=True) as bar:

@@ -17,8 +17,9 @@ import pyarrow as pa
 from feedback.embeddings.catalog import CAPTURE, read_vectors
 from feedback.embeddings.clip import settings_embedder_name
 from feedback.embeddings.port import unit_rows
-from feedback.review.boxes import BOX, CANDIDATES_SQL, CROP, LABEL_BOX
+from feedback.review.boxes import BOX, CROP, LABEL_BOX
 from feedback.review.probe import Probe, fit_probe, rare_classes
+from store.review_tasks import CANDIDATES_SQL
 from store.settings import Workspace
 
 log = logging.getLogger(__name__)
