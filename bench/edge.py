@@ -81,7 +81,7 @@ def bare_fps(model: Path, images: list[np.ndarray], threads: int | None) -> floa
 
 def agent_fps(model: Path, frames: list, spool: Path, triggers: TriggerConfig) -> tuple[float, dict]:
     from edge.agent import Agent, AgentConfig
-    from edge.detectors.base import load_detector
+    from edge.detectors.load import load_detector
 
     # Nothing listens on port 9: uploads back off quietly on their own thread, as on a site
     # whose uplink is down; the frame loop is what is measured.
@@ -140,15 +140,10 @@ def swap_run(model: Path, frames: list, fps: float, probation: int = 30) -> dict
     import threading
 
     from edge.agent import Agent, AgentConfig
-    from edge.sources import Frame
+    from edge.frames import Frame
     from edge.updater import ModelUpdater, UpdaterConfig
     from feedback.rollout.deployments import pin_device
-    from feedback.rollout.publish import (
-        Parity,
-        reference_set,
-        stamp_version,
-        store_artifact,
-    )
+    from feedback.rollout.publish import Parity, reference_set, stamp_version, store_artifact
     from store.blobs import sha256_hex
     from store.devices import add_device
     from store.models import get_model, register_model
@@ -160,7 +155,7 @@ def swap_run(model: Path, frames: list, fps: float, probation: int = 30) -> dict
         stamped = root / "next.onnx"
         stamped.write_bytes(model.read_bytes())
         with ws.catalog.connect() as con:
-            from edge.detectors.base import load_detector
+            from edge.detectors.load import load_detector
 
             names = [load_detector(model).names[i] for i in sorted(load_detector(model).names)]
             record = get_model(con, register_model(con, sha256_hex(b"bench swap"), classes=names, imgsz=0))
@@ -248,7 +243,7 @@ def main() -> None:
         print(json.dumps(swap_run(args.model, frames, fps)))
         return
     images = [f.image for f in frames]
-    from edge.detectors.base import load_detector
+    from edge.detectors.load import load_detector
     from edge.triggers import TriggerConfig
 
     detector = load_detector(args.model)

@@ -36,7 +36,9 @@ import numpy as np
 import supervision as sv
 
 from edge.alerts import AlertConfig, Alerter
-from edge.sources import Frame, StreamSource, VideoFileSource
+from edge.frames import Frame
+from edge.sources import VideoFileSource
+from edge.stream_source import StreamSource
 from feedback.scenes import Scene, write_video
 
 ROOT = Path(__file__).resolve().parents[1]

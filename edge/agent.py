@@ -21,9 +21,9 @@ from edge.alerts import AlertConfig, Alerter
 from edge.client import IngestClient
 from edge.detectors.base import Detector, thresholds_of
 from edge.detectors.postprocess import class_evidence
+from edge.frames import Frame
 from edge.operator import OperatorEndpoint
 from edge.protocol import CaptureMeta, Detection, Heartbeat, utc_now
-from edge.sources import Frame
 from edge.spool import Spool, SpoolFull, SpoolWriteError
 from edge.tracking import Tracker
 from edge.triggers import Decision, HardExampleMiner, TriggerConfig
@@ -262,7 +262,8 @@ class Agent:
             "triggers": self.miner.stats(),
             "uptime_s": round(time.monotonic() - self._started, 1),
             "model_version": self.detector.model_version,
-            "thresholds": {self.detector.names.get(c, str(c)): t for c, t in sorted(thresholds_of(self.detector).items())},
+            "thresholds": {self.detector.names.get(c, str(c)): t
+                           for c, t in sorted(thresholds_of(self.detector).items())},
             "errors": self.errors,
             "update": dict(zip(("state", "target", "detail"), self.updater.report())) if self.updater else None,
             "models_run": [dict(run) for run in self._runs],

@@ -10,13 +10,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    field_validator,
-    model_serializer,
+    AwareDatetime, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer,
     model_validator,
 )
 
@@ -41,7 +35,9 @@ _NAME_RE = re.compile(NAME_PATTERN)
 # Boxes may touch the frame edge; a detector's float maths may overshoot it by a hair.
 BOX_TOLERANCE_PX = 1.0
 
-Name = Annotated[str, Field(pattern=NAME_PATTERN, description="Letters, digits, '_', '.', '-'; 1-64 chars; no leading dot.")]
+Name = Annotated[
+    str, Field(pattern=NAME_PATTERN, description="Letters, digits, '_', '.', '-'; 1-64 chars; no leading dot.")
+]
 Trigger = Literal["uncertainty", "flicker", "operator", "random", "rare_class"]
 """Why a frame was uploaded: a detection in the uncertainty band, a track that flickered
 or changed class, a person flagged it as wrong, the unbiased random sample, or a watched

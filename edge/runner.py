@@ -19,13 +19,14 @@ from rich.markup import escape
 from edge.agent import Agent, AgentConfig
 from edge.alerts import AlertConfig
 from edge.client import IngestClient, TransientError, UploadRejected, refusal_hint
-from edge.detectors.base import Detector, load_detector, thresholds_of
+from edge.detectors.base import Detector, thresholds_of
+from edge.detectors.load import load_detector
+from edge.model_build import UpdateBackend
 from edge.protocol import is_safe_name
 from edge.sources import is_live, open_source
 from edge.triggers import TriggerConfig
-from edge.updater import ModelUpdater, UpdateBackend, UpdaterConfig
 from edge.trust import TrustedInstaller, is_tuf_root
-
+from edge.updater import ModelUpdater, UpdaterConfig
 
 DEFAULT_CONFIDENCE = 0.25  # load_detector's default: ultralytics' predict default
 RARE_BAND_LOW = 0.001  # the rare band's default low end; its high end is the detection threshold
@@ -85,7 +86,8 @@ def run_agent(
     operator_port: int | None = None, random_rate: float = 0.01, budget_per_hour: float | None = None,
     watch_classes: list[str] | None = None, rare_band: tuple[float, float] | None = None,
     rare_top: float = 0.05, confidence: float | None = None,
-    heartbeat_s: float = 30.0, max_frames: int | None = None, realtime: bool = False, drain_s: float = 10.0, live: bool = True,
+    heartbeat_s: float = 30.0, max_frames: int | None = None, realtime: bool = False, drain_s: float = 10.0,
+    live: bool = True,
     console: Console | None = None, loop: bool = False, follow_deployments: bool = False,
     model_dir: Path = Path("edgeloop-models"), poll_s: float = 30.0, update_backend: UpdateBackend = "auto",
     probation_frames: int = 30, latency_budget_ms: float | None = None, trust_root: Path | None = None,

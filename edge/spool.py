@@ -6,29 +6,20 @@ A capture is fsynced here before any network is touched, so it survives kill -9 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
-import struct
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+
+from edge.durable import fsync_dir, write_durably
+from edge.spool_format import CorruptEntry, Record, decode, encode, file_name, parse_file_name
 
 log = logging.getLogger(__name__)
-
-# One file per entry:
-#   header | media type | meta JSON | image | sha256 of everything before it.
-# Header: magic, format version, priority, created_at (unix seconds), three lengths.
-_MAGIC = b"ELSP"
-_VERSION = 1
-_HEADER = struct.Struct("<4sBqdHII")
-_DIGEST_SIZE = hashlib.sha256().digest_size
-_SUFFIX = ".entry"
 
 
 class SpoolFull(Exception):
@@ -37,10 +28,6 @@ class SpoolFull(Exception):
 
 class SpoolWriteError(Exception):
     """The disk refused an entry (full, file too large, I/O error); nothing of it was kept."""
-
-
-class CorruptEntry(Exception):
-    """A spool file that fails its checksum or does not parse."""
 
 
 @dataclass(frozen=True)
@@ -62,75 +49,6 @@ class _Slot:
     priority: int
     size: int
     attempts: int = 0
-
-
-class _Record(NamedTuple):
-    priority: int
-    created_at: float
-    media_type: str
-    meta_json: bytes
-    image: bytes
-
-
-def _encode(record: _Record) -> bytes:
-    media_type = record.media_type.encode("ascii")
-    header = _HEADER.pack(
-        _MAGIC, _VERSION, record.priority, record.created_at, len(media_type), len(record.meta_json), len(record.image)
-    )
-    body = b"".join((header, media_type, record.meta_json, record.image))
-    return body + hashlib.sha256(body).digest()
-
-
-def _decode(data: bytes) -> _Record:
-    if len(data) < _HEADER.size + _DIGEST_SIZE:
-        raise CorruptEntry(f"only {len(data)} bytes")
-    body, digest = data[:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
-    if hashlib.sha256(body).digest() != digest:
-        raise CorruptEntry("checksum mismatch")
-    magic, version, priority, created_at, mt_len, meta_len, image_len = _HEADER.unpack_from(body)
-    if magic != _MAGIC or version != _VERSION:
-        raise CorruptEntry(f"unknown format {magic!r} v{version}")
-    if _HEADER.size + mt_len + meta_len + image_len != len(body):
-        raise CorruptEntry("lengths do not add up")
-    start = _HEADER.size
-    media_type = body[start : start + mt_len].decode("ascii")
-    meta_json = body[start + mt_len : start + mt_len + meta_len]
-    image = body[start + mt_len + meta_len :]
-    return _Record(priority, created_at, media_type, meta_json, image)
-
-
-# The file name carries the id (creation time in ns, zero-padded, so it sorts) and the
-# priority: listing ready/ is enough to rebuild the queue, with no index file to go stale.
-def _file_name(entry_id: str, priority: int) -> str:
-    return f"{entry_id}_p{priority}{_SUFFIX}"
-
-
-def _parse_file_name(name: str) -> tuple[str, int] | None:
-    if not name.endswith(_SUFFIX):
-        return None
-    entry_id, sep, priority = name.removesuffix(_SUFFIX).partition("_p")
-    if not (sep and entry_id.isdigit()):
-        return None
-    try:
-        return entry_id, int(priority)
-    except ValueError:
-        return None
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # A rename or unlink is only durable once the directory itself is on disk.
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -197,12 +115,12 @@ class Spool:
         Raises `SpoolFull` if it ranks too low to fit, `SpoolWriteError` if the disk refuses it;
         either way nothing of the entry is left on disk.
         """
-        data = _encode(_Record(priority, time.time(), media_type, meta_json, image))
+        data = encode(Record(priority, time.time(), media_type, meta_json, image))
         tmp = self._tmp / f"{uuid.uuid4().hex}.tmp"
         try:
             # Write and fsync outside the lock: fsync can take tens of ms on eMMC, and
             # the uploader should not wait on it.
-            _write_durably(tmp, data)
+            write_durably(tmp, data, exclusive=True)
             with self._lock:
                 victims = self._plan_eviction(priority, len(data))
                 if victims is None:
@@ -215,10 +133,10 @@ class Spool:
                 for victim in victims:
                     self._evict(victim)
                 entry_id = self._new_id()
-                final = self._ready / _file_name(entry_id, priority)
+                final = self._ready / file_name(entry_id, priority)
                 os.rename(tmp, final)
                 try:
-                    _fsync_dir(self._ready)
+                    fsync_dir(self._ready)
                 except OSError:
                     final.unlink(missing_ok=True)  # not acknowledged, so not kept: the caller was told it failed
                     raise
@@ -250,7 +168,7 @@ class Spool:
 
     def _evict(self, entry_id: str) -> None:
         slot = self._forget(entry_id)
-        (self._ready / _file_name(entry_id, slot.priority)).unlink(missing_ok=True)
+        (self._ready / file_name(entry_id, slot.priority)).unlink(missing_ok=True)
         self.evicted_entries += 1
         self.evicted_bytes += slot.size
         log.warning("spool full: evicted %s (priority %d, %d bytes)", entry_id, slot.priority, slot.size)
@@ -276,9 +194,9 @@ class Spool:
         return batch
 
     def _read(self, entry_id: str, slot: _Slot) -> SpoolEntry | None:
-        path = self._ready / _file_name(entry_id, slot.priority)
+        path = self._ready / file_name(entry_id, slot.priority)
         try:
-            record = _decode(path.read_bytes())
+            record = decode(path.read_bytes())
         except FileNotFoundError:
             log.error("spool entry %s vanished from disk", entry_id)
             self._forget(entry_id)
@@ -307,7 +225,7 @@ class Spool:
             self._forget(entry_id)
             # No directory fsync: if power loss resurrects the file, it is uploaded again
             # and the server answers "duplicate" (uploads are idempotent on sha256).
-            (self._ready / _file_name(entry_id, slot.priority)).unlink(missing_ok=True)
+            (self._ready / file_name(entry_id, slot.priority)).unlink(missing_ok=True)
 
     def record_attempt(self, entry_id: str) -> None:
         """Count a failed upload attempt for `entry_id` (shows up as `SpoolEntry.attempts`)."""
@@ -326,14 +244,15 @@ class Spool:
             slot = self._slots.get(entry_id)
             if slot is None:
                 return False
-            name = _file_name(entry_id, slot.priority)
+            name = file_name(entry_id, slot.priority)
             # Reason first, so that a rejected entry is never found without its reason.
             note = {"id": entry_id, "rejected_at": time.time(), **reason}
-            _write_durably(self._rejected / f"{entry_id}.reason.json.tmp", json.dumps(note, default=str).encode())
+            write_durably(self._rejected / f"{entry_id}.reason.json.tmp", json.dumps(note, default=str).encode(),
+                          exclusive=True)
             os.replace(self._rejected / f"{entry_id}.reason.json.tmp", self._rejected / f"{entry_id}.reason.json")
             os.replace(self._ready / name, self._rejected / name)
-            _fsync_dir(self._rejected)
-            _fsync_dir(self._ready)
+            fsync_dir(self._rejected)
+            fsync_dir(self._ready)
             self._forget(entry_id)
             self.rejected_entries += 1
             return True
@@ -393,7 +312,7 @@ class Spool:
 
         found: list[tuple[str, int, Path]] = []
         for path in self._ready.iterdir():
-            parsed = _parse_file_name(path.name)
+            parsed = parse_file_name(path.name)
             if parsed is None:
                 self._quarantine(path, "unexpected file name")
             else:
@@ -401,7 +320,7 @@ class Spool:
 
         for entry_id, priority, path in sorted(found):  # oldest first, as _index expects
             try:
-                record = _decode(path.read_bytes())
+                record = decode(path.read_bytes())
                 if record.priority != priority:
                     raise CorruptEntry(f"name says priority {priority}, header {record.priority}")
             except CorruptEntry as exc:
@@ -411,4 +330,4 @@ class Spool:
             self._last_ns = max(self._last_ns, int(entry_id))
 
         if self.corrupt_entries:
-            _fsync_dir(self._ready)
+            fsync_dir(self._ready)

@@ -1,12 +1,12 @@
 """Hard-example mining on the device: decides which frames are worth uploading, and why.
 
-Triggers (uncertainty, flicker, operator, rare_class, random) propose frames; an hourly budget and a perceptual-hash dedup thin them.
-A class the model carries its own threshold for has its bands placed at that threshold (DESIGN decision 9).
+Triggers (uncertainty, flicker, operator, rare_class, random) propose frames; an hourly budget and a
+perceptual-hash dedup thin them (`thinning`). A class the model carries its own threshold for has its
+bands placed at that threshold (DESIGN decision 9).
 """
 
 from __future__ import annotations
 
-import bisect
 import random
 import threading
 import time
@@ -14,21 +14,17 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import supervision as sv
 
 from edge.detectors.postprocess import class_evidence
 from edge.protocol import Trigger
+from edge.thinning import RollingRank, TokenBucket, dhash, hamming
 
 # A person asking beats everything; the model's own doubts beat the blind sample.
 PRIORITY: dict[Trigger, int] = {"operator": 3, "flicker": 2, "uncertainty": 2, "rare_class": 2, "random": 1}
 TRIGGERS: tuple[Trigger, ...] = ("operator", "flicker", "uncertainty", "rare_class", "random")
 
-# dHash bits compare neighbouring cells; on flat images (night, a wall) those are equal up to
-# sensor noise, so a plain ">" would hash the same scene differently every frame. A cell must
-# be brighter by this many grey levels to set its bit.
-_DHASH_DEAD_BAND = 2.0
 _MAX_REASON_ITEMS = 5
 _MAX_NOTE_CHARS = 2_000  # what CaptureMeta.note accepts; the note travels with the upload
 
@@ -140,40 +136,6 @@ def _band(band: tuple[float, float]) -> str:
     return f"[{band[0]:.4g}, {band[1]:.4g})"
 
 
-def dhash(frame: np.ndarray) -> int:
-    """64-bit difference hash: similar images give hashes a small Hamming distance apart."""
-    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-    # INTER_AREA averages whole cells, which is what makes the hash indifferent to pixel noise.
-    cells = cv2.resize(gray.astype(np.float32), (9, 8), interpolation=cv2.INTER_AREA)
-    bits = (cells[:, 1:] > cells[:, :-1] + _DHASH_DEAD_BAND).ravel()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
-
-
-def hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count()
-
-
-class _TokenBucket:
-    """Allows `capacity` events at once, refilled at `rate_per_s`; time comes from `clock`."""
-
-    def __init__(self, rate_per_s: float, capacity: float, clock: Callable[[], float]) -> None:
-        self._rate, self._capacity, self._clock = rate_per_s, capacity, clock
-        self._tokens = capacity  # a fresh device may send its first few at once
-        self._stamp = clock()
-
-    def tokens(self) -> float:
-        now = self._clock()
-        self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-        return self._tokens
-
-    def take(self) -> bool:
-        if self.tokens() < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
-
-
 @dataclass
 class _Track:
     first_seen: int
@@ -223,13 +185,13 @@ class HardExampleMiner:
         self._names = dict(names or {})  # the model's class names, for rare_class reasons
         self._thresholds: dict[int, float] = dict(thresholds or {})
         self._rng = random.Random(seed)
-        self._bucket: _TokenBucket | None = None
+        self._bucket: TokenBucket | None = None
         if cfg.budget_per_hour is not None:
             capacity = float(cfg.budget_burst) if cfg.budget_per_hour > 0 else 0.0
-            self._bucket = _TokenBucket(cfg.budget_per_hour / 3600.0, capacity, clock)
+            self._bucket = TokenBucket(cfg.budget_per_hour / 3600.0, capacity, clock)
         self._recent_hashes: deque[int] = deque(maxlen=cfg.dedup_memory)
         ranked = cfg.watch_classes if cfg.rare_top < 1.0 else ()  # at 1.0 no frame can rank out: nothing to keep
-        self._evidence = {c: _RollingRank(cfg.rare_window) for c in ranked}
+        self._evidence = {c: RollingRank(cfg.rare_window) for c in ranked}
         self._tracks: dict[int, _Track] = {}
         self._previous: _Frame | None = None
         self._lock = threading.Lock()  # guards the flag (set from the operator endpoint) and the counters
@@ -410,22 +372,6 @@ class HardExampleMiner:
             if not track.reported and track.hits >= cfg.flicker_min_hits and lifetime <= cfg.flicker_max_age:
                 vanished.append(f"track {tid} {track.class_label} lived {lifetime} frames")
         return changed, vanished
-
-
-class _RollingRank:
-    """The last `size` values, kept sorted: where a new value ranks among them, in O(log n) plus a memmove."""
-
-    def __init__(self, size: int) -> None:
-        self._order: deque[float] = deque(maxlen=size)  # arrival order, to know which value leaves
-        self._sorted: list[float] = []
-
-    def share_above(self, value: float) -> float:
-        """Adds `value`; returns the share of the window (it included) that is strictly greater."""
-        if len(self._order) == self._order.maxlen:
-            del self._sorted[bisect.bisect_left(self._sorted, self._order[0])]
-        self._order.append(value)
-        bisect.insort(self._sorted, value)
-        return (len(self._sorted) - bisect.bisect_right(self._sorted, value)) / len(self._sorted)
 
 
 def _decide(fired: list[tuple[Trigger, str]], frame: _Frame, note: str | None) -> Decision:

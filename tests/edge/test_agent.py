@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from edge.agent import Agent, AgentConfig
 from edge.alerts import AlertConfig
-from edge.detectors.base import load_detector
+from edge.detectors.load import load_detector
+from edge.frames import Frame
 from edge.protocol import CaptureMeta, SourceRef, utc_now
-from edge.sources import Frame
 from edge.spool import Spool
 from edge.triggers import TriggerConfig
 from feedback.scenes import write_yolo_dataset
@@ -37,7 +37,7 @@ CHILD = textwrap.dedent(
     import json, resource, signal, sys
     from pathlib import Path
     from edge.agent import Agent, AgentConfig
-    from edge.detectors.base import load_detector
+    from edge.detectors.load import load_detector
     from edge.sources import ImageFolderSource
     from edge.triggers import TriggerConfig
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from edge.agent import Agent, AgentConfig
 from edge.client import IngestClient
-from edge.detectors.base import load_detector
+from edge.detectors.load import load_detector
+from edge.frames import Frame
 from edge.protocol import CaptureMeta, SourceRef, utc_now
-from edge.sources import Frame
 from edge.spool import Spool
 from edge.triggers import TriggerConfig
 from edge.uploader import Uploader

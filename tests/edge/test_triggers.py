@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from edge.triggers import (
-    Decision,
-    HardExampleMiner,
-    TriggerConfig,
-    class_rare_band,
-    class_uncertainty_band,
-    dhash,
-    hamming,
-)
+from edge.thinning import dhash, hamming
+from edge.triggers import Decision, HardExampleMiner, TriggerConfig, class_rare_band, class_uncertainty_band
 
 # Every trigger off except the one under test; a huge budget and no dedup unless asked.
 QUIET = dict(

@@ -27,21 +27,17 @@ import pytest
 from edge.agent import Agent, AgentConfig
 from edge.alerts import AlertConfig
 from edge.client import IngestClient
-from edge.detectors.base import load_detector
+from edge.detectors.load import load_detector
 from edge.detectors.metadata import file_sha256
 from edge.detectors.onnx_runtime import OnnxDetector
+from edge.frames import Frame
+from edge.model_build import reference_mismatch, thresholds_mismatch
 from edge.protocol import (
-    ArtifactManifest,
-    CaptureMeta,
-    ReferenceDetection,
-    ReferenceFrame,
-    ReferenceSet,
-    SourceRef,
-    utc_now,
+    ArtifactManifest, CaptureMeta, ReferenceDetection, ReferenceFrame, ReferenceSet, SourceRef, utc_now,
 )
-from edge.sources import Frame, VideoFileSource
+from edge.sources import VideoFileSource
 from edge.triggers import Decision, TriggerConfig
-from edge.updater import INSTALLED, ModelUpdater, UpdaterConfig, reference_mismatch, thresholds_mismatch
+from edge.updater import INSTALLED, ModelUpdater, UpdaterConfig
 from feedback.ingest.serving import BackgroundServer
 from feedback.rollout.deployments import pin_device, unpin_device
 from feedback.rollout.publish import reference_set
@@ -51,12 +47,7 @@ from tests.edge.manual_clock import ManualClock
 from tests.edge.planted_model import PPE, head, planted_onnx, with_thresholds
 from tests.edge.test_alerts import SECRET as ALERT_SECRET
 from tests.edge.test_alerts import Receiver
-from tests.feedback.rollout.artifacts import (
-    artifact,
-    frames,
-    holdout_workspace,
-    parity_of,
-)
+from tests.feedback.rollout.artifacts import artifact, frames, holdout_workspace, parity_of
 
 DEVICE = "cam-u"
 DEADLINE_FRAMES = 3000  # far more than any step here needs, on the slowest machine we run on
@@ -646,7 +637,7 @@ def test_polls_are_spread_by_jitter(site, tmp_path) -> None:
 
 
 def _gpu_skip_reason() -> str | None:
-    from edge.updater import tensorrt_usable
+    from edge.model_build import tensorrt_usable
 
     return None if tensorrt_usable() else "needs TensorRT and an NVIDIA GPU (TensorRT does not import or sees none)"
 

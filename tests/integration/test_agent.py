@@ -5,7 +5,6 @@ SIGKILL and SIGTERM mid-run, signed alerts to a webhook receiver, and an RTSP ca
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -185,7 +184,7 @@ class _Receiver(BaseHTTPRequestHandler):
 
 
 def test_alerts_reach_the_webhook_signed_once_per_object(site: dict, ppe_onnx: Path, ppe_dir: Path) -> None:
-    from edge.detectors.base import load_detector
+    from edge.detectors.load import load_detector
     from edge.sources import open_source
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)

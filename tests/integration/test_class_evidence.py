@@ -23,7 +23,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edge.agent import Agent, AgentConfig
-from edge.detectors.base import load_detector
+from edge.detectors.load import load_detector
 from edge.detectors.postprocess import class_evidence
 from edge.protocol import CaptureMeta, SourceRef, utc_now
 from edge.sources import open_source

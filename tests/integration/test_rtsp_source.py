@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.sources import Frame, StreamSource
+from edge.frames import Frame
+from edge.stream_source import StreamSource
 
 pytestmark = pytest.mark.integration
 

@@ -66,7 +66,7 @@ def test_detector_vectors_are_named_by_the_weights(scene_pt, tmp_path, detector)
 
 def test_detect_and_embed_finds_what_the_edge_finds(scene_onnx, detector):
     """The scan sees a frame as the device would: same letterbox and decoding as the ONNX detector."""
-    from edge.detectors.base import load_detector
+    from edge.detectors.load import load_detector
 
     edge = load_detector(scene_onnx, conf=0.001)  # random weights: only a very low threshold leaves boxes
     image = render_scene(7).image

@@ -1,4 +1,6 @@
-"""What runs on or for a device: `upload` (report frames by hand) and `agent` (the edge loop)."""
+"""The device's command line, `edgeloop-device` (also under `edgeloop`): `agent` runs the edge loop, `upload`
+reports frames by hand. It imports nothing server-side, so a Jetson with `edgeloop[edge]` runs it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +8,25 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from flows.cli.common import JsonOpt, app, console, err, fail, show_progress, ultralytics_quiet
+from edge.manual_upload import UploadError, upload_files
+from edge.terminal import EdgeloopGroup, JsonOpt, console, err, fail, show_progress, ultralytics_quiet
+
+app = typer.Typer(
+    name="edgeloop-device",
+    help="Run edgeloop on a device: detect, alert, and send the hard examples home.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    cls=EdgeloopGroup,
+)
+
 
 @app.command()
 def upload(
@@ -26,8 +40,6 @@ def upload(
     as_json: JsonOpt = False,
 ) -> None:
     """Report frames the model got wrong through the same API the devices use."""
-    from edge.report import UploadError, upload_files
-
     try:
         results = upload_files(images, server=server, token=token, trigger=trigger, note=note,
                                camera=camera, model_version=model_version, progress=show_progress(as_json))
@@ -96,6 +108,7 @@ def agent(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the edge agent: detect on a stream, alert, mine hard examples and upload them durably."""
+    # Here, not at the top: the agent loads cv2, supervision and scipy (1.5 s), which `--help` and `upload` skip.
     from edge.runner import AgentSetupError, budget_note, run_agent, summary_lines
 
     band = None
@@ -163,3 +176,11 @@ def _onnx_beside(pt: Path) -> Path:
         raise fail(f"--model {pt}: the ONNX export failed ({type(exc).__name__}: {exc}); export it yourself "
                    f"with `yolo export model={pt} format=onnx` and pass the .onnx") from exc
     return onnx
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="edgeloop-device")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
