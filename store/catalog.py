@@ -64,6 +64,11 @@ class Catalog:
             self._lock.release()
 
 
+def workspace_identity(con: duckdb.DuckDBPyConnection) -> str:
+    """The id the catalog was made with (migration 0010): it changes when a workspace is made again."""
+    return con.execute("SELECT id FROM workspace_identity").fetchone()[0]
+
+
 def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations"

@@ -15,8 +15,8 @@ import pyarrow as pa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from edge.protocol import CaptureMeta, Heartbeat, Name, utc_now
-from store.catalog import Catalog
 from store.blobs import BlobStore
+from store.catalog import Catalog
 from store.objects import ObjectStore, Put
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]

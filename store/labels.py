@@ -68,6 +68,11 @@ def add_image(
     )
 
 
+def count_images(con: duckdb.DuckDBPyConnection, origin: str) -> int:
+    """Images of one origin in the catalog ('real' or 'synthetic')."""
+    return con.execute("SELECT count(*) FROM images WHERE origin = ?", [origin]).fetchall()[0][0]
+
+
 def assign_split(con: duckdb.DuckDBPyConnection, sha256: str, wanted: Split) -> Split:
     """Record the image's split; holdout is sticky, so the answer may differ from `wanted`."""
     row = con.execute("SELECT split FROM splits WHERE image_sha256 = ?", [sha256]).fetchone()

@@ -81,6 +81,13 @@ def list_models(con: duckdb.DuckDBPyConnection) -> list[ModelRecord]:
     return [_record(r) for r in con.execute(f"SELECT {_COLUMNS} FROM models ORDER BY created_at").fetchall()]
 
 
+def trained_on(con: duckdb.DuckDBPyConnection, dataset_version: int) -> str | None:
+    """The model most recently trained on a dataset version, if any."""
+    row = con.execute("SELECT model_id FROM training_runs WHERE dataset_version = ? ORDER BY started_at DESC LIMIT 1",
+                      [dataset_version]).fetchall()
+    return row[0][0] if row else None
+
+
 def record_training_run(
     con: duckdb.DuckDBPyConnection, *, model_id: str, parent_id: str | None, dataset_version: int, profile: str,
     params: dict[str, Any], started_at: datetime, duration_s: float, weights_sha256: str,
@@ -115,3 +122,35 @@ def record_gate_decision(
     else:
         con.execute("UPDATE models SET status = 'rejected' WHERE id = ? AND status = 'candidate'", [challenger_id])
     return decision_id
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    profile: str
+    params: dict[str, Any]
+    started_at: datetime
+    duration_s: float
+    dataset_version: int
+
+
+@dataclass(frozen=True)
+class DatasetCounts:
+    version: int
+    n_train: int
+    n_holdout: int
+    n_synthetic: int
+    created_at: datetime
+
+
+def latest_training_run(con: duckdb.DuckDBPyConnection, model_id: str) -> TrainingRun | None:
+    """The newest run that trained `model_id`; None for a model registered from outside."""
+    row = con.execute("SELECT profile, params, started_at, duration_s, dataset_version FROM training_runs "
+                      "WHERE model_id = ? ORDER BY started_at DESC LIMIT 1", [model_id]).fetchone()
+    return None if row is None else TrainingRun(row[0], json.loads(row[1]), *row[2:])
+
+
+def dataset_counts(con: duckdb.DuckDBPyConnection, version: int) -> DatasetCounts | None:
+    """How many images a dataset version holds in each part."""
+    row = con.execute("SELECT version, n_train, n_holdout, n_synthetic, created_at FROM datasets WHERE version = ?",
+                      [version]).fetchone()
+    return None if row is None else DatasetCounts(*row)

@@ -1,13 +1,13 @@
 """What a cycle's review left in the catalog, read back for its report: verdicts, their boxes, what was shown.
 
-Typed reads over labels, label_boxes, detections, review_tasks, captures and synthesis_runs, so the report writes
-no SQL of its own.
+Typed reads over labels, label_boxes, detections, review_tasks and captures, so the report writes no SQL of its own.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -66,13 +66,27 @@ def first_pushed_at(con: duckdb.DuckDBPyConnection, captures: Sequence[str]) -> 
                        [list(captures)]).fetchone()[0]
 
 
-def capture_sources(con: duckdb.DuckDBPyConnection, captures: Sequence[str]) -> list[tuple[str, str | None, int | None]]:
+def capture_sources(con: duckdb.DuckDBPyConnection, captures: Sequence[str],
+                    ) -> list[tuple[str, str | None, int | None]]:
     """(capture id, source uri, source frame) of `captures`: where each frame came from."""
     return con.execute("SELECT id, source_uri, source_frame FROM captures WHERE list_contains(?, id)",
                        [list(captures)]).fetchall()
 
 
-def synthetic_kept_between(con: duckdb.DuckDBPyConnection, class_id: int, window: tuple[datetime, datetime]) -> int:
-    """Synthetic images kept for training by the synthesis runs for `class_id` started in `window`."""
-    return int(con.execute("SELECT coalesce(sum(n_kept), 0) FROM synthesis_runs WHERE target_class = ? "
-                           "AND started_at BETWEEN ? AND ?", [class_id, *window]).fetchone()[0])
+@dataclass(frozen=True)
+class PushedTask:
+    """A capture's review task as selection pushed it: its priority, the parts it was made of, where it stands."""
+
+    score: float | None
+    parts: dict[str, float]  # score part -> its value, as selection recorded them
+    status: str
+    sha256: str  # the capture's frame
+
+
+def pushed_tasks(con: duckdb.DuckDBPyConnection, captures: Sequence[str]) -> dict[str, PushedTask]:
+    """The review tasks of `captures` that exist, by capture id."""
+    rows = con.execute("SELECT t.capture_id, t.score, t.score_parts, t.status, c.sha256 FROM review_tasks t "
+                       "JOIN captures c ON c.id = t.capture_id WHERE list_contains(?, t.capture_id)",
+                       [list(captures)]).fetchall()
+    return {capture: PushedTask(score, json.loads(parts) if parts else {}, status, sha)
+            for capture, score, parts, status, sha in rows}
