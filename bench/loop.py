@@ -70,7 +70,7 @@ def edge_captures(data: Path, base_model: Path, imgsz: int, shared: Path, rare: 
         return out
     from ultralytics import YOLO
 
-    from edge.detectors.base import load_detector
+    from edge.detectors.load import load_detector
     from edge.protocol import CaptureMeta, Detection, SourceRef
     from edge.triggers import TriggerConfig
 

@@ -29,14 +29,13 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from feedback.embeddings.catalog import store_vectors  # noqa: E402
-from feedback.mining.catalog import read_clusters  # noqa: E402
 from feedback.mining.mine import mine_clusters  # noqa: E402
 from feedback.mining.prompts import Phrasebook, write_prompts  # noqa: E402
-from feedback.review.boxes import CROP  # noqa: E402
 from feedback.scenes import CLASSES, encode_jpeg, render_scene  # noqa: E402
+from store.clusters import read_clusters  # noqa: E402
 from store.labels import ensure_classes  # noqa: E402
 from store.settings import Settings, Workspace  # noqa: E402
+from store.vectors import CROP, store_vectors  # noqa: E402
 
 EMBEDDER = "bench:synthetic-256"
 KINDS = ("missed", "spurious", "confusion", "localization")

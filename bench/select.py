@@ -25,12 +25,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from feedback.embeddings.catalog import CAPTURE as KIND
 from feedback.embeddings.clip import settings_embedder_name  # noqa: E402
 from feedback.review.selection import (  # noqa: E402
     POOL_PER_PICK, _pool_vectors, pool_indices, select_captures, select_indices,
 )
 from store.settings import Settings, Workspace  # noqa: E402
+from store.vectors import CAPTURE as KIND  # noqa: E402
 
 CHUNK = 100_000
 

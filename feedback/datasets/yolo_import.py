@@ -17,7 +17,7 @@ from rich.progress import track
 from feedback.ingest.images import check_image
 from feedback.ingest.problems import Rejected
 from store.blobs import sha256_hex
-from store.labels import Split, add_image, add_label, assign_split, ensure_classes, label_hash
+from store.labels import Split, add_image, add_label, assign_split, current_labels, ensure_classes, label_hash
 from store.settings import Workspace
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -110,7 +110,8 @@ def _read_item(image_path: Path, labels_dir: Path, n_classes: int, max_pixels: i
             x2, y2 = min(float(width), (cx + w / 2) * width), min(float(height), (cy + h / 2) * height)
             rows.append((cls, x1, y1, x2, y2))
     table = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
-    return _Item(image_path, data, sha256_hex(data), media_type, width, height, table[:, 1:], table[:, 0].astype(np.int64))
+    return _Item(image_path, data, sha256_hex(data), media_type, width, height, table[:, 1:],
+                 table[:, 0].astype(np.int64))
 
 
 def import_yolo(
@@ -145,7 +146,8 @@ def import_yolo(
         raise ImportProblem(f"{len(bad)} of {len(paths)} images cannot be imported, so nothing was: {named} "
                             "(fix or remove them, or pass --skip-bad to import the rest)")
     if not items:
-        raise ImportProblem(f"none of the {len(paths)} images in {images_dir} can be imported: {'; '.join(bad[:_LISTED])}")
+        raise ImportProblem(f"none of the {len(paths)} images in {images_dir} can be imported: "
+                            f"{'; '.join(bad[:_LISTED])}")
 
     for item in items:  # blobs are content-addressed: writing them early can't do harm
         workspace.blobs.put(item.data)
@@ -153,10 +155,7 @@ def import_yolo(
     with workspace.catalog.connect() as con:
         con.begin()
         ensure_classes(con, classes)
-        latest = dict(con.execute(
-            "SELECT image_sha256, label_hash FROM labels WHERE status = 'verified' "
-            "QUALIFY row_number() OVER (PARTITION BY image_sha256 ORDER BY created_at DESC, id) = 1"
-        ).fetchall())
+        latest = {label.image_sha256: label.label_hash for label in current_labels(con)}
         for item in items:
             add_image(con, item.sha, item.width, item.height, item.media_type, "real", f"import:{item.path.name}")
             if assign_split(con, item.sha, split) != split:

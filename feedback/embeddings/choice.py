@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from feedback.embeddings.clip import ImageEmbedder
 from feedback.embeddings.port import Embedder
 from store.models import champion
 from store.settings import Workspace
@@ -34,17 +35,14 @@ def default_embedder(ws: Workspace, *, clip_model: str | None = None, clip_pretr
     """CLIP if the user gave weights (settings or `clip_pretrained`), else the champion detector, else random CLIP."""
     s = ws.settings
     if clip_pretrained or s.clip_weights or s.clip_pretrained:
-        from feedback.embeddings.clip import ImageEmbedder
-
         return ImageEmbedder(model_name=clip_model or s.clip_model, weights=None if clip_pretrained else s.clip_weights,
                              pretrained=clip_pretrained or s.clip_pretrained)
     weights = champion_weights(ws)
     if weights is not None:
+        # why: the detector adapter needs supervision (the edge extra), which a CLIP-only install may lack
         from feedback.embeddings.detector import DetectorEmbedder
 
         return DetectorEmbedder(weights)
-    from feedback.embeddings.clip import ImageEmbedder
-
     log.warning("no champion model and no CLIP weights: embeddings come from a randomly initialised CLIP "
                 "(register a model with `edgeloop gate` or set EDGELOOP_CLIP_WEIGHTS)")
     return ImageEmbedder(model_name=clip_model or s.clip_model)

@@ -90,7 +90,8 @@ class DetectorEmbedder:
         vectors = self._features(crops)
         return np.split(vectors, np.cumsum([len(b) for b in boxes])[:-1])
 
-    def detect_and_embed(self, image_bgr: np.ndarray, *, conf: float = 0.05) -> tuple[sv.Detections, np.ndarray, np.ndarray]:
+    def detect_and_embed(self, image_bgr: np.ndarray, *, conf: float = 0.05,
+                         ) -> tuple[sv.Detections, np.ndarray, np.ndarray]:
         """One frame: its detections at `conf` (the edge's own decoding), the frame's vector, and each box's."""
         img, box = letterbox(image_bgr, (self.imgsz, self.imgsz))
         raw, features = self._forward(to_tensor(img))

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from feedback.embeddings.port import crop_with_context
+from feedback.review.failures import box_iou
 
 # Numbers every failure gets (NaN when its image is unreadable), in the order clustering reads them.
 NUMERIC: tuple[str, ...] = ("brightness", "contrast", "blur", "rel_size", "centre_offset", "overlap",
@@ -66,8 +67,6 @@ def measure(image_bgr: np.ndarray | None, box: Sequence[float], others: np.ndarr
 
 def _crowding(box: np.ndarray, others: np.ndarray) -> dict[str, float]:
     """How much of the box other verified boxes cover (the worst one), and how many stand close by."""
-    from feedback.review.failures import box_iou
-
     if len(others):
         # The failure's own verified box (and exact duplicates) is not a neighbour of itself.
         others = others[box_iou(box[None], others)[0] < 0.95]

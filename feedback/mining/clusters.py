@@ -9,9 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
-from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
 
 NOISE = -1
@@ -63,6 +60,10 @@ def features(vectors: np.ndarray, attrs: Sequence[Mapping[str, Any]], *,
     a = standardise(attribute_matrix(attrs))
     if embedding_weight <= 0 or vectors.shape[1] == 0 or len(vectors) < 3:
         return a
+    from sklearn.decomposition import (
+        PCA,  # scikit-learn loads when mining runs, not with `edgeloop`
+    )
+
     n_comp = min(EMBEDDING_COMPONENTS, len(vectors) - 1, vectors.shape[1])
     with threadpool_limits(limits=1):  # see ONE_THREAD
         z = PCA(n_components=n_comp, svd_solver="full").fit_transform(vectors.astype(np.float64))
@@ -81,11 +82,15 @@ class Split:
 
 
 def _kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.cluster import KMeans
+
     km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(x)
     return km.labels_, km.cluster_centers_
 
 
 def _silhouette(x: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import silhouette_score
+
     return float(silhouette_score(x, labels)) if len(np.unique(labels)) > 1 else -1.0
 
 

@@ -12,28 +12,16 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
-from feedback.embeddings.catalog import read_vectors
+from feedback.embeddings.backfill import embed_failures
 from feedback.embeddings.port import Embedder
 from feedback.mining.attributes import describe, summarise
-from feedback.mining.catalog import (
-    Cluster,
-    active_members,
-    read_clusters,
-    save_clusters,
-)
-from feedback.mining.clusters import (
-    EMBEDDING_WEIGHT,
-    MIN_SIZE,
-    NOISE,
-    features,
-    match_previous,
-    medoids,
-    split,
-)
+from feedback.mining.clusters import EMBEDDING_WEIGHT, MIN_SIZE, NOISE, features, match_previous, medoids, split
 from feedback.mining.material import FailureTable, load_failures
 from feedback.mining.tags import zero_shot_tags
-from feedback.review.boxes import LABEL_BOX, embed_failures
+from store.clusters import Cluster, active_members, read_clusters, save_clusters
+from store.failures import verified_box_classes
 from store.settings import Workspace
+from store.vectors import LABEL_BOX, read_vectors
 
 # A missed class's neighbour is read from its confusions only when they are this many: one or two stray
 # confusions say less than which verified crops the cluster resembles.
@@ -175,8 +163,7 @@ def _class_centroids(ws: Workspace, embedder: str) -> dict[int, np.ndarray]:
         refs, vectors = read_vectors(con, LABEL_BOX, embedder)
         if not refs:
             return {}
-        classes = dict(con.execute("SELECT label_id || '/' || CAST(idx AS VARCHAR), class_id FROM label_boxes")
-                       .fetchall())
+        classes = verified_box_classes(con)
     by_class: dict[int, list[int]] = {}
     for j, ref in enumerate(refs):
         if ref in classes:

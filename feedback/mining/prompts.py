@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from feedback.mining.catalog import Cluster, Prompt
+from store.clusters import Cluster, Prompt
 from store.settings import Settings
 
 WRITER_VERSION = "prompt-writer-1"

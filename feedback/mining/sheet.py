@@ -10,9 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from feedback.embeddings.catalog import read_image
+from feedback.embeddings.images import read_image
 from feedback.embeddings.port import CROP_CONTEXT
-from feedback.mining.catalog import Cluster
+from store.clusters import Cluster
+from store.failures import failure_crops
 from store.settings import Workspace
 
 TILE = 128
@@ -26,10 +27,7 @@ def sheet_dir(ws: Workspace) -> Path:
 def write_sheet(ws: Workspace, cluster: Cluster) -> Path:
     """Write `cluster`'s contact sheet (its medoids left to right, nearest the centre first); returns its path."""
     with ws.catalog.connect() as con:
-        rows = con.execute(
-            "SELECT f.id, c.sha256, f.x1, f.y1, f.x2, f.y2 FROM failures f JOIN captures c ON c.id = f.capture_id "
-            "WHERE list_contains(?, f.id)", [cluster.medoids]).fetchall()
-    found = {r[0]: r[1:] for r in rows}
+        found = failure_crops(con, cluster.medoids)
     tiles = []
     for failure_id in cluster.medoids:
         if failure_id not in found:

@@ -13,9 +13,9 @@ import duckdb
 
 from feedback.review.oracle import label_file
 from feedback.review.probe import RARE_SHARE, rare_classes
-from feedback.review.selection import verified_counts
-from store.review_history import capture_sources, class_boxes, first_pushed_at, synthetic_kept_between
-from store.review_tasks import candidates_loaded_by
+from store.review_history import capture_sources, class_boxes, first_pushed_at
+from store.review_tasks import candidates_loaded_by, verified_counts
+from store.synthesis import synthetic_kept_between
 
 MAX_CLASSES = 3  # the headline tells the rarest few; the per-class table has every class
 LOW_RECALL = 0.5  # below it, most of the class still goes unseen where the device decides
@@ -95,14 +95,7 @@ def random_expectation(con: duckdb.DuckDBPyConnection, pool: Sequence[str], revi
     return {c: n / len(rows) * reviewed for c, n in totals.items()} if rows else None
 
 
-def synthetic_kept(con: duckdb.DuckDBPyConnection, tables: set[str], window: tuple[datetime, datetime],
-                   class_id: int) -> int | None:
-    """Synthetic images kept for training by this cycle's synthesis runs for `class_id`; None where synthesis
-    has never run in this workspace."""
-    return synthetic_kept_between(con, class_id, window) if "synthesis_runs" in tables else None
-
-
-def rare_story(con: duckdb.DuckDBPyConnection, tables: set[str], names: Sequence[str], watched: Sequence[str],
+def rare_story(con: duckdb.DuckDBPyConnection, names: Sequence[str], watched: Sequence[str],
                gate: Mapping[str, Any] | None, window: tuple[datetime, datetime], labels: Sequence[str],
                pushed: Sequence[str], folders: Sequence[str]) -> list[dict[str, Any]]:
     """One entry per class the headline tells (`story_classes`): its operating point before and after, the
@@ -121,6 +114,6 @@ def rare_story(con: duckdb.DuckDBPyConnection, tables: set[str], names: Sequence
             "review": {"captures": len(labels), "boxes": class_boxes(con, labels, class_id) if labels else 0,
                        "random": None if expected is None else round(expected[class_id], 1),
                        "pool": len(pool) if expected is not None else None},
-            "synthetic_kept": synthetic_kept(con, tables, window, class_id),
+            "synthetic_kept": synthetic_kept_between(con, class_id, window),
         })
     return out

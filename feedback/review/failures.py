@@ -15,6 +15,9 @@ from rich.table import Column, Table
 
 from edge.protocol import utc_now
 from store.catalog import Catalog
+from store.failures import capture_frame, failed_captures, failure_counts, label_verdict, replace_failures
+from store.labels import catalog_classes
+from store.review_history import label_boxes, shown_detections
 
 FailureKind = Literal["missed", "spurious", "confusion", "localization"]
 KINDS: tuple[FailureKind, ...] = get_args(FailureKind)
@@ -123,10 +126,10 @@ def record_failures(con: duckdb.DuckDBPyConnection, capture_id: str, label_id: s
     Runs in the caller's transaction (it neither begins nor commits), so a review and its
     failures land together. Returns the number of records written.
     """
-    capture = con.execute("SELECT sha256, model_version FROM captures WHERE id = ?", [capture_id]).fetchone()
+    capture = capture_frame(con, capture_id)
     if capture is None:
         raise LookupError(f"no capture {capture_id!r} in the catalog")
-    label = con.execute("SELECT image_sha256, status FROM labels WHERE id = ?", [label_id]).fetchone()
+    label = label_verdict(con, label_id)
     if label is None:
         raise LookupError(f"no label {label_id!r} in the catalog")
     sha256, model_version = capture
@@ -136,23 +139,13 @@ def record_failures(con: duckdb.DuckDBPyConnection, capture_id: str, label_id: s
     if label[1] != "verified":
         raise ValueError(f"label {label_id!r} is {label[1]}, not verified")
 
-    truth = np.asarray(con.execute(
-        "SELECT class_id, x1, y1, x2, y2 FROM label_boxes WHERE label_id = ? ORDER BY idx", [label_id]
-    ).fetchall(), dtype=np.float64).reshape(-1, 5)
-    pred = np.asarray(con.execute(
-        "SELECT class_id, confidence, x1, y1, x2, y2 FROM detections WHERE capture_id = ? ORDER BY idx", [capture_id]
-    ).fetchall(), dtype=np.float64).reshape(-1, 6)
+    truth = label_boxes(con, label_id)
+    pred = shown_detections(con, capture_id)
     failures = match_failures(truth[:, 1:], truth[:, 0], pred[:, 2:], pred[:, 0], pred[:, 1])
-
-    # A re-review replaces the capture's records: the latest verdict is the truth.
-    con.execute("DELETE FROM failures WHERE capture_id = ?", [capture_id])
     now = utc_now()
-    if failures:
-        con.executemany(
-            "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [[uuid.uuid4().hex, capture_id, label_id, model_version, f.kind, f.true_class, f.predicted_class,
-              f.confidence, f.iou, *f.box, now] for f in failures],
-        )
+    replace_failures(con, capture_id, [
+        (uuid.uuid4().hex, capture_id, label_id, model_version, f.kind, f.true_class, f.predicted_class,
+         f.confidence, f.iou, *f.box, now) for f in failures])
     return len(failures)
 
 
@@ -163,19 +156,9 @@ def failure_summary(catalog: Catalog, *, model_version: str | None = None) -> di
     `model_version` keeps only that model's records; None counts every model's.
     """
     with catalog.connect() as con:
-        names = dict(con.execute("SELECT id, name FROM classes").fetchall())
-        rows = con.execute(
-            """
-            SELECT kind, true_class, predicted_class, count(*)
-            FROM failures WHERE ?::VARCHAR IS NULL OR model_version = ?
-            GROUP BY ALL
-            """,
-            [model_version, model_version],
-        ).fetchall()
-        captures = con.execute(
-            "SELECT count(DISTINCT capture_id) FROM failures WHERE ?::VARCHAR IS NULL OR model_version = ?",
-            [model_version, model_version],
-        ).fetchone()[0]
+        names = dict(enumerate(catalog_classes(con)))
+        rows = failure_counts(con, model_version)
+        captures = failed_captures(con, model_version)
 
     def name(class_id: int) -> str:
         # Devices may report classes the catalog has not adopted yet: show the id.

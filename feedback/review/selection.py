@@ -12,15 +12,14 @@ from typing import Literal
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
-from feedback.embeddings.catalog import CAPTURE, read_vectors
 from feedback.embeddings.clip import settings_embedder_name
 from feedback.embeddings.port import unit_rows
-from feedback.review.boxes import BOX, CROP, LABEL_BOX
 from feedback.review.probe import Probe, fit_probe, rare_classes
-from store.review_tasks import CANDIDATES_SQL
+from store.failures import failure_ids
+from store.review_tasks import candidate_signals, verified_counts
 from store.settings import Workspace
+from store.vectors import BOX, CAPTURE, CROP, LABEL_BOX, label_box_classes, read_vectors
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +87,12 @@ def select_captures(ws: Workspace, budget: int, config: SelectionConfig | None =
     Diversity is k-center over the capture vectors of `config.embedder` (detector ones centred), see
     `select_indices`; a candidate without a vector counts as maximally novel. Parts that need vectors
     (rare, failure) count 0 where none were computed: run `boxes.scan_candidates` and
-    `boxes.embed_verified_boxes` first (`review push` does).
+    `backfill.embed_verified_boxes` first (`review push` does).
     """
     config = config or SelectionConfig()
     model = config.embedder or settings_embedder_name(ws.settings)
     with ws.catalog.connect() as con:
-        c = _candidate_columns(con)
+        c = candidate_signals(con, TRIGGER_WEIGHTS)
         ids, flagged = c["id"], c["flagged"]
         if budget <= 0 or not len(ids):
             return []
@@ -228,59 +227,6 @@ def _greedy(
     return np.asarray(picks, dtype=np.int64), np.asarray(at_pick, dtype=np.float32)
 
 
-def _candidate_columns(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
-    """Per candidate, ordered by id: id, margin, trigger weight sum, operator flag, predicted classes, evidence."""
-    weights = pa.table({"reason": list(TRIGGER_WEIGHTS), "weight": list(TRIGGER_WEIGHTS.values())})
-    con.register("trigger_weights", weights)
-    columns = con.execute(
-        f"""
-        WITH candidates AS ({CANDIDATES_SQL}),
-        det AS (
-            SELECT capture_id, max(1 - abs(2 * confidence - 1)) AS margin, list(DISTINCT class_id) AS predicted
-            FROM detections GROUP BY capture_id
-        ),
-        trg AS (
-            SELECT t.capture_id, sum(coalesce(w.weight, 0)) AS weight, bool_or(t.reason = 'operator') AS flagged
-            FROM triggers t LEFT JOIN trigger_weights w USING (reason)
-            GROUP BY t.capture_id
-        )
-        SELECT c.id, coalesce(det.margin, 0) AS margin, coalesce(trg.weight, 0) AS triggers,
-               coalesce(trg.flagged, false) AS flagged, coalesce(det.predicted, []) AS predicted,
-               cap.class_evidence AS evidence
-        FROM candidates c
-        JOIN captures cap ON cap.id = c.id
-        LEFT JOIN det ON det.capture_id = c.id
-        LEFT JOIN trg ON trg.capture_id = c.id
-        ORDER BY c.id
-        """
-    ).fetchnumpy()
-    con.unregister("trigger_weights")
-    return {
-        "id": np.asarray(columns["id"], dtype=object),
-        "margin": np.asarray(columns["margin"], dtype=np.float32),
-        "triggers": np.asarray(columns["triggers"], dtype=np.float32),
-        "flagged": np.asarray(columns["flagged"], dtype=bool),
-        "predicted": np.asarray(columns["predicted"], dtype=object),
-        "evidence": np.asarray(columns["evidence"], dtype=object),
-    }
-
-
-def verified_counts(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
-    """Boxes per catalog class in the latest verified label of every real image (0 for classes without any)."""
-    rows = con.execute(
-        """
-        WITH latest AS (
-            SELECT l.id FROM labels l JOIN images i ON i.sha256 = l.image_sha256
-            WHERE l.status = 'verified' AND i.origin = 'real'
-            QUALIFY row_number() OVER (PARTITION BY l.image_sha256 ORDER BY l.created_at DESC, l.id) = 1
-        )
-        SELECT k.id, count(b.label_id) FROM classes k
-        LEFT JOIN (SELECT b.* FROM label_boxes b JOIN latest l ON l.id = b.label_id) b ON b.class_id = k.id
-        GROUP BY k.id ORDER BY k.id
-        """).fetchall()
-    return {int(c): int(n) for c, n in rows}
-
-
 def _parts(con: duckdb.DuckDBPyConnection, c: dict[str, np.ndarray], config: SelectionConfig,
            model: str) -> dict[str, np.ndarray]:
     n = len(c["id"])
@@ -326,10 +272,7 @@ def _fit_probe(con: duckdb.DuckDBPyConnection, model: str, rare: list[int]) -> P
     if not refs:
         log.warning("no verified box has a vector from %s: the probe has nothing to learn from", model)
         return Probe({}, {}, {})
-    classes = dict(((f"{label_id}/{idx}"), k) for label_id, idx, k in con.execute(
-        "SELECT label_id, idx, class_id FROM label_boxes WHERE list_contains(?, label_id)",
-        [sorted({r.rsplit("/", 1)[0] for r in refs})]).fetchall())
-    return fit_probe(vectors, np.asarray([classes[r] for r in refs]), rare)
+    return fit_probe(vectors, np.asarray(label_box_classes(con, refs)), rare)
 
 
 def _evidence(evidence: np.ndarray, rare: list[int]) -> np.ndarray:
@@ -366,7 +309,7 @@ def _failure(con: duckdb.DuckDBPyConnection, boxes: dict[str, np.ndarray] | None
     out = np.zeros(n, np.float32)
     if boxes is None:
         return out
-    wanted = [f for (f,) in con.execute("SELECT id FROM failures WHERE kind IN ('missed', 'confusion')").fetchall()]
+    wanted = failure_ids(con, ("missed", "confusion"))
     _, crops = read_vectors(con, CROP, model, wanted) if wanted else ([], None)
     _, verified = read_vectors(con, LABEL_BOX, model)
     if crops is None or not len(crops):

@@ -5,7 +5,6 @@ The reviewer is a port (`Reviewer`) with two adapters: Label Studio for people, 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -19,6 +18,11 @@ from feedback.review.failures import record_failures
 from feedback.review.selection import SelectionConfig, select_captures
 from store.labels import (
     add_image, add_label, assign_split, catalog_classes, ensure_classes, holdout_by_hash, label_hash,
+)
+from store.models import champion, list_models
+from store.review_tasks import (
+    add_pushed_tasks, cancel_task, count_pushed, pushed_among, resolve_task, review_captures, review_detections,
+    reviewer_tasks, task_states,
 )
 from store.settings import Workspace
 from store.signing import signed_blob_url, signing_key
@@ -178,9 +182,7 @@ def push_captures(
     """Create review tasks for `picks`; review_tasks rows are written only once the reviewer took them."""
     with ws.catalog.connect() as con:
         classes = catalog_classes(con) or _adopt_model_classes(con)
-        done = {c for (c,) in con.execute(
-            "SELECT capture_id FROM review_tasks WHERE list_contains(?, capture_id)", [[p.capture_id for p in picks]]
-        ).fetchall()}
+        done = pushed_among(con, [p.capture_id for p in picks])
         fresh = [p for p in dict((p.capture_id, p) for p in picks).values() if p.capture_id not in done]
         items = _load_items(con, [p.capture_id for p in fresh])
     report = PushReport(reviewer=reviewer.name, project=None, strategy=strategy, already_pushed=len(done))
@@ -197,16 +199,9 @@ def push_captures(
     if len(task_ids) != len(items):
         raise ReviewServiceError(f"{reviewer.name} answered {len(task_ids)} task ids for {len(items)} captures")
 
-    now = utc_now()
     with ws.catalog.connect() as con:
-        con.begin()
-        con.executemany(
-            "INSERT INTO review_tasks (capture_id, reviewer, project, task_id, strategy, score, score_parts, status,"
-            " pushed_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pushed', ?) ON CONFLICT DO NOTHING",
-            [[p.capture_id, reviewer.name, report.project, task_id, strategy, float(p.score), json.dumps(p.parts), now]
-             for p, task_id in zip(fresh, task_ids, strict=True)],
-        )
-        con.commit()
+        add_pushed_tasks(con, reviewer.name, report.project, strategy, utc_now(), [
+            (p.capture_id, task_id, p.score, p.parts) for p, task_id in zip(fresh, task_ids, strict=True)])
     report.tasks = {p.capture_id: task_id for p, task_id in zip(fresh, task_ids, strict=True)}
     return report
 
@@ -214,10 +209,10 @@ def push_captures(
 def _adopt_model_classes(con: duckdb.DuckDBPyConnection) -> list[str]:
     """A workspace with captures but no imported labels labels in the deployed model's classes: the champion's,
     else the newest registered model's. Adopted into the catalog, so every later import must match them."""
-    row = con.execute("SELECT classes FROM models ORDER BY status = 'champion' DESC, created_at DESC LIMIT 1").fetchone()
-    if row is None:
+    model = champion(con) or next(reversed(list_models(con)), None)
+    if model is None:
         return []
-    classes = list(json.loads(row[0]))
+    classes = list(model.classes)
     ensure_classes(con, classes)
     return classes
 
@@ -235,17 +230,13 @@ def _with_image_urls(ws: Workspace, items: list[ReviewItem], public_url: str | N
 
 def _load_items(con: duckdb.DuckDBPyConnection, capture_ids: list[str], *, detections: bool = True) -> list[ReviewItem]:
     """ReviewItems for `capture_ids`, in that order; LookupError names any the catalog lacks."""
-    rows = {r[0]: r for r in con.execute(
-        "SELECT id, sha256, frame_width, frame_height, source_uri, source_frame, model_version FROM captures "
-        "WHERE list_contains(?, id)", [capture_ids]).fetchall()}
+    rows = review_captures(con, capture_ids)
     missing = [c for c in capture_ids if c not in rows]
     if missing:
         raise LookupError(f"{len(missing)} capture(s) are not in the catalog, e.g. {missing[0]!r}")
     found: dict[str, list[tuple]] = {c: [] for c in capture_ids}
     if detections:
-        for row in con.execute(
-            "SELECT capture_id, class_id, confidence, x1, y1, x2, y2 FROM detections "
-            "WHERE list_contains(?, capture_id) ORDER BY capture_id, idx", [capture_ids]).fetchall():
+        for row in review_detections(con, capture_ids):
             found[row[0]].append(row[1:])
     items = []
     for c in capture_ids:
@@ -270,9 +261,7 @@ def pull_reviews(ws: Workspace, *, reviewer: Reviewer, holdout_share: float = 0.
     """
     with ws.catalog.connect() as con:
         classes = catalog_classes(con)
-        rows = con.execute(
-            "SELECT capture_id, project, task_id FROM review_tasks WHERE reviewer = ? ORDER BY pushed_at, capture_id",
-            [reviewer.name]).fetchall()
+        rows = reviewer_tasks(con, reviewer.name)
         items = {item.capture_id: item for item in _load_items(con, [r[0] for r in rows], detections=False)}
     by_project: dict[str | None, list[PushedTask]] = {}
     for capture_id, project, task_id in rows:
@@ -283,17 +272,12 @@ def pull_reviews(ws: Workspace, *, reviewer: Reviewer, holdout_share: float = 0.
     with ws.catalog.connect() as con:
         con.begin()  # all of this pull's verdicts, or (on any error) none of them
         # The tasks' state is read inside the transaction: a concurrent pull may have stored some verdicts.
-        state = {(r[0], r[1]): r[2:] for r in con.execute(
-            "SELECT t.capture_id, t.task_id, t.status, t.project, l.label_hash, c.sha256, c.frame_width, "
-            "c.frame_height, c.media_type FROM review_tasks t JOIN captures c ON c.id = t.capture_id "
-            "LEFT JOIN labels l ON l.id = t.label_id WHERE t.reviewer = ?", [reviewer.name]).fetchall()}
+        state = task_states(con, reviewer.name)
         for result in results:
             row = state.get((result.capture_id, result.task_id))
             if row is not None:  # None: not ours, e.g. a duplicate task a failed push left behind
                 _store(con, result, row, reviewer.name, holdout_share, report)
-        report.pending = con.execute(
-            "SELECT count(*) FROM review_tasks WHERE reviewer = ? AND status = 'pushed'", [reviewer.name]
-        ).fetchone()[0]
+        report.pending = count_pushed(con, reviewer.name)
         con.commit()
     return report
 
@@ -306,8 +290,7 @@ def _store(con: duckdb.DuckDBPyConnection, result: ReviewResult, row: tuple, rev
 
     if result.status == "cancelled":
         if status == "pushed":
-            con.execute("UPDATE review_tasks SET status = 'cancelled', resolved_at = ? WHERE capture_id = ?",
-                        [resolved_at, result.capture_id])
+            cancel_task(con, result.capture_id, resolved_at)
             report.cancelled += 1
         else:
             report.unchanged += 1  # a verdict outlives its task
@@ -338,5 +321,4 @@ def _store(con: duckdb.DuckDBPyConnection, result: ReviewResult, row: tuple, rev
         report.failures += record_failures(con, result.capture_id, label_id)
     else:
         report.skipped += 1
-    con.execute("UPDATE review_tasks SET status = ?, resolved_at = ?, label_id = ? WHERE capture_id = ?",
-                [result.status, resolved_at, label_id, result.capture_id])
+    resolve_task(con, result.capture_id, result.status, resolved_at, label_id)

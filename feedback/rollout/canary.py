@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from feedback.rollout.deployments import Rollout
+import duckdb
+
+from store.rollouts import Rollout, update_reports, version_activity, versions_seen
 from store.settings import Workspace
 
 
@@ -60,43 +62,20 @@ class Judgment:
         return asdict(self)
 
 
-def _version_stats(con: Any, since: datetime, version: str, *, others: bool = False) -> VersionStats:
+def _version_stats(con: duckdb.DuckDBPyConnection, since: datetime, version: str, *,
+                   others: bool = False) -> VersionStats:
     """Stats of the heartbeats and captures since `since` of model `version` (or, with `others`, of every other)."""
-    where, args = ("model_version <> ?" if others else "model_version = ?"), [version]
-    hb = con.execute(f"""
-        WITH h AS (
-            SELECT device, sent_at, fps, inference_ms_p50, inference_ms_p99, model_version,
-                   errors - lag(errors) OVER (PARTITION BY device ORDER BY sent_at) AS new_errors
-            FROM heartbeats WHERE sent_at >= ?)
-        SELECT list(DISTINCT device ORDER BY device), count(*), avg(fps), median(inference_ms_p50),
-               avg(inference_ms_p99), coalesce(sum(greatest(new_errors, 0)), 0)
-        FROM h WHERE {where}""", [since, *args]).fetchone()
-    span = con.execute(f"""
-        SELECT coalesce(sum(epoch(last) - epoch(first)), 0) / 3600.0 FROM (
-            SELECT device, min(sent_at) AS first, max(sent_at) AS last FROM heartbeats
-            WHERE sent_at >= ? AND {where} GROUP BY device)""", [since, *args]).fetchone()[0]
-    captures = con.execute(f"SELECT count(*) FROM captures WHERE captured_at >= ? AND {where}",
-                           [since, *args]).fetchone()[0]
-    by_trigger = dict(con.execute(f"""
-        SELECT t.reason, count(*) FROM captures c JOIN triggers t ON t.capture_id = c.id
-        WHERE c.captured_at >= ? AND {where.replace('model_version', 'c.model_version')} GROUP BY t.reason""",
-                                  [since, *args]).fetchall())
-    sampled = con.execute(f"""
-        SELECT count(*) FROM captures c JOIN triggers t ON t.capture_id = c.id AND t.reason = 'random'
-        WHERE c.captured_at >= ? AND {where.replace('model_version', 'c.model_version')}""",
-                          [since, *args]).fetchone()[0]
-    per_class = dict(con.execute(f"""
-        SELECT coalesce(d.class_name, 'class ' || d.class_id::VARCHAR), count(*)
-        FROM captures c JOIN triggers t ON t.capture_id = c.id AND t.reason = 'random'
-        JOIN detections d ON d.capture_id = c.id
-        WHERE c.captured_at >= ? AND {where.replace('model_version', 'c.model_version')} GROUP BY 1""",
-                                 [since, *args]).fetchall())
+    a = version_activity(con, since, version, others=others)
+    sampled = a.sampled_frames
     return VersionStats(
-        devices=list(hb[0] or []), heartbeats=int(hb[1]), fps=_round(hb[2]), latency_p50_ms=_round(hb[3]),
-        latency_p99_ms=_round(hb[4]), errors=int(hb[5]), device_hours=round(float(span), 4), captures=int(captures),
-        uploads_per_hour={k: round(v / span, 2) if span > 0 else None for k, v in sorted(by_trigger.items())},
-        sampled_frames=int(sampled),
-        detections_per_frame={k: round(v / sampled, 4) for k, v in sorted(per_class.items())} if sampled else {},
+        devices=a.devices, heartbeats=a.heartbeats, fps=_round(a.fps), latency_p50_ms=_round(a.latency_p50_ms),
+        latency_p99_ms=_round(a.latency_p99_ms), errors=a.errors, device_hours=round(a.device_hours, 4),
+        captures=a.captures,
+        uploads_per_hour={k: round(v / a.device_hours, 2) if a.device_hours > 0 else None
+                          for k, v in sorted(a.uploads_by_trigger.items())},
+        sampled_frames=sampled,
+        detections_per_frame={k: round(v / sampled, 4) for k, v in sorted(a.detections_by_class.items())}
+        if sampled else {},
     )
 
 
@@ -104,13 +83,10 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 2)
 
 
-def _refusals(con: Any, since: datetime, candidate: str) -> dict[str, str]:
+def _refusals(con: duckdb.DuckDBPyConnection, since: datetime, candidate: str) -> dict[str, str]:
     """Devices whose latest word on the candidate, since `since`, was a refusal or a rollback of their own."""
-    rows = con.execute("""
-        SELECT device, arg_max(update_state, sent_at), arg_max(update_detail, sent_at) FROM heartbeats
-        WHERE sent_at >= ? AND update_target = ? GROUP BY device ORDER BY device""", [since, candidate]).fetchall()
-    return {device: f"{state}: {detail or 'no detail'}" for device, state, detail in rows
-            if state in ("refused", "rolled_back")}
+    return {device: f"{state}: {detail or 'no detail'}"
+            for device, state, detail in update_reports(con, since, candidate) if state in ("refused", "rolled_back")}
 
 
 def judge(ws: Workspace, rollout: Rollout, policy: CanaryPolicy = CanaryPolicy()) -> Judgment:
@@ -119,9 +95,8 @@ def judge(ws: Workspace, rollout: Rollout, policy: CanaryPolicy = CanaryPolicy()
         since = rollout.started_at
         candidate = _version_stats(con, since, rollout.model_id)
         rest = _version_stats(con, since, rollout.model_id, others=True)
-        seen = [v for (v,) in con.execute("SELECT DISTINCT model_version FROM heartbeats WHERE sent_at >= ? "
-                                          "ORDER BY 1", [since]).fetchall()]
-        versions = {v: candidate if v == rollout.model_id else _version_stats(con, since, v) for v in seen}
+        versions = {v: candidate if v == rollout.model_id else _version_stats(con, since, v)
+                    for v in versions_seen(con, since)}
         refusals = _refusals(con, since, rollout.model_id)
     reasons = _verdict(candidate, rest, refusals, policy)
     return Judgment(rollout.id, rollout.model_id, not reasons, reasons or ["every check passed"],
@@ -156,24 +131,3 @@ def _verdict(c: VersionStats, r: VersionStats, refusals: dict[str, str], p: Cana
                 reasons.append(f"{name}: {mine} detections per frame against {theirs} on the rest "
                                f"(below {p.min_class_ratio:g}x)")
     return reasons
-
-
-def device_table(ws: Workspace) -> list[dict[str, Any]]:
-    """Each registered device: its canary bucket, what it should run now, and what it last said it runs."""
-    from feedback.rollout.deployments import desired_state
-    from feedback.rollout.desired import answer_for, canary_bucket
-
-    with ws.catalog.connect() as con:
-        state = desired_state(con)
-        devices = [d for (d,) in con.execute("SELECT name FROM devices WHERE revoked_at IS NULL ORDER BY name").fetchall()]
-        last = {row[0]: row[1:] for row in con.execute("""
-            SELECT device, arg_max(model_version, sent_at), arg_max(update_state, sent_at),
-                   arg_max(update_detail, sent_at), max(sent_at) FROM heartbeats GROUP BY device""").fetchall()}
-    out = []
-    for device in devices:
-        answer = answer_for(state, device)
-        running, update, detail, seen = last.get(device, (None, None, None, None))
-        out.append({"device": device, "bucket": round(canary_bucket(device), 3), "reason": answer.reason,
-                    "desired": answer.model_version, "running": running, "update_state": update,
-                    "update_detail": detail, "last_heartbeat": seen.isoformat() if seen else None})
-    return out

@@ -9,7 +9,6 @@ and refuses the model unless it finds the same boxes.
 from __future__ import annotations
 
 import base64
-import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -20,10 +19,15 @@ import cv2
 import numpy as np
 import supervision as sv
 
+from edge.detectors.agreement import detections_agree
 from edge.detectors.metadata import MODEL_VERSION_KEY, thresholds_metadata
-from edge.detectors.tensorrt_engine import detections_agree
+from edge.detectors.onnx_runtime import OnnxDetector
 from edge.protocol import ArtifactManifest, ReferenceDetection, ReferenceFrame, ReferenceSet, utc_now
-from store.models import ModelRecord, champion, get_model
+from feedback.rollout.deployments import publish_desired_state, start_rollout
+from feedback.rollout.model_ref import PublishError, resolve_model
+from feedback.training.export import export_onnx
+from store.models import ModelRecord
+from store.rollouts import Rollout, artifact_manifest, holdout_images, put_artifact
 from store.settings import Workspace
 
 # The devices' operating point (edge.detectors.load_detector's defaults): the reference set is made at it.
@@ -32,10 +36,6 @@ DEVICE_CONF, DEVICE_IOU = 0.25, 0.7
 PARITY_BOX_TOL_PX, PARITY_CONF_TOL = 1.0, 0.01
 # What a device's own build may stray from ONNX Runtime: TensorRT's FP16 moves boxes and scores a little.
 REFERENCE_BOX_TOL_PX, REFERENCE_CONF_TOL = 2.0, 0.02
-
-
-class PublishError(ValueError):
-    """The model cannot be published; the message names the model or frame and why."""
 
 
 @dataclass(frozen=True)
@@ -57,23 +57,10 @@ class Published:
     reference: ReferenceSet
 
 
-def resolve_model(ws: Workspace, ref: str) -> ModelRecord:
-    """A model id (m-...) or "champion"."""
-    with ws.catalog.connect() as con:
-        model = champion(con) if ref == "champion" else get_model(con, ref)
-    if model is None:
-        raise PublishError("no champion in the registry yet (see `edgeloop gate`)" if ref == "champion"
-                           else f"no model {ref!r} in the registry (see `edgeloop models`)")
-    return model
-
-
 def holdout_frames(ws: Workspace, folder: Path, limit: int) -> list[Path]:
     """Up to `limit` real holdout images of the catalog, written to `folder` (a stable choice: by sha256)."""
     with ws.catalog.connect() as con:
-        rows = con.execute(
-            "SELECT s.image_sha256, i.media_type FROM splits s JOIN images i ON i.sha256 = s.image_sha256 "
-            "WHERE s.split = 'holdout' AND i.origin = 'real' ORDER BY s.image_sha256 LIMIT ?", [limit]
-        ).fetchall()
+        rows = holdout_images(con, limit)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for sha, media_type in rows:
@@ -102,7 +89,7 @@ def check_parity(pt: Path, onnx_path: Path, frames: Sequence[Path], *, box_tol_p
                  conf_tol: float = PARITY_CONF_TOL) -> Parity:
     """Run the .pt (ultralytics) and the ONNX (the devices' ONNX Runtime detector) on `frames`; raise
     PublishError naming the first frame where they disagree beyond the tolerances."""
-    from edge.detectors.onnx_runtime import OnnxDetector
+    # why: it imports ultralytics (offline, torch), which must load after the exporter's, in the caller's quiet block
     from feedback.evaluation.predict import load_detector, predict_images
 
     # Parity is the export's numbers against the .pt's at one threshold; the per-class cut is checked on its own.
@@ -137,8 +124,6 @@ def _gaps(a: sv.Detections, b: sv.Detections) -> tuple[float, float]:
 def reference_set(onnx_path: Path, frames: Sequence[Path], count: int) -> ReferenceSet:
     """`count` of `frames` (those with the most boxes first), shrunk to the model's input size and kept
     as PNG, each with the detections ONNX Runtime finds on exactly those pixels."""
-    from edge.detectors.onnx_runtime import OnnxDetector
-
     detector = OnnxDetector(onnx_path, conf=DEVICE_CONF, iou=DEVICE_IOU, providers=["CPUExecutionProvider"],
                             class_thresholds=False)
     side = max(detector.input_size)
@@ -169,8 +154,6 @@ def store_artifact(ws: Workspace, model: ModelRecord, onnx_bytes: bytes, referen
                    input_size: tuple[int, int], parity: Parity) -> ArtifactManifest:
     """Put the ONNX and the reference set in the blob store and record the manifest (replacing an earlier
     one of the model); the desired state is published again, so devices see a republished artifact."""
-    from feedback.rollout.deployments import publish_desired_state
-
     reference_bytes = reference.model_dump_json().encode()
     manifest = ArtifactManifest(
         model_version=model.id, onnx_sha256=ws.blobs.put(onnx_bytes), onnx_bytes=len(onnx_bytes),
@@ -179,11 +162,7 @@ def store_artifact(ws: Workspace, model: ModelRecord, onnx_bytes: bytes, referen
         thresholds=model.thresholds or None,
     )
     with ws.catalog.connect() as con:
-        con.execute(
-            "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [model.id, manifest.onnx_sha256, manifest.onnx_bytes, manifest.reference_sha256,
-             manifest.model_dump_json(), json.dumps(asdict(parity)), manifest.published_at],
-        )
+        put_artifact(con, manifest, asdict(parity))
         publish_desired_state(con, ws.objects, ws.settings.signing_keys)
     return manifest
 
@@ -199,8 +178,6 @@ def publish(ws: Workspace, model_ref: str, *, frames: Sequence[Path] | None = No
             reference_frames: int = 4) -> Published:
     """Export, stamp, check and store `model_ref` (an id or "champion"); `frames` default to the catalog's
     real holdout images."""
-    from feedback.training.export import export_onnx
-
     model = resolve_model(ws, model_ref)
     with tempfile.TemporaryDirectory(prefix="edgeloop-publish-") as tmp:
         folder = Path(tmp)
@@ -214,8 +191,6 @@ def publish(ws: Workspace, model_ref: str, *, frames: Sequence[Path] | None = No
         pt.write_bytes(ws.blobs.get(model.weights_sha256))
         parity = check_parity(pt, onnx_path, paths)
         reference = reference_set(onnx_path, paths, reference_frames)
-        from edge.detectors.onnx_runtime import OnnxDetector
-
         exported = OnnxDetector(onnx_path, providers=["CPUExecutionProvider"])
         if list(exported.names.values()) != model.classes:
             raise PublishError(f"{model.id}: the export's classes {list(exported.names.values())} "
@@ -229,5 +204,11 @@ def publish(ws: Workspace, model_ref: str, *, frames: Sequence[Path] | None = No
 
 def get_artifact(ws: Workspace, model_id: str) -> ArtifactManifest | None:
     with ws.catalog.connect() as con:
-        row = con.execute("SELECT manifest FROM artifacts WHERE model_id = ?", [model_id]).fetchone()
-    return ArtifactManifest.model_validate_json(row[0]) if row else None
+        return artifact_manifest(con, model_id)
+
+
+def publish_and_start(ws: Workspace, model_id: str, canary_pct: float = 100.0) -> Rollout:
+    """Publish `model_id` unless it already is, and start (or grow) its rollout: the demo's one call."""
+    if get_artifact(ws, model_id) is None:
+        publish(ws, model_id)
+    return start_rollout(ws, model_id, canary_pct)

@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from feedback.synthesis.clusters import ClusterError, ClusterSpec, active_cluster_ids, load_cluster
+from feedback.synthesis.generators import make_generator
 from feedback.synthesis.port import Generator, SynthesisRequest
+from feedback.synthesis.service import synthesize
+from feedback.synthesis.targets import confusable_for
+from store.labels import catalog_classes
 from store.settings import Settings, Workspace
 
 Job = tuple[SynthesisRequest, ClusterSpec | None]
@@ -34,8 +38,6 @@ class BatchReport:
 
 
 def _confusable(ws: Workspace, target: int) -> tuple[int, ...]:
-    from feedback.synthesis.targets import confusable_for
-
     try:
         return (confusable_for(ws, target),)
     except LookupError:
@@ -60,8 +62,6 @@ def cluster_jobs(ws: Workspace, cluster_ids: Sequence[str] | None, n: int, seed:
 
 def class_job(ws: Workspace, class_name: str, n: int, seed: int = 0, max_cost_usd: float | None = None) -> Job:
     """A request for a class without a cluster (a site that has not mined its failures yet)."""
-    from store.labels import catalog_classes
-
     with ws.catalog.connect() as con:
         classes = catalog_classes(con)
     if class_name not in classes:
@@ -74,8 +74,6 @@ def class_job(ws: Workspace, class_name: str, n: int, seed: int = 0, max_cost_us
 def run_batch(ws: Workspace, generator: Generator, jobs: Sequence[Job], *,
               progress: Callable[[str, Any], None] | None = None, **synthesize_options: Any) -> BatchReport:
     """Every job through `synthesize` with the one generator; a job that fails is recorded and the rest go on."""
-    from feedback.synthesis.service import synthesize
-
     report = BatchReport(generator.name)
     for request, spec in jobs:
         key = request.cluster_id or f"class {request.target_class}"
@@ -111,8 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error(f"--n {args.n} must be at least 1")
-
-    from feedback.synthesis.generators import make_generator
 
     ws = Workspace(Settings(workspace=args.workspace) if args.workspace else Settings())
     try:

@@ -15,17 +15,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 from google import genai
 from google.genai import errors, types
 
-from store.settings import Settings, Workspace
-
-if TYPE_CHECKING:
-    from feedback.synthesis.port import Generator
+from store.settings import Settings
 
 REPLACEMENT_MODEL = "gemini-2.5-flash-image"
 DEFAULT_LOCATION = "us-central1"  # serves both the Gemini image models and (while they last) Imagen
@@ -295,31 +292,13 @@ def unavailable_message(model: str, error: errors.APIError, model_setting: str) 
     said = f"{error.code} {error.status}: {error.message}"
     if model.startswith("imagen"):
         return (
-            f"Vertex AI does not serve model {model!r} ({said}). Google retired the Imagen models during 2026 in favour "
-            f"of Gemini image models: use the replacement {REPLACEMENT_MODEL} (`--generator gemini` for text-to-image, "
-            f"`--generator gemini-edit` to edit verified frames), or set {model_setting} to an Imagen id your project still has."
+            f"Vertex AI does not serve model {model!r} ({said}). Google retired the Imagen models during 2026 in "
+            f"favour of Gemini image models: use the replacement {REPLACEMENT_MODEL} (`--generator gemini` for "
+            f"text-to-image, `--generator gemini-edit` to edit verified frames), or set {model_setting} to an Imagen "
+            "id your project still has."
         )
     return (
         f"Vertex AI does not serve model {model!r} ({said}): check {model_setting}, the project and the location; "
         f"the current Gemini image model is {REPLACEMENT_MODEL}."
     )
 
-
-def cloud_generator(name: str, ws: Workspace) -> Generator:
-    """`gemini-edit`, `gemini` or `imagen` from the workspace's settings; text-to-image labels with the champion."""
-    # Imported here: the adapters import this module.
-    from feedback.synthesis.gemini import GeminiImageGenerator
-    from feedback.synthesis.gemini_edit import GeminiEditGenerator
-    from feedback.synthesis.imagen import ImagenGenerator
-    from feedback.synthesis.teacher import champion_teacher
-
-    if name not in ("gemini-edit", "gemini", "imagen"):
-        raise ValueError(f"no cloud generator {name!r}; choose gemini-edit, gemini or imagen")
-    s = ws.settings
-    calls = CloudCalls.from_settings(s)
-    if name == "gemini-edit":
-        return GeminiEditGenerator(calls, s.gemini_image_model)
-    teacher = champion_teacher(ws)
-    if name == "gemini":
-        return GeminiImageGenerator(calls, teacher, s.gemini_image_model)
-    return ImagenGenerator(calls, teacher, model=s.imagen_model, edit_model=s.imagen_edit_model)

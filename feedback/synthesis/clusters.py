@@ -1,6 +1,6 @@
 """What synthesis needs of a failure cluster (issue 12's `feedback.mining`): target, neighbour, look, prompts, members.
 
-Read through `feedback.mining.catalog`; the cluster's description becomes the request's attributes.
+Read through `store.clusters`; the cluster's description becomes the request's attributes.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from store.clusters import read_clusters, read_prompts
 from store.settings import Workspace
 
 # Kinds whose cluster asks for more of a real object; spurious and localisation clusters need other remedies.
@@ -50,12 +51,7 @@ def attributes_of(description: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_cluster(ws: Workspace, cluster_id: str) -> ClusterSpec:
-    """The cluster `cluster_id` with its prompts; ClusterError if mining is absent or the cluster unusable."""
-    try:
-        from feedback.mining.catalog import read_clusters, read_prompts
-    except ImportError as exc:
-        raise ClusterError(f"failure clusters need feedback.mining, which is not installed ({exc}); "
-                           "use --class NAME instead") from exc
+    """The cluster `cluster_id` with its prompts; ClusterError if there is none or synthesis cannot serve it."""
     with ws.catalog.connect() as con:
         found = read_clusters(con, cluster_id=cluster_id)
         prompts = read_prompts(con, cluster_id) if found else []
@@ -78,10 +74,6 @@ def load_cluster(ws: Workspace, cluster_id: str) -> ClusterSpec:
 
 def active_cluster_ids(ws: Workspace) -> list[str]:
     """Every active, non-noise cluster synthesis can serve, in mining's order."""
-    try:
-        from feedback.mining.catalog import read_clusters
-    except ImportError as exc:
-        raise ClusterError(f"failure clusters need feedback.mining, which is not installed ({exc})") from exc
     with ws.catalog.connect() as con:
         return [c.id for c in read_clusters(con, any_model=True, members=False)
                 if not c.noise and c.kind in SYNTHESISABLE]

@@ -44,7 +44,8 @@ def edit_sites(request: SynthesisRequest, material: Sequence[LabelledFrame]) -> 
                 sites.append(_site(frame, j))
     if not sites:
         raise ValueError(
-            f"no box of classes {request.confusable_classes} at least {MIN_BOX_PX} px in the {len(material)} frames given"
+            f"no box of classes {request.confusable_classes} at least {MIN_BOX_PX} px in the {len(material)} "
+            "frames given"
         )
     order = np.random.default_rng(request.seed).permutation(len(sites))
     return [sites[i] for i in order]

@@ -1,41 +1,79 @@
 """Generator names the CLI and flows accept, each a factory taking the workspace (for settings and caches).
 
-Cloud adapters register here under "gemini-edit", "gemini" and "imagen"; their SDKs load only when chosen.
+The cloud and local factories live here beside the registry, so no adapter imports back the module that builds it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
+from feedback.synthesis.diffusers_common import pick_device
+from feedback.synthesis.gligen import GligenGenerator
+from feedback.synthesis.grounding import GroundingDinoTeacher
 from feedback.synthesis.paste import PasteGenerator
 from feedback.synthesis.port import Generator
+from feedback.synthesis.qwen_image import QwenImageEditGenerator, QwenImageGenerator
+from feedback.synthesis.sd_inpaint import SdInpaintGenerator
 from feedback.synthesis.swap import SwapGenerator
+from feedback.synthesis.teacher import champion_teacher
+from store.labels import catalog_classes
 from store.settings import Workspace
 
-
-def _cloud(name: str, ws: Workspace) -> Generator:
-    from feedback.synthesis.cloud import cloud_generator  # google-genai loads only when a cloud generator is chosen
-
-    return cloud_generator(name, ws)
+CLOUD_GENERATORS = ("gemini-edit", "gemini", "imagen")
+# Local diffusers pipelines (the gpu-gen extra): a GPU, or settings' diffusion_allow_cpu.
+LOCAL_GENERATORS = ("gligen", "sd-inpaint", "qwen-image", "qwen-image-edit")
 
 
-def _local(name: str, ws: Workspace) -> Generator:
-    from feedback.synthesis.diffusers_common import local_generator  # diffusers loads only when one is chosen
+def cloud_generator(name: str, ws: Workspace) -> Generator:
+    """`gemini-edit`, `gemini` or `imagen` from the workspace's settings; text-to-image labels with the champion."""
+    # The cloud adapters import google-genai at their top: it loads only when a cloud generator is chosen.
+    from feedback.synthesis.cloud import CloudCalls
+    from feedback.synthesis.gemini import GeminiImageGenerator
+    from feedback.synthesis.gemini_edit import GeminiEditGenerator
+    from feedback.synthesis.imagen import ImagenGenerator
 
-    return local_generator(name, ws)
+    if name not in CLOUD_GENERATORS:
+        raise ValueError(f"no cloud generator {name!r}; choose gemini-edit, gemini or imagen")
+    s = ws.settings
+    calls = CloudCalls.from_settings(s)
+    if name == "gemini-edit":
+        return GeminiEditGenerator(calls, s.gemini_image_model)
+    teacher = champion_teacher(ws)
+    if name == "gemini":
+        return GeminiImageGenerator(calls, teacher, s.gemini_image_model)
+    return ImagenGenerator(calls, teacher, model=s.imagen_model, edit_model=s.imagen_edit_model)
+
+
+def local_generator(name: str, ws: Workspace) -> Generator:
+    """`gligen`, `sd-inpaint`, `qwen-image` or `qwen-image-edit` built from the workspace's settings and classes.
+
+    qwen-image's output is labelled by the open-vocabulary teacher (GroundingDINO, SAM when configured).
+    """
+    if name not in LOCAL_GENERATORS:
+        raise ValueError(f"no local generator {name!r}; choose one of {', '.join(LOCAL_GENERATORS)}")
+    settings = ws.settings
+    if name == "qwen-image-edit":
+        return QwenImageEditGenerator.from_settings(settings)
+    with ws.catalog.connect() as con:
+        classes = catalog_classes(con)
+    if not classes:
+        raise ValueError(f"{name} names classes in its prompts, and the catalog has no class list yet: import a "
+                         "labelled data set first (`edgeloop import`)")
+    if name == "gligen":
+        return GligenGenerator.from_settings(settings, classes)
+    if name == "sd-inpaint":
+        return SdInpaintGenerator.from_settings(settings, classes)
+    # The image model's GPU check comes first: a CPU-only site is told before GroundingDINO is loaded.
+    pick_device(settings.diffusion_allow_cpu, half="bfloat16")
+    return QwenImageGenerator.from_settings(settings, classes, GroundingDinoTeacher.from_settings(settings, classes))
 
 
 GENERATORS: dict[str, Callable[[Workspace], Generator]] = {
     "swap": lambda ws: SwapGenerator(),
     "paste": lambda ws: PasteGenerator(),
-    "gemini-edit": lambda ws: _cloud("gemini-edit", ws),
-    "gemini": lambda ws: _cloud("gemini", ws),
-    "imagen": lambda ws: _cloud("imagen", ws),
-    # Local diffusers pipelines (the gpu-gen extra): a GPU, or settings' diffusion_allow_cpu.
-    "gligen": lambda ws: _local("gligen", ws),
-    "sd-inpaint": lambda ws: _local("sd-inpaint", ws),
-    "qwen-image": lambda ws: _local("qwen-image", ws),
-    "qwen-image-edit": lambda ws: _local("qwen-image-edit", ws),
+    **{name: partial(cloud_generator, name) for name in CLOUD_GENERATORS},
+    **{name: partial(local_generator, name) for name in LOCAL_GENERATORS},
 }
 # Names the CLI offers before their adapters are registered, so a missing one is a clear error.
 PLANNED: tuple[str, ...] = ()

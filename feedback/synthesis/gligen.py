@@ -58,6 +58,8 @@ def draw_layout(stats: Mapping[str, Any], rng: np.random.Generator, count: int,
     Boxes overlapping each other (or `avoid`, normalised too) by more than MAX_OVERLAP are redrawn, at most 50
     times each; a box that finds no room is left out.
     """
+    import supervision as sv  # here, not at the top: the generator registry imports this module for `edgeloop`
+
     look = look_from_attributes(dict(stats))
     rel = look.rel_size or DEFAULT_REL_SIZE
     aspect = _number(stats.get("aspect")) or ASPECTS.get(str(stats.get("shape")), 1.0)
@@ -70,7 +72,7 @@ def draw_layout(stats: Mapping[str, Any], rng: np.random.Generator, count: int,
             h = float(np.clip(size / np.sqrt(aspect), 0.01, 0.95))
             cx, cy = _centre(look.position, w, h, rng)
             box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-            if all(_iou(box, other) <= MAX_OVERLAP for other in taken):
+            if not taken or sv.box_iou_batch(box[None], np.asarray(taken)).max() <= MAX_OVERLAP:
                 boxes.append(box)
                 taken.append(box)
                 break
@@ -89,12 +91,6 @@ def _centre(position: str, w: float, h: float, rng: np.random.Generator) -> tupl
         cy = lo_y if side == 2 else hi_y if side == 3 else cy
         return float(cx), float(cy)
     return float(rng.uniform(lo_x, max(lo_x, hi_x))), float(rng.uniform(lo_y, max(lo_y, hi_y)))
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
-    union = np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 @dataclass

@@ -10,11 +10,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import supervision as sv
+
+if TYPE_CHECKING:  # the registry imports this module, and `import flows.cli` must not load supervision
+    import supervision as sv
 
 NMS_IOU = 0.5  # GroundingDINO answers the same object from several queries
 
@@ -115,6 +117,7 @@ class GroundingDinoTeacher:
                    sam=sam, sam_processor=sam_processor)
 
     def predict(self, image_bgr: np.ndarray) -> sv.Detections:
+        import supervision as sv
         import torch
         from PIL import Image
 
@@ -146,6 +149,7 @@ class GroundingDinoTeacher:
         return found
 
     def _refine(self, pil: Any, found: sv.Detections) -> sv.Detections:
+        import supervision as sv
         import torch
 
         inputs = self.sam_processor(pil, input_boxes=[found.xyxy.tolist()], return_tensors="pt").to(self.sam.device)

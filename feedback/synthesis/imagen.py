@@ -12,8 +12,8 @@ import numpy as np
 from google.genai import types
 
 from feedback.synthesis.cloud import Answer, CloudCalls, ResponseCache, encode_png, images_answer, sha256
-from feedback.synthesis.gemini import run_text
 from feedback.synthesis.edit_sites import EditSite, sent_size
+from feedback.synthesis.gemini import run_text
 from feedback.synthesis.gemini_edit import run_edits
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 from feedback.synthesis.teacher import Teacher
@@ -48,8 +48,8 @@ class ImagenGenerator:
         self, request: SynthesisRequest, material: Sequence[LabelledFrame]
     ) -> Iterator[SyntheticImage | Rejected]:
         if request.edit_instruction and request.confusable_classes:
-            yield from run_edits(self.name, self.edit_model, "EDGELOOP_IMAGEN_EDIT_MODEL", self.calls, request, material,
-                                 self._inpaint_call(request.edit_instruction))  # fmt: skip
+            yield from run_edits(self.name, self.edit_model, "EDGELOOP_IMAGEN_EDIT_MODEL", self.calls, request,
+                                 material, self._inpaint_call(request.edit_instruction))  # fmt: skip
             return
         yield from run_text(self.name, self.model, "EDGELOOP_IMAGEN_MODEL", self.calls, self.teacher, request, material,
                             self._generate_call(request.negative_prompt))  # fmt: skip
@@ -75,9 +75,11 @@ class ImagenGenerator:
         def call(site: EditSite, sent: bytes, seed: int) -> tuple[str, Callable[[], Answer]]:
             mask = encode_png(box_mask(site))
             key = ResponseCache.key(model=self.edit_model, method="edit_image", prompt=instruction, seed=seed,
-                                    inputs=[sha256(sent), sha256(mask)], options={"mask_dilation": MASK_DILATION})  # fmt: skip
+                                    inputs=[sha256(sent), sha256(mask)],
+                                    options={"mask_dilation": MASK_DILATION})  # fmt: skip
             references: list[types.ReferenceImage] = [
-                types.RawReferenceImage(reference_id=0, reference_image=types.Image(image_bytes=sent, mime_type="image/png")),
+                types.RawReferenceImage(
+                    reference_id=0, reference_image=types.Image(image_bytes=sent, mime_type="image/png")),
                 types.MaskReferenceImage(
                     reference_id=1, reference_image=types.Image(image_bytes=mask, mime_type="image/png"),
                     config=types.MaskReferenceConfig(mask_mode="MASK_MODE_USER_PROVIDED", mask_dilation=MASK_DILATION),

@@ -6,17 +6,17 @@ a synthetic image is never put in the holdout.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from edge.protocol import utc_now
 from feedback.synthesis.port import SynthesisRequest
+from store import synthesis as store_synthesis
 from store.labels import add_image, add_label, assign_split
 from store.settings import Workspace
+from store.synthesis import Outcome
 
 JPEG_QUALITY = 95  # real frames are JPEGs too; at 95 the re-encoding is far below what the model sees
 THUMB_SIDE = 256
@@ -61,12 +61,7 @@ def thumbnail(image: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
 def start_run(ws: Workspace, run_id: str, generator: str, request: SynthesisRequest, embedder: str | None) -> None:
     record = {k: v for k, v in vars(request).items() if v not in (None, (), {})}
     with ws.catalog.connect() as con:
-        con.execute(
-            "INSERT INTO synthesis_runs (id, generator, cluster_id, target_class, request, embedder, started_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [run_id, generator, request.cluster_id, request.target_class, json.dumps(record, default=str), embedder,
-             utc_now()],
-        )
+        store_synthesis.start_run(con, run_id, generator, request.cluster_id, request.target_class, record, embedder)
 
 
 def save_batch(ws: Workspace, run_id: str, kept: list[Kept], dropped: list[Dropped]) -> None:
@@ -74,7 +69,6 @@ def save_batch(ws: Workspace, run_id: str, kept: list[Kept], dropped: list[Dropp
     for item in kept:
         item.sha256 = ws.blobs.put(encode_jpeg(item.image))
     thumbs = {d.idx: ws.blobs.put(encode_jpeg(thumbnail(d.image), 85)) for d in dropped if d.image is not None}
-    now = utc_now()
     with ws.catalog.connect() as con:
         con.begin()
         try:
@@ -87,11 +81,10 @@ def save_batch(ws: Workspace, run_id: str, kept: list[Kept], dropped: list[Dropp
                                               "synthetic images are for training only")
                 add_label(con, item.sha256, item.boxes, item.class_ids, source="synthetic",
                           provenance={"run_id": run_id, "generator": item.lineage["generator"], "index": item.idx})
-            outcomes = ([[run_id, k.idx, True, k.sha256, None, None, None, None, now] for k in kept]
-                        + [[run_id, d.idx, False, None, d.reason, d.detail, thumbs.get(d.idx),
-                            json.dumps(d.lineage, default=str), now] for d in dropped])
-            if outcomes:  # a batch a generator made nothing of: DuckDB refuses an empty executemany
-                con.executemany("INSERT INTO synthesis_outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", outcomes)
+            outcomes = ([Outcome(k.idx, True, image_sha256=k.sha256) for k in kept]
+                        + [Outcome(d.idx, False, reason=d.reason, detail=d.detail, thumb_sha256=thumbs.get(d.idx),
+                                   lineage=d.lineage) for d in dropped])
+            store_synthesis.add_outcomes(con, run_id, outcomes)
             con.commit()
         except BaseException:
             con.rollback()
@@ -101,22 +94,16 @@ def save_batch(ws: Workspace, run_id: str, kept: list[Kept], dropped: list[Dropp
 def finish_run(ws: Workspace, run_id: str, *, kept: int, rejected: int, cost_usd: float,
                domain_gap: dict[str, Any] | None) -> None:
     with ws.catalog.connect() as con:
-        con.execute(
-            "UPDATE synthesis_runs SET finished_at = ?, n_kept = ?, n_rejected = ?, cost_usd = ?, domain_gap = ? "
-            "WHERE id = ?",
-            [utc_now(), kept, rejected, cost_usd, json.dumps(domain_gap) if domain_gap else None, run_id],
-        )
+        store_synthesis.finish_run(con, run_id, kept=kept, rejected=rejected, cost_usd=cost_usd, domain_gap=domain_gap)
 
 
 def stored_hashes(ws: Workspace) -> tuple[list[str], list[int]]:
     """(refs, perceptual hashes) of the new objects of every synthetic image already kept."""
     with ws.catalog.connect() as con:
-        rows = con.execute(
-            "SELECT sha256, lineage->>'$.filters.phash' FROM images WHERE origin = 'synthetic' ORDER BY sha256"
-        ).fetchall()
+        found = store_synthesis.synthetic_phashes(con)
     refs, hashes = [], []
-    for sha, found in rows:
-        for i, h in enumerate(json.loads(found) if found else []):
+    for sha, phashes in found:
+        for i, h in enumerate(phashes):
             refs.append(f"synthetic:{sha}/{i}")
             hashes.append(int(h, 16))
     return refs, hashes

@@ -9,7 +9,7 @@ from collections.abc import Collection
 
 import numpy as np
 
-from feedback.embeddings.catalog import read_image
+from feedback.embeddings.images import read_image
 from feedback.synthesis.port import LabelledFrame
 from store.labels import Label, current_labels
 from store.settings import Workspace

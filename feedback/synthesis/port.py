@@ -67,5 +67,6 @@ class Generator(Protocol):
 
     name: str
 
-    def generate(self, request: SynthesisRequest, material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:
+    def generate(self, request: SynthesisRequest,
+                 material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:
         ...

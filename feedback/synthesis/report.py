@@ -13,9 +13,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from feedback.embeddings.catalog import read_image
+from feedback.embeddings.images import read_image
 from store.labels import catalog_classes
 from store.settings import Workspace
+from store.synthesis import all_runs, count_hard_synthetic, latest_dataset_mix, outcome_images, outcome_reasons
 
 TILE = 128
 PER_ROW = 8
@@ -31,17 +32,10 @@ def synthesis_summary(ws: Workspace) -> dict[str, Any]:
     """Totals, per-reason and per-cluster counts, each run, and the synthetic share of the newest dataset."""
     with ws.catalog.connect() as con:
         classes = catalog_classes(con)
-        runs = con.execute(
-            "SELECT id, generator, cluster_id, target_class, started_at, n_kept, n_rejected, cost_usd, domain_gap "
-            "FROM synthesis_runs ORDER BY started_at, id").fetchall()
-        outcomes = con.execute(
-            "SELECT r.cluster_id, r.target_class, o.kept, o.reason FROM synthesis_outcomes o "
-            "JOIN synthesis_runs r ON r.id = o.run_id").fetchall()
-        hard = con.execute(
-            "SELECT count(*) FROM images WHERE origin = 'synthetic' AND "
-            "list_contains(CAST(json_extract(lineage, '$.filters.champion[*].hard') AS BOOLEAN[]), true)").fetchone()[0]
-        dataset = con.execute("SELECT version, n_train, n_synthetic, params FROM datasets ORDER BY version DESC "
-                              "LIMIT 1").fetchone()
+        runs = all_runs(con)
+        outcomes = outcome_reasons(con)
+        hard = count_hard_synthetic(con)
+        dataset = latest_dataset_mix(con)
     by_reason: Counter[str] = Counter()
     by_cluster: dict[str, dict[str, Any]] = defaultdict(lambda: {"kept": 0, "rejected": Counter()})
     for cluster_id, target, kept, reason in outcomes:
@@ -112,11 +106,7 @@ def write_contact_sheets(ws: Workspace, out_dir: Path) -> list[Path]:
     """One sheet of kept and one of rejected images per cluster (or class), the most recent first."""
     with ws.catalog.connect() as con:
         classes = catalog_classes(con)
-        rows = con.execute(
-            "SELECT r.cluster_id, r.target_class, o.kept, o.reason, coalesce(o.image_sha256, o.thumb_sha256), "
-            "coalesce(i.lineage, o.lineage) FROM synthesis_outcomes o JOIN synthesis_runs r ON r.id = o.run_id "
-            "LEFT JOIN images i ON i.sha256 = o.image_sha256 "
-            "ORDER BY o.created_at DESC, o.run_id, o.idx").fetchall()
+        rows = outcome_images(con)
     groups: dict[tuple[str, bool], list[np.ndarray]] = defaultdict(list)
     for cluster_id, target, kept, reason, sha, lineage_json in rows:
         key = (_group(cluster_id, target, classes), bool(kept))

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from feedback.embeddings.catalog import read_vectors, store_vectors
+from feedback.embeddings.backfill import embed_failures
+from feedback.embeddings.choice import default_embedder
 from feedback.embeddings.port import Embedder
-from feedback.review.boxes import CROP, LABEL_BOX, embed_failures
 from feedback.synthesis.clusters import ClusterSpec
 from feedback.synthesis.filters import (
-    FilterConfig, NearDuplicates, box_hashes, champion_verdict, cluster_similarity, cluster_threshold,
-    frechet_distance, label_sanity, new_box_indices, unit,
+    FilterConfig, NearDuplicates, box_hashes, champion_verdict, cluster_similarity, cluster_threshold, frechet_distance,
+    label_sanity, new_box_indices, unit,
 )
 from feedback.synthesis.lineage import Dropped, Kept, finish_run, save_batch, start_run, stored_hashes
 from feedback.synthesis.material import decode, material_labels, sample
@@ -28,6 +28,8 @@ from feedback.synthesis.swap import SwapGenerator
 from feedback.synthesis.targets import confusable_for, rarest_class
 from store.labels import catalog_classes
 from store.settings import Workspace
+from store.synthesis import image_cameras
+from store.vectors import CROP, LABEL_BOX, read_vectors, store_vectors
 
 SYNTHETIC_BOX = "synthetic_box"  # embeddings kind of a kept synthetic image's new box (ref: image sha/k)
 FRAME = "frame"  # embeddings kind of a real frame for the domain gap (ref: image sha)
@@ -141,9 +143,7 @@ def _cluster_gate(ws: Workspace, embedder: Embedder, cluster: ClusterSpec | None
 def _cameras(ws: Workspace, shas: Sequence[str]) -> dict[str, str | None]:
     """The camera each image was captured by (None for imported images)."""
     with ws.catalog.connect() as con:
-        rows = con.execute("SELECT sha256, min(device || '/' || camera) FROM captures WHERE list_contains(?, sha256) "
-                           "GROUP BY sha256", [list(shas)]).fetchall()
-    found = dict(rows)
+        found = image_cameras(con, shas)
     return {sha: found.get(sha) for sha in shas}
 
 
@@ -205,8 +205,6 @@ def synthesize(
     if request.count < 1:
         raise SynthesisError(f"count {request.count} must be at least 1")
     if embedder is None:
-        from feedback.embeddings.choice import default_embedder
-
         embedder = default_embedder(ws)
     labels = sample(material_labels(ws), max_frames=max_frames, prefer=(request.target_class,), seed=request.seed)
     frames = decode(ws, labels)

@@ -10,8 +10,10 @@ from collections import Counter
 
 import numpy as np
 
-from store.settings import Workspace
 from feedback.synthesis.material import material_labels
+from store.failures import most_confused_class
+from store.settings import Workspace
+from store.synthesis import image_sizes
 
 
 def class_counts(ws: Workspace) -> Counter[int]:
@@ -33,19 +35,13 @@ def rarest_class(ws: Workspace) -> int:
 def most_confused(ws: Workspace, target: int) -> int | None:
     """The class the model most often confused with `target` in verified reviews (either way round), or None."""
     with ws.catalog.connect() as con:
-        row = con.execute(
-            "SELECT CASE WHEN true_class = $t THEN predicted_class ELSE true_class END AS other, count(*) AS n "
-            "FROM failures WHERE kind = 'confusion' AND (true_class = $t OR predicted_class = $t) "
-            "AND true_class <> predicted_class GROUP BY other ORDER BY n DESC, other LIMIT 1",
-            {"t": target},
-        ).fetchone()
-    return None if row is None else int(row[0])
+        return most_confused_class(con, target)
 
 
 def most_alike(ws: Workspace, target: int) -> int | None:
     """The class whose verified boxes' median aspect and size relative to the frame are nearest `target`'s."""
     with ws.catalog.connect() as con:
-        sizes = dict((sha, (w, h)) for sha, w, h in con.execute("SELECT sha256, width, height FROM images").fetchall())
+        sizes = image_sizes(con)
     shape: dict[int, list[tuple[float, float]]] = {}
     for label in material_labels(ws):
         fw, fh = sizes[label.image_sha256]

@@ -6,13 +6,16 @@ One method, `predict(image) -> sv.Detections`, autodistill-style; `ChampionTeach
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import supervision as sv
 
+from feedback.embeddings.choice import champion_weights
 from feedback.synthesis.port import Rejected, SynthesisRequest, SyntheticImage
 from store.settings import Workspace
+
+if TYPE_CHECKING:  # the registry imports this module, and `import flows.cli` must not load supervision
+    import supervision as sv
 
 TEACHER_CONF = 0.25  # ultralytics' own predict default: boxes a person would call detections
 
@@ -39,6 +42,8 @@ class ChampionTeacher:
         self.conf, self.imgsz = conf, imgsz
 
     def predict(self, image_bgr: np.ndarray) -> sv.Detections:
+        import supervision as sv
+
         extra: dict[str, Any] = {"imgsz": self.imgsz} if self.imgsz else {}
         result = self._detector.model.predict(image_bgr, conf=self.conf, verbose=False, save=False, **extra)[0]
         return sv.Detections.from_ultralytics(result)
@@ -46,8 +51,6 @@ class ChampionTeacher:
 
 def champion_teacher(ws: Workspace) -> ChampionTeacher | None:
     """The workspace's champion as teacher, or None while there is no champion."""
-    from feedback.embeddings.choice import champion_weights
-
     weights = champion_weights(ws)
     return ChampionTeacher(weights) if weights is not None else None
 

@@ -9,14 +9,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from feedback.training.recipe import Recipe
-from feedback.training.train import TrainingError, TrainResult, train
+from feedback.training.train import TrainResult, train
 from store.settings import Workspace
 
 # (epochs done, epochs in all or None while unknown, what the run is doing: "training", a Vertex job state)
 Progress = Callable[[int, int | None, str], None]
-
-BACKENDS = ("local", "vertex")
-
 
 class TrainingBackend(Protocol):
     name: str
@@ -59,15 +56,3 @@ class LocalBackend:
         epochs = (lambda done, total: progress(done, total, "training")) if progress else None
         return train(ws, dataset_version=dataset_version, parent=parent, base=base, profile=profile or "cpu",
                      overrides=overrides, progress=epochs, seed=seed, recipe=recipe, watch=watch)
-
-
-def get_backend(name: str, ws: Workspace) -> TrainingBackend:
-    if name == "local":
-        return LocalBackend()
-    if name == "vertex":
-        try:
-            from feedback.training.vertex import VertexBackend
-        except ModuleNotFoundError as exc:
-            raise TrainingError(f"the vertex backend needs {exc.name}: pip install 'edgeloop[vertex]'") from exc
-        return VertexBackend.from_settings(ws.settings)
-    raise TrainingError(f"training backend {name!r} is not one of {', '.join(BACKENDS)}")

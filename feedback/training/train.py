@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge.protocol import utc_now
+from feedback.training.copy_paste import paste_rare
 from feedback.training.recipe import (
     Recipe, carve_calibration, choose_imgsz, draw_repeats, for_data, rare_box_sides, rare_fitness, rare_in,
     repeat_factors,
@@ -295,8 +296,6 @@ def _training_data(ws: Workspace, plan: RunPlan, seed: int) -> tuple[Path, set[s
 
 def _paste_rare(ws: Workspace, folder: Path, training: list[YoloItem], plan: RunPlan, seed: int) -> None:
     """Box-level copy-paste: rare crops from this run's training frames pasted into others, written beside them."""
-    from feedback.training.copy_paste import paste_rare
-
     recipe = plan.recipe
     per_class = round(recipe.copy_paste * sum(bool(set(i.class_ids) & set(recipe.rare_classes)) for i in training))
     made = 0

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge.protocol import CaptureMeta, SourceRef
-from feedback.embeddings.catalog import embed_captures
+from feedback.embeddings.backfill import embed_captures
 from feedback.embeddings.clip import ImageEmbedder, embedder_name, settings_embedder_name
 from feedback.review.selection import SelectionConfig, select_captures
 from store.inbox import CaptureRecord, load_inbox

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from feedback.mining.attributes import describe
-from feedback.mining.catalog import Cluster
 from feedback.mining.prompts import WRITER_VERSION, Phrasebook, write_prompts
+from store.clusters import Cluster
 
 BOOK = Phrasebook(
     class_phrases={"no_helmet": ["a construction worker's bare head without a hard hat", "bare head"],

@@ -11,9 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
-from feedback.mining.catalog import read_clusters, read_prompts
-from feedback.report.data import NOT_RUN, SAMPLES, WORST, cycle_report_data
+from feedback.report.data import cycle_report_data
+from feedback.report.mistakes import WORST
+from feedback.report.stages import NOT_RUN
+from feedback.report.synthesis import SAMPLES
 from feedback.scenes import CLASSES
+from store.clusters import read_clusters, read_prompts
 from store.settings import Workspace
 
 Site = tuple[Workspace, dict[str, Any], Path]

@@ -7,21 +7,19 @@ learns from verified crops, and selection must bring the planted frames to the r
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from edge.protocol import CaptureMeta, Detection, SourceRef, utc_now
 from feedback.datasets.yolo_import import import_yolo
-from feedback.review.boxes import BOX, LABEL_BOX, prepare_vectors
+from feedback.review.boxes import prepare_vectors
 from feedback.review.selection import SelectionConfig, select_captures
 from feedback.scenes import CLASSES, encode_jpeg, render_scene, write_yolo_dataset
 from store.blobs import sha256_hex
 from store.inbox import CaptureRecord, load_inbox
 from store.models import register_model
 from store.settings import Settings, Workspace
+from store.vectors import BOX, LABEL_BOX
 
 HELMETS_ONLY = (1.0, 0.0, 0.0, 0.0)
 HALF_BARE = (0.5, 0.5, 0.0, 0.0)

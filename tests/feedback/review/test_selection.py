@@ -14,12 +14,12 @@ import pyarrow as pa
 import pytest
 
 from edge.protocol import CaptureMeta, Detection, SourceRef, utc_now
-from feedback.embeddings.catalog import CAPTURE as KIND
 from feedback.embeddings.clip import settings_embedder_name
 from feedback.review.selection import Candidate, SelectionConfig, select_captures, select_indices
 from store.inbox import CaptureRecord, load_inbox
 from store.labels import add_image, add_label, ensure_classes
 from store.settings import Settings, Workspace
+from store.vectors import CAPTURE as KIND
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 DIM = 16

@@ -45,7 +45,8 @@ def test_each_device_hears_its_own_answer_with_an_etag_and_304_until_it_changes(
         changed = get(api, "/v1/deployment", **{"If-None-Match": etag})
         assert changed.status_code == 200 and changed.headers["etag"] != etag
         answer = DeploymentAnswer.model_validate_json(changed.content)
-        assert (answer.device, answer.reason, answer.rollout_id, answer.artifact) == ("gate-east", "canary", rollout.id, a)
+        assert (answer.device, answer.reason, answer.rollout_id, answer.artifact) == \
+            ("gate-east", "canary", rollout.id, a)
         west = get(api, "/v1/deployment", "gate-west", **{"If-None-Match": etag})
         assert west.status_code == 200  # its answer changed too: it names the rollout now
         assert DeploymentAnswer.model_validate_json(west.content).artifact is None

@@ -13,16 +13,12 @@ from pathlib import Path
 import pytest
 
 from edge.protocol import CaptureMeta, Detection, Heartbeat, SourceRef, utc_now
-from feedback.rollout.canary import device_table, judge
-from feedback.rollout.deployments import (
-    RolloutError,
-    active_rollout,
-    promote_rollout,
-    publish_desired_state,
-    start_rollout,
-)
+from feedback.rollout.canary import judge
+from feedback.rollout.deployments import RolloutError, promote_rollout, publish_desired_state, start_rollout
+from feedback.rollout.fleet_table import device_table
 from store.devices import add_device
 from store.inbox import CaptureRecord, HeartbeatRecord, load_inbox
+from store.rollouts import active_rollout
 from store.settings import Workspace
 from tests.feedback.rollout.artifacts import artifact, holdout_workspace, parity_of
 
@@ -79,10 +75,11 @@ class Device:
                 detections = [Detection(xyxy=(10 + j, 10, 40 + j, 40), confidence=0.9, class_id=ids[name],
                                         class_name=name) for name, count in boxes.items() for j in range(count)]
                 sha = uuid.uuid4().hex * 2
-                ws.inbox.add_capture(CaptureRecord(id=sha, sha256=sha, media_type="image/jpeg", bytes=100, meta=CaptureMeta(
+                meta = CaptureMeta(
                     device=self.name, camera="cam0", captured_at=start + timedelta(seconds=k), frame_width=640,
                     frame_height=480, model_version=self.version, detections=detections, triggers=[trigger],
-                    source=SourceRef(uri="cam0", frame_index=k))))
+                    source=SourceRef(uri="cam0", frame_index=k))
+                ws.inbox.add_capture(CaptureRecord(id=sha, sha256=sha, media_type="image/jpeg", bytes=100, meta=meta))
 
 
 def verdict(ws: Workspace, canary: Device, rest: Device) -> tuple[bool, list[str], dict]:

@@ -10,17 +10,11 @@ from pathlib import Path
 import pytest
 
 from feedback.rollout.deployments import (
-    RolloutError,
-    fleet_model,
-    pin_device,
-    promote_rollout,
-    publish_desired_state,
-    rollback_rollout,
-    start_rollout,
-    unpin_device,
+    RolloutError, pin_device, promote_rollout, publish_desired_state, rollback_rollout, start_rollout, unpin_device,
 )
 from feedback.rollout.desired import DesiredState, DesiredStateReader, answer_for, canary_bucket, in_canary
 from store.devices import add_device
+from store.rollouts import fleet_model
 from store.settings import Workspace
 from tests.edge.manual_clock import ManualClock
 from tests.feedback.rollout.artifacts import artifact, holdout_workspace, parity_of

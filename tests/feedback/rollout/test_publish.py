@@ -16,7 +16,8 @@ import torch
 
 from edge.detectors.onnx_runtime import OnnxDetector
 from edge.protocol import ArtifactManifest, ReferenceSet
-from feedback.rollout.publish import PublishError, check_parity, get_artifact, publish
+from feedback.rollout.model_ref import PublishError
+from feedback.rollout.publish import check_parity, get_artifact, publish
 from feedback.training.export import export_onnx
 from feedback.training.promote import register_weights
 from store.blobs import sha256_hex

@@ -6,7 +6,6 @@ The metadata travels through the real ingest API on loopback, verified by python
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -97,7 +96,7 @@ def test_a_signed_rollout_is_taken_and_every_attack_is_refused(site, tmp_path: P
     honest_snapshot = Metadata[Snapshot].from_bytes(current["snapshot.json"])
     honest_timestamp = Metadata[Timestamp].from_bytes(current["timestamp.json"])
     targets.signed.version += 1
-    targets.signed.targets[f"models/m-evil.onnx"] = type(targets.signed.targets["models/m-good.onnx"])(
+    targets.signed.targets["models/m-evil.onnx"] = type(targets.signed.targets["models/m-good.onnx"])(
         evil.onnx_bytes, {"sha256": evil.onnx_sha256}, "models/m-evil.onnx",
         unrecognized_fields={"custom": {"fleet": True}})
     targets.signatures.clear()
@@ -107,8 +106,9 @@ def test_a_signed_rollout_is_taken_and_every_attack_is_refused(site, tmp_path: P
     honest_timestamp.signed.version += 1
     honest_timestamp.signed.snapshot_meta = MetaFile(honest_snapshot.signed.version)
     honest_timestamp.signatures.clear()
-    unsigned = {"targets.json": targets.to_bytes(JSONSerializer()), "snapshot.json":
-                honest_snapshot.to_bytes(JSONSerializer()), "timestamp.json": honest_timestamp.to_bytes(JSONSerializer())}
+    unsigned = {"targets.json": targets.to_bytes(JSONSerializer()),
+                "snapshot.json": honest_snapshot.to_bytes(JSONSerializer()),
+                "timestamp.json": honest_timestamp.to_bytes(JSONSerializer())}
     attack(unsigned, "m-evil", evil_onnx, "not signed by the fleet's keys")
 
     # 3. Expired: signed with the real keys (say, a stolen old set), but past its expiry.

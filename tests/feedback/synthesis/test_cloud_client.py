@@ -1,6 +1,7 @@
 """The cloud generators' client and guards against a loopback Vertex AI: settings, credentials, retries, cost, cache.
 
-Every call goes through the real google-genai client to tests/feedback/synthesis/vertex_stub.py; nothing leaves the machine.
+Every call goes through the real google-genai client to tests/feedback/synthesis/vertex_stub.py; nothing leaves the
+machine.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 from google.genai import types
 
-from feedback.synthesis.cloud import CloudCalls, CloudError, cloud_generator, image_seed, make_client
+from feedback.synthesis.cloud import CloudCalls, CloudError, image_seed, make_client
 from feedback.synthesis.gemini_edit import GeminiEditGenerator
+from feedback.synthesis.generators import cloud_generator
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 from store.settings import Settings, Workspace
 from tests.feedback.synthesis.vertex_stub import VertexStub, noise_frame
@@ -33,7 +35,8 @@ def no_ambient_google(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Neither this machine's environment nor a stray edgeloop.toml may decide where calls go."""
     monkeypatch.chdir(tmp_path)
     for name in ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION", "GOOGLE_API_KEY", "GEMINI_API_KEY",
-                 "EDGELOOP_GCP_PROJECT", "EDGELOOP_GCP_LOCATION", "EDGELOOP_GENAI_TOKEN", "EDGELOOP_GENAI_BASE_URL"):  # fmt: skip
+                 "EDGELOOP_GCP_PROJECT", "EDGELOOP_GCP_LOCATION", "EDGELOOP_GENAI_TOKEN",
+                 "EDGELOOP_GENAI_BASE_URL"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     # Points ADC at a file that is not there, so google.auth never probes a metadata server.
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-adc.json"))
@@ -90,7 +93,8 @@ def test_application_default_credentials_without_a_token(
     (tmp_path / "subject.jwt").write_text("subject-token")
     adc = tmp_path / "adc.json"
     adc.write_text(json.dumps({
-        "type": "external_account", "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
+        "type": "external_account",
+        "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
         "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "token_url": f"{stub.url}/token",
         "credential_source": {"file": str(tmp_path / "subject.jwt")},
     }))  # fmt: skip

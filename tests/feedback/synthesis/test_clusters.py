@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from feedback.mining.catalog import Cluster, Prompt, save_clusters, save_prompts
 from feedback.synthesis.clusters import ClusterError, active_cluster_ids, load_cluster
+from store.clusters import Cluster, Prompt, save_clusters, save_prompts
 from store.labels import ensure_classes
 from store.settings import Settings, Workspace
 
