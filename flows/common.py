@@ -11,6 +11,9 @@ from pathlib import Path
 
 from prefect.cache_policies import CacheKeyFnPolicy
 
+from feedback.review.labelstudio import LabelStudioReviewer
+from feedback.review.oracle import OracleReviewer
+from store.catalog import workspace_identity as catalog_identity
 from store.settings import Settings, Workspace
 
 # Global concurrency limits (`edgeloop deploy` creates them): one catalog-heavy stage at a time, and one
@@ -27,7 +30,7 @@ def workspace_identity(workspace: str | None) -> str:
     """The id the workspace's catalog was made with (migration 0010): unlike its path, it changes when a
     workspace is deleted and made again, as `edgeloop demo` does on every run."""
     with open_workspace(workspace).catalog.connect() as con:
-        return con.execute("SELECT id FROM workspace_identity").fetchone()[0]
+        return catalog_identity(con)
 
 
 def _this_workspace(context: object, inputs: dict) -> str:
@@ -42,9 +45,6 @@ THIS_WORKSPACE = CacheKeyFnPolicy(cache_key_fn=_this_workspace)
 
 def make_reviewer(ws: Workspace, reviewer: str, labels: str | None):  # noqa: ANN201 - a Reviewer adapter
     """`label-studio` (settings) or `oracle` (ground-truth labels folder: benchmarks and the demo)."""
-    from feedback.review.labelstudio import LabelStudioReviewer
-    from feedback.review.oracle import OracleReviewer
-
     if reviewer == "oracle":
         if not labels or not Path(labels).is_dir():
             raise ValueError(f"the oracle reviewer needs a folder of ground-truth labels (got {labels!r})")

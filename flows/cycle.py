@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow
 
 from edge.protocol import utc_now
+from feedback.report.render import write_cycle_report
 from flows.common import open_workspace
 from flows.ingest import ingest_flow
 from flows.mine import mine_flow
@@ -21,6 +22,7 @@ from flows.publish import publish_flow
 from flows.retrain import retrain_flow
 from flows.review import review_pull_flow, review_push_flow
 from flows.synthesize import synthesize_flow
+from store.labels import count_images
 from store.review_tasks import count_candidates, count_pushed
 
 StageHook = Callable[[str, str, dict[str, Any]], None]  # (stage, "start" | "done" | "skipped", result)
@@ -38,7 +40,7 @@ def _pending_reviews(workspace: str | None) -> int:
 
 def _synthetic(workspace: str | None) -> int:
     with open_workspace(workspace).catalog.connect() as con:
-        return con.execute("SELECT count(*) FROM images WHERE origin = 'synthetic'").fetchall()[0][0]
+        return count_images(con, "synthetic")
 
 
 @flow(name="improvement-cycle", log_prints=True)
@@ -107,8 +109,6 @@ def improvement_cycle(
     (out / "report.json").write_text(json.dumps(summary, indent=2, default=str))
     summary["report"] = str(out / "report.json")
     hook("report", "start", {})
-    from feedback.report.render import write_cycle_report
-
     summary["report_html"] = str(write_cycle_report(ws, summary, out))
     hook("report", "done", {"html": summary["report_html"]})
     return summary

@@ -25,9 +25,10 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from edge.agent import Agent, AgentConfig
-from edge.detectors.base import load_detector
+from edge.detectors.load import load_detector
 from edge.sources import VideoFileSource
 from edge.triggers import TriggerConfig
+from edge.updater import ModelUpdater, UpdaterConfig
 from feedback.datasets.yolo_import import import_yolo
 from feedback.ingest.serving import BackgroundServer
 from feedback.report.render import write_cycle_report
@@ -35,6 +36,8 @@ from feedback.scenes import CLASSES, write_video, write_yolo_dataset
 from feedback.training.export import export_onnx
 from feedback.training.promote import run_gate
 from feedback.training.train import train
+from flows.cycle import improvement_cycle
+from store.captures import source_frames
 from store.devices import add_device
 from store.inbox import load_inbox
 from store.settings import Settings, Workspace
@@ -232,8 +235,6 @@ def run_demo(path: Path, plan: DemoPlan = DemoPlan(), console: Console | None = 
             else:
                 lines.end(f"cycle: {name}", _describe(name, result, labels, ws))
 
-        from flows.cycle import improvement_cycle
-
         with settings_for_flows(class_phrases=CLASS_PHRASES):
             cycle = improvement_cycle(str(path), budget=budget, reviewer="oracle", labels=str(labels),
                                       holdout_share=0.2, generator="swap", synthetic_count=plan.synthetic,
@@ -272,8 +273,6 @@ def _roll_out(ws: Workspace, path: Path, installed: Path, token: str, watched: t
     and checks the new model in the background; returns which model ran which frames.
     """
     import threading
-
-    from edge.updater import ModelUpdater, UpdaterConfig
 
     with BackgroundServer(ws.settings) as url:
         updater = ModelUpdater(UpdaterConfig(server=url, token=token, model_dir=path / "device-models", poll_s=0.5,
@@ -351,10 +350,7 @@ def _describe(name: str, result: dict[str, Any], labels: Path, ws: Workspace) ->
 def _rare_found(ws: Workspace, labels: Path) -> str:
     """Rare boxes the reviewed captures held, against what as many random captures would have held."""
     with ws.catalog.connect() as con:
-        reviewed = [f for (f,) in con.execute(
-            "SELECT c.source_frame FROM review_tasks t JOIN captures c ON c.id = t.capture_id "
-            "WHERE t.status = 'verified'").fetchall()]
-        every = [f for (f,) in con.execute("SELECT source_frame FROM captures").fetchall()]
+        reviewed, every = source_frames(con, verified_only=True), source_frames(con)
     if not reviewed or not every:
         return f"no {RARE} to count"
     found = _rare_boxes(labels, reviewed)

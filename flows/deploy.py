@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import prefect
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
 from flows.common import CATALOG_LIMIT, GENERATION_LIMIT
+from flows.cycle import improvement_cycle
+from flows.ingest import ingest_flow
+from flows.review import review_pull_flow, review_push_flow
 from store.settings import Settings
 
 
 def deployments(settings: Settings, *, reviewer: str = "label-studio", cycle: dict[str, Any] | None = None) -> list:
     """One RunnerDeployment per scheduled flow, each bound to this workspace."""
-    from flows.cycle import improvement_cycle
-    from flows.ingest import ingest_flow
-    from flows.review import review_pull_flow, review_push_flow
-
     workspace = str(settings.workspace.resolve())
     return [
         ingest_flow.to_deployment("ingest", cron=settings.schedule_ingest, parameters={"workspace": workspace}),
@@ -31,9 +34,6 @@ def deployments(settings: Settings, *, reviewer: str = "label-studio", cycle: di
 
 def ensure_limits() -> None:
     """The global concurrency limits the flows hold (one slot each); creating them twice changes nothing."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-
     with get_client(sync_client=True) as client:
         existing = {limit.name for limit in client.read_global_concurrency_limits(limit=200)}
         for name in (CATALOG_LIMIT, GENERATION_LIMIT):
@@ -43,7 +43,5 @@ def ensure_limits() -> None:
 
 def serve(settings: Settings, *, reviewer: str = "label-studio", cycle: dict[str, Any] | None = None) -> None:
     """Register the deployments with the Prefect API and run their flows here until stopped (Ctrl-C)."""
-    import prefect
-
     ensure_limits()
     prefect.serve(*deployments(settings, reviewer=reviewer, cycle=cycle))

@@ -7,22 +7,21 @@ from __future__ import annotations
 
 from prefect import flow, task
 
+from feedback.embeddings.choice import default_embedder
+from feedback.mining.mine import mine_clusters
+from feedback.mining.prompts import Phrasebook, write_prompts
 from flows.common import CATALOG_LIMIT, limited, open_workspace
+from store.clusters import read_clusters, save_prompts
+from store.failures import unclustered_failures
 
 
 def _unclustered(workspace: str | None) -> int:
     with open_workspace(workspace).catalog.connect() as con:
-        return con.execute(
-            "SELECT count(*) FROM failures f WHERE NOT EXISTS (SELECT 1 FROM failure_cluster_members m "
-            "JOIN failure_clusters c ON c.id = m.cluster_id WHERE m.failure_id = f.id AND c.retired_at IS NULL)"
-        ).fetchall()[0][0]
+        return unclustered_failures(con)
 
 
 @task(name="failure-clusters", retries=1)
 def failure_clusters(workspace: str | None, seed: int) -> list[dict]:
-    from feedback.embeddings.choice import default_embedder
-    from feedback.mining.mine import mine_clusters
-
     ws = open_workspace(workspace)
     with limited(CATALOG_LIMIT):
         found = mine_clusters(ws, default_embedder(ws), seed=seed, progress=False)
@@ -31,9 +30,6 @@ def failure_clusters(workspace: str | None, seed: int) -> list[dict]:
 
 @task(name="prompts")
 def prompts(workspace: str | None, variants: int, seed: int) -> int:
-    from feedback.mining.catalog import read_clusters, save_prompts
-    from feedback.mining.prompts import Phrasebook, write_prompts
-
     ws = open_workspace(workspace)
     with ws.catalog.connect() as con:
         chosen = [c for c in read_clusters(con) if not c.noise]

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from prefect import flow, task
 
+from feedback.rollout.publish import publish_and_start
 from flows.common import CATALOG_LIMIT, limited, open_workspace
+from store.models import champion
 
 
 @task(name="rollout", retries=1)
 def rollout(workspace: str | None, model: str, canary_pct: float) -> dict:
-    from feedback.rollout.deployments import publish_and_start
-
     with limited(CATALOG_LIMIT):
         started = publish_and_start(open_workspace(workspace), model, canary_pct)
     return {"rollout": started.id, "model": started.model_id, "baseline": started.baseline_model_id,
@@ -23,8 +23,6 @@ def rollout(workspace: str | None, model: str, canary_pct: float) -> dict:
 @flow(name="publish", log_prints=True)
 def publish_flow(workspace: str | None = None, model: str | None = None, canary_pct: float = 10.0) -> dict:
     """Export, verify and publish `model` (default: the champion), then roll it out to `canary_pct` of devices."""
-    from store.models import champion
-
     if model is None:
         with open_workspace(workspace).catalog.connect() as con:
             current = champion(con)

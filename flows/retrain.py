@@ -5,16 +5,20 @@ A version some model was already trained on is not trained on again: there is no
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
+from feedback.training.choice import get_backend
+from feedback.training.promote import run_gate
 from flows.common import CATALOG_LIMIT, THIS_WORKSPACE, limited, open_workspace
+from store.datasets import build_dataset
+from store.models import trained_on
 
 
 @task(name="dataset-version")
 def dataset_version(workspace: str | None) -> int:
-    from store.datasets import build_dataset
-
     with limited(CATALOG_LIMIT):
         return build_dataset(open_workspace(workspace).catalog).version
 
@@ -23,17 +27,13 @@ def _already_trained(workspace: str | None, version: int) -> str | None:
     """A model already trained on `version`, if any: a version is frozen labels, so training on it again
     (from that model's champion successor or not) would learn nothing new."""
     with open_workspace(workspace).catalog.connect() as con:
-        row = con.execute("SELECT model_id FROM training_runs WHERE dataset_version = ? "
-                          "ORDER BY started_at DESC LIMIT 1", [version]).fetchall()
-    return row[0][0] if row else None
+        return trained_on(con, version)
 
 
 # Cached on its inputs and this code: a cycle rerun after a later stage failed reuses the trained model.
 @task(name="challenger", cache_policy=INPUTS + TASK_SOURCE + THIS_WORKSPACE, persist_result=True, retries=1)
 def challenger(workspace: str | None, version: int, profile: str, epochs: int | None, imgsz: int | None,
                seed: int, backend: str = "local", watch_classes: list[str] | None = None) -> dict:
-    from feedback.training.backends import get_backend
-
     ws = open_workspace(workspace)
     overrides = {k: v for k, v in {"epochs": epochs, "imgsz": imgsz}.items() if v is not None}
     result = get_backend(backend, ws).train(ws, dataset_version=version, profile=profile, overrides=overrides,
@@ -46,10 +46,6 @@ def challenger(workspace: str | None, version: int, profile: str, epochs: int | 
 @task(name="gate-verdict")
 def gate_verdict(workspace: str | None, model: str, margin: float, tolerance: float, report_dir: str | None,
                  watch_classes: list[str] | None = None) -> dict:
-    from pathlib import Path
-
-    from feedback.training.promote import run_gate
-
     with limited(CATALOG_LIMIT):
         r = run_gate(open_workspace(workspace), model, margin=margin, tolerance=tolerance,
                      report_dir=Path(report_dir) if report_dir else None, progress=False, watch=watch_classes or ())

@@ -5,26 +5,26 @@ Label Studio is an outside service, so its calls retry; pulling twice changes no
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from prefect import flow, task
 
+from feedback.review.boxes import prepare_vectors
+from feedback.review.selection import SelectionConfig
+from feedback.review.workflow import pull_reviews, push_for_review
 from flows.common import CATALOG_LIMIT, limited, make_reviewer, open_workspace
+from store.labels import catalog_classes
 
 
 @task(name="selection-vectors", retries=1)
 def selection_vectors(workspace: str | None) -> str:
     """Embeddings and box scans active selection reads (only what is missing is computed)."""
-    from feedback.review.boxes import prepare_vectors
-
     return prepare_vectors(open_workspace(workspace), progress=False)
 
 
 @task(name="review-tasks", retries=3, retry_delay_seconds=30)
 def review_tasks(workspace: str | None, budget: int, strategy: str, embedder: str | None, reviewer: str,
                  labels: str | None, seed: int, watch_classes: list[str] | None = None) -> dict:
-    from feedback.review.selection import SelectionConfig
-    from feedback.review.workflow import push_for_review
-    from store.labels import catalog_classes
-
     ws = open_workspace(workspace)
     with ws.catalog.connect() as con:
         names = catalog_classes(con)
@@ -55,10 +55,6 @@ def review_push_flow(workspace: str | None = None, budget: int = 100, strategy: 
 
 @task(name="verified-labels", retries=3, retry_delay_seconds=30)
 def verified_labels(workspace: str | None, reviewer: str, labels: str | None, holdout_share: float) -> dict:
-    from dataclasses import asdict
-
-    from feedback.review.workflow import pull_reviews
-
     ws = open_workspace(workspace)
     with limited(CATALOG_LIMIT):
         return asdict(pull_reviews(ws, reviewer=make_reviewer(ws, reviewer, labels), holdout_share=holdout_share))

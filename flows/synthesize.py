@@ -9,15 +9,16 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
+from feedback.synthesis.batch import cluster_jobs, run_batch
+from feedback.synthesis.generators import make_generator
 from flows.common import GENERATION_LIMIT, THIS_WORKSPACE, limited, open_workspace
+from store.clusters import read_clusters
 
 MAX_CLUSTERS = 5  # the largest blind spots first; the next cycle reaches the rest
 
 
 def _targets(workspace: str | None) -> list[str]:
     """Active, non-noise clusters of failures a new image can teach (missed or confused objects), largest first."""
-    from feedback.mining.catalog import read_clusters
-
     with open_workspace(workspace).catalog.connect() as con:
         found = [c for c in read_clusters(con, members=False) if not c.noise and c.kind in ("missed", "confusion")]
     return [c.id for c in sorted(found, key=lambda c: -c.size)[:MAX_CLUSTERS]]
@@ -27,9 +28,6 @@ def _targets(workspace: str | None) -> list[str]:
       retry_delay_seconds=60)
 def synthetic_images(workspace: str | None, generator: str, clusters: list[str], count: int, seed: int,
                      max_cost_usd: float | None) -> dict:
-    from feedback.synthesis.batch import cluster_jobs, run_batch
-    from feedback.synthesis.generators import make_generator
-
     ws = open_workspace(workspace)
     per_cluster = max(1, -(-count // len(clusters)))
     with limited(GENERATION_LIMIT):

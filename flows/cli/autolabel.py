@@ -10,10 +10,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from feedback.review.workflow import ReviewError
 from flows.cli.common import JsonOpt, WorkspaceOpt, app, emit, fail, open_workspace, ultralytics_to_stderr
 from flows.cli.review import LabelsOpt, LsTokenOpt, LsUrlOpt, ReviewerOpt, _reviewer
 
 
+# The command imports feedback/ where it runs: `import flows.cli` must work on an edge install (no DuckDB) and the
+# teachers load supervision, which `import flows.cli` must not.
 def _teacher(ws, kind: str, classes: list[str]):  # noqa: ANN001, ANN202
     if kind == "grounding-dino":
         from feedback.synthesis.grounding import GroundingDinoTeacher
@@ -53,7 +56,6 @@ def autolabel(
     same folder pushes nothing twice.
     """
     from feedback.review.autolabel import autolabel_folder, teacher_classes
-    from feedback.review.workflow import ReviewError
 
     if not folder.is_dir():
         raise fail(f"{folder} is not a folder")

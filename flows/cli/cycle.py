@@ -30,6 +30,7 @@ def cycle(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the improvement cycle once, here (no Prefect server needed), and write its report."""
+    # Here: the flows load Prefect, torch and ultralytics (seconds), which every other command skips.
     from flows.cycle import improvement_cycle
 
     if reviewer == "oracle" and (labels is None or not labels.is_dir()):
@@ -71,6 +72,6 @@ def deploy(
     Schedules come from edgeloop.toml (`schedule_ingest`, `schedule_review_pull`, `schedule_review_push`,
     `schedule_cycle`, cron in UTC).
     """
-    from flows.deploy import serve
+    from flows.deploy import serve  # Prefect and every flow: seconds, paid only by this command
 
     serve(open_workspace(workspace).settings, reviewer=reviewer)

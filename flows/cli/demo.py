@@ -22,7 +22,7 @@ def demo(
     """Run the whole loop offline on generated scenes through the production cycle, and end with its report."""
     from dataclasses import replace
 
-    from flows.demo import QUICK, DemoError, DemoPlan, run_demo
+    from flows.demo import QUICK, DemoError, DemoPlan, run_demo  # the whole loop: torch, Prefect (seconds)
 
     out = Console(file=sys.stdout)  # bound now: ultralytics' chatter is about to be sent to stderr
     try:

@@ -9,17 +9,15 @@ import typer
 from rich.table import Table
 
 from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, fail, open_workspace
+from store import devices
+from store.devices import DeviceError, list_devices, revoke_device
 
 devices_app = typer.Typer(help="Register edge devices and manage their upload tokens.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
 
 
-
-
 def _issue_token(name: str, workspace: Path | None, as_json: bool, how: str) -> None:
     """Run `store.devices.<how>` (add_device or rotate_token) and show the token it returns, this once only."""
-    from store import devices
-
     ws = open_workspace(workspace)
     try:
         token = getattr(devices, how)(ws.catalog, ws.objects, name)
@@ -42,8 +40,6 @@ def devices_add(name: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = Fa
 @devices_app.command("list")
 def devices_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """List registered devices and whether they are revoked."""
-    from store.devices import list_devices
-
     rows = list_devices(open_workspace(workspace).catalog)
     if as_json:
         print(json.dumps([{"device": d.name, "created_at": d.created_at.isoformat(),
@@ -58,8 +54,6 @@ def devices_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> No
 @devices_app.command("revoke")
 def devices_revoke(name: str, workspace: WorkspaceOpt = None) -> None:
     """Revoke NAME's token; the ingest API refuses it within seconds."""
-    from store.devices import DeviceError, revoke_device
-
     ws = open_workspace(workspace)
     try:
         revoke_device(ws.catalog, ws.objects, name)

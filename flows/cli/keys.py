@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from feedback.rollout.trust import TrustSetupError, init_keys, rotate_key
 from flows.cli.common import JsonOpt, app, emit, fail
 
 keys_app = typer.Typer(help="The fleet's signing keys: devices install only models these keys signed.")
@@ -23,8 +24,6 @@ def init(
     Keep root.pem and targets.pem away from the server; the online key (snapshot, timestamp) may live with it.
     Then set EDGELOOP_SIGNING_KEYS to the folder where `publish` and `rollout` run, and copy root.json to every
     device."""
-    from feedback.rollout.trust import TrustSetupError, init_keys
-
     try:
         root = init_keys(out)
     except (TrustSetupError, OSError) as exc:
@@ -42,8 +41,6 @@ def rotate(
 ) -> None:
     """Replace one key: root.json goes one version up, signed by the old root key (and the new one for a root
     rotation). Devices follow the chain on their next check; publish again so the metadata is re-signed."""
-    from feedback.rollout.trust import TrustSetupError, rotate_key
-
     try:
         root = rotate_key(keys, role)
     except (TrustSetupError, OSError, KeyError) as exc:

@@ -10,18 +10,15 @@ import typer
 from rich.progress import Progress
 from rich.table import Column, Table
 
+from feedback.embeddings.choice import default_embedder
+from feedback.mining.mine import mine_clusters
+from feedback.mining.prompts import Phrasebook, wants_images, write_prompts
+from feedback.mining.sheet import write_sheet
 from flows.cli.common import (
-    JsonOpt,
-    WorkspaceOpt,
-    app,
-    console,
-    emit,
-    err,
-    fail,
-    open_workspace,
-    show_progress,
-    ultralytics_to_stderr,
+    JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, show_progress, ultralytics_to_stderr,
 )
+from store.clusters import read_clusters, save_prompts
+from store.failures import failure_model_versions
 
 # Bin values too common to tell clusters apart in the table (--json has them all).
 ORDINARY = {"lighting": "normal", "contrast": "normal", "focus": "sharp", "size": "medium", "position": "off-centre",
@@ -35,8 +32,7 @@ def _check_model_version(ws, model_version: str | None) -> None:
     if model_version is None:
         return
     with ws.catalog.connect() as con:
-        known = [v for (v,) in con.execute("SELECT DISTINCT model_version FROM failures WHERE model_version IS NOT "
-                                           "NULL ORDER BY 1").fetchall()]
+        known = failure_model_versions(con)
     if model_version not in known:
         raise fail(f"--model-version {model_version!r} has no failure records; versions with failures: "
                    f"{', '.join(known) or 'none (review some captures first)'}")
@@ -73,10 +69,6 @@ def clusters(
     in its group's noise. Re-running keeps the ids of clusters found again. Writes one contact sheet PNG
     of medoid crops per cluster.
     """
-    from feedback.embeddings.choice import default_embedder
-    from feedback.mining.mine import mine_clusters
-    from feedback.mining.sheet import write_sheet
-
     if min_size < 2:
         raise fail(f"--min-size {min_size} must be at least 2")
     ws = open_workspace(workspace)
@@ -129,9 +121,6 @@ def prompts(
 
     Class phrases, edit phrases and the attribute vocabulary come from settings (edgeloop.toml).
     """
-    from feedback.mining.catalog import read_clusters, save_prompts
-    from feedback.mining.prompts import Phrasebook, wants_images, write_prompts
-
     if variants < 1:
         raise fail(f"--variants {variants} must be at least 1")
     ws = open_workspace(workspace)

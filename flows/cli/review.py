@@ -8,11 +8,19 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from feedback.review.boxes import prepare_vectors
+from feedback.review.failures import failure_summary, format_failures
+from feedback.review.oracle import OracleReviewer
+from feedback.review.selection import SelectionConfig
+from feedback.review.workflow import PullReport, ReviewError, pull_reviews, push_for_review
 from flows.cli.common import (
     JsonOpt, WorkspaceOpt, app, console, emit, err, existing_workspace, fail, open_workspace, show_progress,
     ultralytics_to_stderr, workspace_settings,
 )
+from store.labels import catalog_classes
 
+# The Label Studio bridge is imported where a command talks to Label Studio: its SDK alone takes most of a second,
+# which every other command and `--help` skip.
 review_app = typer.Typer(help="Choose captures for people to verify (Label Studio), and bring verdicts back.",
                          no_args_is_help=True)
 app.add_typer(review_app, name="review")
@@ -34,8 +42,6 @@ def _reviewer(settings, reviewer: str, labels: Path | None, url: str | None, tok
     """The chosen reviewer, checked before any work: an oracle's labels are there, a Label Studio is
     configured, answers and takes the token (else one `error:` line and exit 2)."""
     from feedback.review.labelstudio import LabelStudioReviewer
-    from feedback.review.oracle import OracleReviewer
-    from feedback.review.workflow import ReviewError
 
     if reviewer == "oracle":
         if labels is None or not labels.is_dir():
@@ -61,16 +67,14 @@ def review_embed(workspace: WorkspaceOpt = None, clip_model: ClipModelOpt = None
     `review push` does this by itself; run it ahead of time to make a later push quick. The champion
     model's own features are used unless CLIP weights are given.
     """
-    from feedback.review.boxes import prepare_vectors
-
     ws = open_workspace(workspace)
     with ultralytics_to_stderr():
-        name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained, progress=show_progress(as_json))
+        name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained,
+                               progress=show_progress(as_json))
     emit({"embedder": name}, as_json, f"vectors ready from {name}")
 
 
 def _class_ids(ws, names: str) -> tuple[int, ...]:  # noqa: ANN001
-    from store.labels import catalog_classes
 
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     with ws.catalog.connect() as con:
@@ -113,10 +117,6 @@ def review_push(
     Active selection computes what it needs by itself (embeddings, the box probe), then scores each
     candidate; `--explain` shows how every pick scored.
     """
-    from feedback.review.boxes import prepare_vectors
-    from feedback.review.selection import SelectionConfig
-    from feedback.review.workflow import ReviewError, push_for_review
-
     if budget < 1:
         raise fail(f"--budget {budget} must be at least 1")
     if strategy not in ("active", "random"):
@@ -127,7 +127,8 @@ def review_push(
     name = None
     if strategy == "active":
         with ultralytics_to_stderr():
-            name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained, progress=show_progress(as_json))
+            name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained,
+                                   progress=show_progress(as_json))
     config = SelectionConfig(strategy=strategy, uncertainty=uncertainty, diversity=diversity,  # type: ignore[arg-type]
                              class_balance=class_balance, rare=rare, evidence=evidence, failure=failure_boost,
                              seed=seed, embedder=name, watch_classes=_class_ids(ws, watch_classes))
@@ -164,15 +165,14 @@ def _push_line(report, embedder: str | None) -> str:  # noqa: ANN001 (feedback.r
 def review_pull(
     reviewer: ReviewerOpt = "label-studio",
     labels: LabelsOpt = None,
-    holdout_share: Annotated[float, typer.Option(help="Share of new verified captures that join the real holdout.")] = 0.2,
+    holdout_share: Annotated[float, typer.Option(
+        help="Share of new verified captures that join the real holdout.")] = 0.2,
     label_studio_url: LsUrlOpt = None,
     label_studio_token: LsTokenOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Harvest finished reviews as verified labels and failure records (pulling twice changes nothing)."""
-    from feedback.review.workflow import PullReport, ReviewError, pull_reviews
-
     if not 0.0 <= holdout_share < 1.0:
         raise fail(f"--holdout-share {holdout_share} must lie in [0, 1)")
     chosen = _reviewer(workspace_settings(workspace), reviewer, labels, label_studio_url, label_studio_token)
@@ -202,7 +202,5 @@ def failures(
     as_json: JsonOpt = False,
 ) -> None:
     """What the deployed model got wrong on reviewed captures, by class and kind."""
-    from feedback.review.failures import failure_summary, format_failures
-
     summary = failure_summary(open_workspace(workspace).catalog, model_version=model_version)
     emit(summary, as_json, format_failures(summary))

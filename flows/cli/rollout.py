@@ -10,9 +10,16 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flows.cli.common import (
-    JsonOpt, WorkspaceOpt, app, console, emit, fail, open_workspace, ultralytics_quiet,
+from feedback.rollout.canary import judge
+from feedback.rollout.deployments import (
+    RolloutError, pin_device, promote_rollout, rollback_rollout, start_rollout, unpin_device,
 )
+from feedback.rollout.fleet_table import device_table
+from feedback.rollout.model_ref import PublishError, resolve_model
+from feedback.training.export import ExportError
+from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, fail, open_workspace, ultralytics_quiet
+from store.inbox import load_inbox
+from store.rollouts import Rollout, active_rollout, fleet_model, latest_rollout
 
 
 @app.command()
@@ -27,9 +34,8 @@ def publish(
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL to ONNX, check it box for box against the .pt, and store the artifact devices pull."""
-    from feedback.rollout.publish import PublishError
+    # why: publishing loads cv2, supervision and ultralytics, which `import flows.cli` must not
     from feedback.rollout.publish import publish as publish_model
-    from feedback.training.export import ExportError
 
     paths = None
     if frames is not None:
@@ -61,7 +67,7 @@ rollout_app = typer.Typer(help="Roll a published model out to the devices: canar
 app.add_typer(rollout_app, name="rollout")
 
 
-def _rollout_dict(r) -> dict:  # feedback.rollout.deployments.Rollout
+def _rollout_dict(r: Rollout) -> dict:
     return {"id": r.id, "model": r.model_id, "baseline": r.baseline_model_id, "canary_pct": r.canary_pct,
             "state": r.state, "started_at": r.started_at.isoformat(), "updated_at": r.updated_at.isoformat()}
 
@@ -75,9 +81,6 @@ def rollout_start(
     as_json: JsonOpt = False,
 ) -> None:
     """Send MODEL to the canary share of the devices (bucketed by a stable hash of their names)."""
-    from feedback.rollout.deployments import RolloutError, start_rollout
-    from feedback.rollout.publish import PublishError, resolve_model
-
     ws = open_workspace(workspace)
     try:
         r = start_rollout(ws, resolve_model(ws, model).id, canary)
@@ -95,10 +98,6 @@ def rollout_status(
     as_json: JsonOpt = False,
 ) -> None:
     """The rollout, the canary's judgment against the rest of the fleet, and every device's model."""
-    from feedback.rollout.canary import device_table, judge
-    from feedback.rollout.deployments import active_rollout, fleet_model, latest_rollout
-    from store.inbox import load_inbox
-
     ws = open_workspace(workspace)
     if ingest:
         load_inbox(ws.catalog, ws.inbox)
@@ -143,9 +142,6 @@ def rollout_promote(
     as_json: JsonOpt = False,
 ) -> None:
     """Make the canary's model the whole fleet's, if the canary is healthy."""
-    from feedback.rollout.deployments import RolloutError, promote_rollout
-    from store.inbox import load_inbox
-
     ws = open_workspace(workspace)
     load_inbox(ws.catalog, ws.inbox)  # judge on the latest heartbeats
     try:
@@ -160,8 +156,6 @@ def rollout_promote(
 @rollout_app.command("rollback")
 def rollout_rollback(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Undo the latest rollout in force: its devices go back to what the fleet ran before it."""
-    from feedback.rollout.deployments import RolloutError, fleet_model, rollback_rollout
-
     ws = open_workspace(workspace)
     try:
         r = rollback_rollout(ws)
@@ -182,8 +176,6 @@ def rollout_pin(
     as_json: JsonOpt = False,
 ) -> None:
     """Hold DEVICE on MODEL whatever rollouts do (a device under investigation, a site that must not change)."""
-    from feedback.rollout.deployments import RolloutError, pin_device, unpin_device
-
     if clear == (model is not None):
         raise fail("give either MODEL or --clear")
     ws = open_workspace(workspace)

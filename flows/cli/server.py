@@ -7,9 +7,13 @@ import os
 from typing import Annotated
 
 import typer
+from rich.progress import Progress
 from rich.table import Table
 
 from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, err, open_workspace, show_progress
+from store.inbox import load_inbox
+from store.status import status_counts
+
 
 @app.command()
 def serve(
@@ -33,10 +37,6 @@ def serve(
 @app.command()
 def ingest(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Load the inbox the API wrote into the catalog (idempotent; safe to run concurrently)."""
-    from rich.progress import Progress
-
-    from store.inbox import load_inbox
-
     ws = open_workspace(workspace)
     with Progress(console=err, transient=True, disable=not show_progress(as_json)) as progress:
         task = progress.add_task("loading inbox", total=None)
@@ -48,8 +48,6 @@ def ingest(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Counts of captures by device, trigger and predicted class, and the inbox backlog."""
-    from store.status import status_counts
-
     ws = open_workspace(workspace)
     counts = status_counts(ws.catalog, ws.inbox)
     if as_json:

@@ -12,9 +12,17 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from feedback.synthesis.clusters import ClusterError, active_cluster_ids, load_cluster
+from feedback.synthesis.generators import make_generator
+from feedback.synthesis.port import SynthesisRequest
+from feedback.synthesis.report import synthesis_summary, write_contact_sheets
+from feedback.synthesis.service import missing_prompt
+from feedback.synthesis.service import synthesize as run_synthesis
+from feedback.synthesis.targets import confusable_for
 from flows.cli.common import (
     JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, show_progress, ultralytics_to_stderr,
 )
+from store.labels import catalog_classes
 
 synthetic_app = typer.Typer(help="What synthesis kept and rejected.", no_args_is_help=True)
 app.add_typer(synthetic_app, name="synthetic")
@@ -29,11 +37,6 @@ def _class_id(classes: list[str], name: str, option: str) -> int:
 def _requests(ws, cluster: str | None, all_clusters: bool, class_name: str | None, confusable: str | None,
               n: int, seed: int, max_cost_usd: float | None) -> list:  # noqa: ANN001
     """(request, cluster spec or None) for each run the options ask for."""
-    from feedback.synthesis.clusters import ClusterError, active_cluster_ids, load_cluster
-    from feedback.synthesis.port import SynthesisRequest
-    from feedback.synthesis.targets import confusable_for
-    from store.labels import catalog_classes
-
     with ws.catalog.connect() as con:
         classes = catalog_classes(con)
     swap_from = None
@@ -89,11 +92,6 @@ def synthesize(
     The offline generators copy only the workspace's own verified labels: `swap` turns confusable objects
     into the target class in place, `paste` inserts target-class crops into verified frames.
     """
-    from feedback.synthesis.generators import make_generator
-    from feedback.synthesis.service import missing_prompt
-    from feedback.synthesis.service import synthesize as run
-    from store.labels import catalog_classes
-
     if sum([cluster is not None, all_clusters, class_name is not None]) != 1:
         raise fail("give exactly one of --cluster ID, --all or --class NAME")
     if n < 1:
@@ -116,14 +114,15 @@ def synthesize(
         label = f"{chosen.name} {spec.id if spec else classes[request.target_class]}"
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("kept {task.fields[kept]} rejected {task.fields[rejected]}"), TimeRemainingColumn())
-        with Progress(*columns, console=err, transient=True, disable=not show_progress(as_json)) as bar, ultralytics_to_stderr():
+        progress = Progress(*columns, console=err, transient=True, disable=not show_progress(as_json))
+        with progress as bar, ultralytics_to_stderr():
             task = bar.add_task(label, total=request.count, kept=0, rejected=0)
 
             def show(p, task=task) -> None:  # noqa: ANN001
                 bar.update(task, completed=p.made, kept=p.kept, rejected=p.rejected)
 
             try:
-                report = run(ws, chosen, request, cluster=spec, progress=show)
+                report = run_synthesis(ws, chosen, request, cluster=spec, progress=show)
             except (ValueError, LookupError) as exc:  # every adapter's "cannot make this from that material"
                 raise fail(str(exc)) from exc
         reports.append(report.as_dict())
@@ -148,8 +147,6 @@ def synthetic_report(
     as_json: JsonOpt = False,
 ) -> None:
     """Kept and rejected images by reason and by cluster, each run's domain gap, and contact sheets (PNG)."""
-    from feedback.synthesis.report import synthesis_summary, write_contact_sheets
-
     ws = open_workspace(workspace)
     summary = synthesis_summary(ws)
     sheets = write_contact_sheets(ws, out or ws.settings.workspace / "synthesis" / "sheets")

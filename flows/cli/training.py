@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
+from rich.progress import Progress
 from rich.table import Table
 
+from feedback.datasets.yolo_import import ImportProblem, import_yolo
+from feedback.training.choice import get_backend
+from feedback.training.recipe import Recipe
+from feedback.training.remote import run_export
+from feedback.training.train import TrainingError
+from store.datasets import DatasetError
+from store.labels import ClassMismatch
 from flows.cli.common import (
     JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, show_progress, ultralytics_to_stderr,
 )
+from store.models import list_models
 
-if TYPE_CHECKING:
-    from feedback.training.recipe import Recipe
+# `eval`, `gate` and `models register` import the evaluator where they run: it loads torch and ultralytics
+# (several seconds), which every other command and `--help` skip.
+
 
 @app.command("import")
 def import_(
@@ -32,9 +42,6 @@ def import_(
     Images are checked as strictly as the ingest API checks uploads: a file that is not a whole JPEG or PNG
     refuses the import (nothing is written), unless --skip-bad.
     """
-    from feedback.datasets.yolo_import import ImportProblem, import_yolo
-    from store.labels import ClassMismatch
-
     if split not in ("train", "holdout"):
         raise fail(f"--split {split!r} must be 'train' or 'holdout'")
     try:
@@ -79,12 +86,6 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a challenger on a dataset version; it is recorded as a candidate for the gate."""
-    from rich.progress import Progress
-
-    from feedback.training.backends import get_backend
-    from feedback.training.train import TrainingError
-    from store.datasets import DatasetError
-
     if export is not None:
         return _train_job(export, output_dir, params, dataset, parent_weights, base, as_json)
     overrides = {k: v for k, v in {"epochs": epochs, "imgsz": imgsz}.items() if v is not None}
@@ -128,8 +129,6 @@ def parse_thresholds(text: str | None) -> dict[str, float] | None:
 
 def recipe_option(name: str, operating_precision: float) -> Recipe:
     """`--recipe` and `--operating-precision` as the trainer's Recipe; a bad value is named."""
-    from feedback.training.recipe import Recipe
-
     if name not in ("rare", "plain"):
         raise fail(f"--recipe {name!r}: choose rare or plain")
     if not 0.0 < operating_precision <= 1.0:
@@ -140,9 +139,6 @@ def recipe_option(name: str, operating_precision: float) -> Recipe:
 def _train_job(export: str, output_dir: str | None, params: str | None, dataset: int | None,
                parent_weights: str | None, base: str, as_json: bool) -> None:
     """`train --export`: a remote job's side, with no catalog; the host registers what it leaves."""
-    from feedback.training.remote import run_export
-    from feedback.training.train import TrainingError
-
     if output_dir is None or params is None:
         raise fail("--export needs --output-dir and --params")
     try:
@@ -231,8 +227,6 @@ app.add_typer(models_app, name="models")
 @models_app.callback(invoke_without_command=True)
 def models(ctx: typer.Context, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """The model registry: lineage, dataset version, status and holdout mAP."""
-    from store.models import list_models
-
     if ctx.invoked_subcommand is not None:  # `models register ...`: the listing is only for `models` alone
         return
     with open_workspace(workspace).catalog.connect() as con:

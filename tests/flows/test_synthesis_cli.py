@@ -9,10 +9,10 @@ import cv2
 from typer.testing import CliRunner
 
 from feedback.datasets.yolo_import import import_yolo
-from feedback.mining.catalog import Cluster, Prompt, save_clusters, save_prompts
 from feedback.scenes import CLASSES, write_yolo_dataset
 from flows.cli import app
 from store.blobs import sha256_hex
+from store.clusters import Cluster, Prompt, save_clusters, save_prompts
 from store.models import register_model
 from store.settings import Settings, Workspace
 
