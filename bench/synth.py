@@ -19,22 +19,12 @@ import os  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
+from bench.evaluate import subset  # noqa: E402 - the same YOLO-folder cut, data.yaml and all
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 NAMES = ["helmet", "no_helmet", "no_wear", "wear"]
-
-
-def subset(data: Path, limit: int, into: Path) -> Path:
-    """The first `limit` images of DATA (and their label files), linked into a folder of their own."""
-    for sub in ("images", "labels"):
-        (into / sub).mkdir(parents=True)
-    for image in sorted((data / "images").iterdir())[:limit]:
-        (into / "images" / image.name).symlink_to(image.resolve())
-        label = data / "labels" / f"{image.stem}.txt"
-        if label.exists():
-            (into / "labels" / label.name).symlink_to(label.resolve())
-    return into
 
 
 def main() -> None:

@@ -16,16 +16,9 @@ from typing import Annotated, Optional
 import typer
 
 from edge.manual_upload import UploadError, upload_files
-from edge.terminal import EdgeloopGroup, JsonOpt, console, err, fail, show_progress, ultralytics_quiet
+from edge.terminal import JsonOpt, console, edgeloop_app, err, fail, show_progress, ultralytics_quiet
 
-app = typer.Typer(
-    name="edgeloop-device",
-    help="Run edgeloop on a device: detect, alert, and send the hard examples home.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    cls=EdgeloopGroup,
-)
+app = edgeloop_app("edgeloop-device", "Run edgeloop on a device: detect, alert, and send the hard examples home.")
 
 
 @app.command()

@@ -54,6 +54,13 @@ class EdgeloopGroup(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)  # non-standalone click returns typer.Exit's code
 
 
+def edgeloop_app(name: str, help: str) -> typer.Typer:
+    """A root command line with the settings both of ours need: help when called bare, no shell-completion
+    commands, tracebacks left plain (typer's boxed ones hide the `error:` line), and EdgeloopGroup's errors."""
+    return typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, cls=EdgeloopGroup)
+
+
 _NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2; older ones print help themselves
 
 
@@ -102,6 +109,16 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: MESSAGE` as one line on stderr; `raise fail(...)` ends the command with `code`."""
     err.print(f"[bold red]error:[/] {escape(message)}")  # escaped: a message may quote [brackets]
     return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def failing_on(*errors: type[Exception]) -> Iterator[None]:
+    """The errors a command expects (its domain's refusals: bad input, a missing model) end it as `fail` does,
+    with their message on one `error:` line and exit 2; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except errors as exc:
+        raise fail(str(exc)) from exc
 
 
 @contextlib.contextmanager

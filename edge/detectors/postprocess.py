@@ -7,6 +7,7 @@ with per-class thresholds (DESIGN decision 9) has each class filtered at its own
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import supervision as sv
@@ -197,18 +198,13 @@ def decode_end2end(
 
 
 def postprocess(
-    output: np.ndarray,
-    box: Letterbox,
-    names: dict[int, str],
-    *,
-    conf: float = 0.25,
-    iou: float = 0.7,
-    max_det: int = MAX_DET,
-    end2end: bool = False,
-    thresholds: Mapping[int, float] | None = None,
+    output: np.ndarray, box: Letterbox, names: dict[int, str], *, end2end: bool = False, **options: Any
 ) -> sv.Detections:
     """Either head → detections; a (1, N, 6) output is end-to-end whatever the metadata says,
-    the same test ultralytics applies. `thresholds`: per-class thresholds, as `decode` takes them."""
+    the same test ultralytics applies. `options` are `decode`'s (conf, iou, max_det, thresholds):
+    stated there once; an end-to-end head ran its NMS inside, so it takes no `iou`."""
     if end2end or output.shape[-1] == 6:
-        return decode_end2end(output, box, names, conf=conf, max_det=max_det, thresholds=thresholds)
-    return decode(output, box, names, conf=conf, iou=iou, max_det=max_det, thresholds=thresholds)
+        options.pop("iou", None)
+        return decode_end2end(output, box, names, **options)
+    return decode(output, box, names, **options)
+

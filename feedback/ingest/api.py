@@ -11,8 +11,8 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -21,20 +21,8 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from edge.protocol import (
-    API_PREFIX,
-    ARTIFACTS_PATH,
-    CAPTURES_PATH,
-    DEPLOYMENT_PATH,
-    HEARTBEAT_PATH,
-    CaptureAccepted,
-    CaptureMeta,
-    DeploymentAnswer,
-    Heartbeat,
-    HeartbeatAccepted,
-    Problem,
-    ReferenceSet,
-    capture_id_for,
-    utc_now,
+    API_PREFIX, ARTIFACTS_PATH, CAPTURES_PATH, DEPLOYMENT_PATH, HEARTBEAT_PATH, CaptureAccepted, CaptureMeta,
+    DeploymentAnswer, Heartbeat, HeartbeatAccepted, Problem, ReferenceSet, capture_id_for, utc_now,
 )
 from feedback.ingest.auth import authenticate
 from feedback.ingest.images import check_image
@@ -50,6 +38,7 @@ from store.settings import Settings, Workspace
 from store.signing import signing_key, verify_blob_signature
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TUF_FILE = re.compile(r"(?:[1-9][0-9]{0,8}\.root|timestamp|snapshot|targets)\.json")
 _META_LIMIT = 256 * 1024  # a meta part with 2,000 detections is about 200 KB
@@ -222,10 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if problem := verify_blob_signature(blob_key(), sha256, exp, sig):
             raise Rejected(403, problem, "the URL's signature does not match" if problem == "bad_signature"
                            else "the URL has expired; push the task again for a fresh one")
-        try:
-            data = await run_in_threadpool(workspace.blobs.get, sha256)
-        except KeyError:
-            raise Rejected(404, "no_such_blob", f"no blob {sha256}") from None
+        data = await _stored(workspace.blobs.get, sha256, "no_such_blob", f"no blob {sha256}")
         media_type = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
         # Content-addressed: the bytes behind a sha never change, so browsers may cache them.
         return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=86400, immutable"})
@@ -267,10 +253,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Only what is deployed now: the blob store also holds every device's captures.
         if not _SHA256.fullmatch(sha256) or sha256 not in desired.current().downloadable():
             raise Rejected(404, "no_such_artifact", f"{sha256!r} is not an artifact of any model deployed now")
-        try:
-            blob = await run_in_threadpool(workspace.objects.open, workspace.blobs.key(sha256))  # remote: a request
-        except KeyError:
-            raise Rejected(404, "no_such_artifact", f"artifact {sha256} is listed but its blob is missing") from None
+        blob = await _stored(workspace.objects.open, workspace.blobs.key(sha256), "no_such_artifact",
+                             f"artifact {sha256} is listed but its blob is missing")
         size = blob.seek(0, os.SEEK_END)
         etag = f'"{sha256}"'
         wanted = request.headers.get("range")
@@ -310,10 +294,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         authenticate(request.headers.get("authorization"), registry)
         if not _TUF_FILE.fullmatch(name):
             raise Rejected(404, "no_such_metadata", f"{name!r} is not a TUF metadata file name")
-        try:
-            data = await run_in_threadpool(workspace.objects.get, f"tuf/{name}")
-        except KeyError:
-            raise Rejected(404, "no_such_metadata", f"no {name} (has `edgeloop keys init` been run?)") from None
+        data = await _stored(workspace.objects.get, f"tuf/{name}", "no_such_metadata",
+                             f"no {name} (has `edgeloop keys init` been run?)")
         return Response(data, media_type="application/json", headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz", summary="Liveness: the process answers and the store is reachable")
@@ -325,6 +307,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _stored(read: Callable[[str], T], key: str, problem: str, missing: str) -> T:
+    """An object of the store, read off the event loop (a remote store's read is a request); a 404 where
+    there is none, so each endpoint says only what it reads and what its absence is called."""
+    try:
+        return await run_in_threadpool(read, key)
+    except KeyError:
+        raise Rejected(404, problem, missing) from None
 
 
 def _etags(header: str | None) -> set[str]:

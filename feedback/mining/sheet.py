@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from feedback.contact_sheet import write_png
 from feedback.embeddings.images import read_image
 from feedback.embeddings.port import CROP_CONTEXT
 from store.clusters import Cluster
@@ -46,13 +47,7 @@ def write_sheet(ws: Workspace, cluster: Cluster) -> Path:
     canvas = np.full((CAPTION + TILE, caption.shape[1], 3), 255, np.uint8)
     canvas[:CAPTION] = caption
     canvas[CAPTION:, : body.shape[1]] = body
-    path = sheet_dir(ws) / f"{cluster.id}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    if not cv2.imwrite(str(tmp), canvas):
-        raise OSError(f"could not write the contact sheet {tmp}")
-    tmp.replace(path)
-    return path
+    return write_png(sheet_dir(ws) / f"{cluster.id}.png", canvas)
 
 
 def _tile(image: np.ndarray | None, box: np.ndarray) -> np.ndarray:

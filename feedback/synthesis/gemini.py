@@ -6,21 +6,9 @@ The images carry no boxes of their own: each is kept only where the teacher find
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
-from google.genai import types
-
-from feedback.synthesis.cloud import (
-    Answer,
-    Budget,
-    CloudCalls,
-    OverBudget,
-    ResponseCache,
-    content_answer,
-    decode_bgr,
-    image_seed,
-)
-from feedback.synthesis.gemini_edit import nearest_aspect_ratio
+from feedback.synthesis.cloud import Answer, Budget, CloudCalls, image_seed
+from feedback.synthesis.gemini_edit import Attempt, image_content_call, nearest_aspect_ratio, paid_images
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 from feedback.synthesis.teacher import Teacher, label_by_teacher
 
@@ -49,25 +37,19 @@ def run_text(
             "yet (`edgeloop gate` promotes one)"
         )
     aspect = camera_aspect_ratio(material)
-    budget = Budget(request.max_cost_usd)
-    for i in range(request.count):
-        seed = image_seed(request.seed, i)
-        key, call = text_call(request.prompt, seed, aspect)
-        lineage: dict[str, Any] = {
-            "generator": name, "model": model, "seed": seed, "cluster_id": request.cluster_id,
-            "prompt": request.prompt, "negative_prompt": request.negative_prompt, "aspect_ratio": aspect,
-            "request_key": key,
-        }  # fmt: skip
-        try:
-            fetched = calls.fetch(model, key, call, budget, model_setting=model_setting)
-        except OverBudget as e:
-            yield Rejected(str(e), lineage | {"spent_usd": e.spent_usd})
-            return
-        lineage |= {"cost_usd": fetched.cost_usd, "cached": fetched.cached}
-        if fetched.answer.refusal is not None:
-            yield Rejected(fetched.answer.refusal, lineage)
-            continue
-        yield label_by_teacher(teacher, decode_bgr(fetched.answer.images[0]), request, lineage)
+
+    def attempts() -> Iterator[Attempt[None]]:
+        for i in range(request.count):
+            seed = image_seed(request.seed, i)
+            key, call = text_call(request.prompt, seed, aspect)
+            yield key, call, {
+                "generator": name, "model": model, "seed": seed, "cluster_id": request.cluster_id,
+                "prompt": request.prompt, "negative_prompt": request.negative_prompt, "aspect_ratio": aspect,
+                "request_key": key,
+            }, None  # fmt: skip
+
+    for out in paid_images(model, model_setting, calls, Budget(request.max_cost_usd), attempts()):
+        yield out if isinstance(out, Rejected) else label_by_teacher(teacher, out[0], request, out[1])
 
 
 class GeminiImageGenerator:
@@ -85,15 +67,7 @@ class GeminiImageGenerator:
         text = (request.prompt or "") + (f"\nDo not show: {request.negative_prompt}" if request.negative_prompt else "")
 
         def text_call(prompt: str, seed: int, aspect: str | None) -> tuple[str, Callable[[], Answer]]:
-            key = ResponseCache.key(model=self.model, method="generateContent", prompt=text, seed=seed,
-                                    inputs=[], options={"aspect_ratio": aspect})  # fmt: skip
-            config = types.GenerateContentConfig(
-                response_modalities=["IMAGE"], candidate_count=1, seed=seed,
-                image_config=types.ImageConfig(aspect_ratio=aspect) if aspect else None,
-            )  # fmt: skip
-            return key, lambda: content_answer(
-                self.calls.client.models.generate_content(model=self.model, contents=[text], config=config)
-            )
+            return image_content_call(self.calls, self.model, text, seed, aspect)
 
         yield from run_text(
             self.name, self.model, self.model_setting, self.calls, self.teacher, request, material, text_call

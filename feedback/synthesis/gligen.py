@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from feedback.synthesis.diffusers_common import (
-    batched, bgr, class_phrase, image_seeds, load_pipeline, model_id, torch_generators,
+    batched, bgr, class_phrase, image_seeds, model_id, torch_generators,
 )
+from feedback.synthesis.diffusers_run import DiffusersRun
 from feedback.synthesis.look import look_from_attributes
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 
@@ -94,7 +95,7 @@ def _centre(position: str, w: float, h: float, rng: np.random.Generator) -> tupl
 
 
 @dataclass
-class GligenGenerator:
+class GligenGenerator(DiffusersRun):
     """`StableDiffusionGLIGENPipeline` grounding the target class's phrase in boxes drawn from the cluster.
 
     `size` None: the pipeline's own resolution (512 for GLIGEN 1.4). Deterministic by (seed, batch size).
@@ -103,20 +104,15 @@ class GligenGenerator:
     pipe: Any
     classes: Sequence[str]
     phrases: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    batch_size: int = 4
-    steps: int = 30
-    guidance_scale: float = 7.5
-    size: int | None = None
+    guidance_scale: float = field(default=7.5, kw_only=True)
     max_objects: int = 4
     beta: float = 0.3  # share of the steps that are grounded (GLIGEN's scheduled sampling)
     name: str = "gligen"
 
     @classmethod
     def from_settings(cls, settings: Any, classes: Sequence[str], *, allow_cpu: bool | None = None) -> GligenGenerator:
-        allow = settings.diffusion_allow_cpu if allow_cpu is None else allow_cpu
-        pipe = load_pipeline("StableDiffusionGLIGENPipeline", settings.gligen_model, allow_cpu=allow)
-        return cls(pipe, tuple(classes), settings.class_phrases, batch_size=settings.diffusion_batch_size,
-                   steps=settings.diffusion_steps)
+        pipe, run = cls.load(settings, "StableDiffusionGLIGENPipeline", settings.gligen_model, allow_cpu)
+        return cls(pipe, tuple(classes), settings.class_phrases, **run)
 
     def generate(self, request: SynthesisRequest,
                  material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:

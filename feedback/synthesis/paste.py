@@ -7,16 +7,14 @@ no verified label never becomes a background (material holds verified frames onl
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from feedback.synthesis.compose import (
-    Box, blend, box_size, colour_transfer, grown, lab_stats, neighbourhood, warp_patch,
-)
-from feedback.synthesis.look import Look, apply_look, look_from_attributes
+from feedback.synthesis.compose import Box, box_size, grown
+from feedback.synthesis.look import Look, look_from_attributes
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from feedback.synthesis.swap import MaterialError, donors_of
+from feedback.synthesis.swap import MaterialError, donors_of, transplant
 
 NO_PLACE = "no_free_place"
 
@@ -112,13 +110,8 @@ class PasteGenerator:
         image = frame.image
         edits, regions = [], []
         for dst, source, src in placed:
-            patch = warp_patch(source.image, src, dst, image.shape, margin=self.margin, feather=self.feather)
-            pixels = patch.pixels
-            if self.colour_match:
-                pixels = colour_transfer(pixels, lab_stats(neighbourhood(source.image, src)),
-                                         lab_stats(neighbourhood(image, dst)))
-            pixels, applied = apply_look(pixels, look, box_size(dst)[1], rng)
-            image = blend(image, replace(patch, pixels=pixels))
+            image, patch, applied = transplant(image, source.image, src, dst, look, rng, margin=self.margin,
+                                               feather=self.feather, colour_match=self.colour_match)
             edits.append({"box": [round(v, 2) for v in dst], "to_class": target, "donor_image": source.image_sha256,
                           "donor_box": [round(v, 2) for v in src],
                           "scale": round(box_size(dst)[0] / box_size(src)[0], 4), **applied})

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from feedback.synthesis.diffusers_common import (
-    batched, bgr, class_phrase, image_seeds, load_pipeline, model_id, pil_rgb, torch_generators,
+    batched, bgr, class_phrase, image_seeds, model_id, pil_rgb, torch_generators,
 )
+from feedback.synthesis.diffusers_run import DiffusersRun
 from feedback.synthesis.edit_sites import blend_back, edit_sites
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 from feedback.synthesis.teacher import Teacher, label_by_teacher
@@ -29,27 +30,29 @@ def _negative(true_cfg_scale: float, prompts: list[str]) -> dict[str, list[str]]
     return {"negative_prompt": prompts} if true_cfg_scale > 1 else {}
 
 
+@dataclass(kw_only=True)
+class QwenRun(DiffusersRun):
+    """Qwen-Image's own run: 50 steps and true classifier-free guidance, for both of its pipelines."""
+
+    steps: int = 50
+    true_cfg_scale: float = 4.0
+
+
 @dataclass
-class QwenImageGenerator:
+class QwenImageGenerator(QwenRun):
     """`QwenImagePipeline`; `size` None: the pipeline's own resolution (1024 px square)."""
 
     pipe: Any
     teacher: Teacher
     classes: Sequence[str]
     phrases: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    batch_size: int = 4
-    steps: int = 50
-    true_cfg_scale: float = 4.0
-    size: int | None = None
     name: str = "qwen-image"
 
     @classmethod
     def from_settings(cls, settings: Any, classes: Sequence[str], teacher: Teacher, *,
                       allow_cpu: bool | None = None) -> QwenImageGenerator:
-        allow = settings.diffusion_allow_cpu if allow_cpu is None else allow_cpu
-        pipe = load_pipeline("QwenImagePipeline", settings.qwen_image_model, allow_cpu=allow, half=HALF)
-        return cls(pipe, teacher, tuple(classes), settings.class_phrases, batch_size=settings.diffusion_batch_size,
-                   steps=settings.diffusion_steps)
+        pipe, run = cls.load(settings, "QwenImagePipeline", settings.qwen_image_model, allow_cpu, half=HALF)
+        return cls(pipe, teacher, tuple(classes), settings.class_phrases, **run)
 
     def generate(self, request: SynthesisRequest,
                  material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:
@@ -69,24 +72,19 @@ class QwenImageGenerator:
 
 
 @dataclass
-class QwenImageEditGenerator:
+class QwenImageEditGenerator(QwenRun):
     """`QwenImageEditPipeline` editing the crop around a verified confusable box with the cluster's instruction.
 
     The pipeline works at about one megapixel whatever the crop's size; `size` None keeps its own output size.
     """
 
     pipe: Any
-    batch_size: int = 4
-    steps: int = 50
-    true_cfg_scale: float = 4.0
-    size: int | None = None
     name: str = "qwen-image-edit"
 
     @classmethod
     def from_settings(cls, settings: Any, *, allow_cpu: bool | None = None) -> QwenImageEditGenerator:
-        allow = settings.diffusion_allow_cpu if allow_cpu is None else allow_cpu
-        pipe = load_pipeline("QwenImageEditPipeline", settings.qwen_image_edit_model, allow_cpu=allow, half=HALF)
-        return cls(pipe, batch_size=settings.diffusion_batch_size, steps=settings.diffusion_steps)
+        pipe, run = cls.load(settings, "QwenImageEditPipeline", settings.qwen_image_edit_model, allow_cpu, half=HALF)
+        return cls(pipe, **run)
 
     def generate(self, request: SynthesisRequest,
                  material: Sequence[LabelledFrame]) -> Iterator[SyntheticImage | Rejected]:

@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from feedback.contact_sheet import write_png
 from feedback.embeddings.images import read_image
 from store.labels import catalog_classes
 from store.settings import Workspace
@@ -87,12 +88,7 @@ def _sheet(tiles: list[np.ndarray], title: str, path: Path) -> Path:
     canvas = np.full((CAPTION + body.shape[0], body.shape[1], 3), 255, np.uint8)
     cv2.putText(canvas, title, (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     canvas[CAPTION:] = body
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    if not cv2.imwrite(str(tmp), canvas):
-        raise OSError(f"could not write the contact sheet {tmp}")
-    tmp.replace(path)
-    return path
+    return write_png(path, canvas)
 
 
 def _new_box(lineage: dict[str, Any], scale: float = 1.0) -> list[float] | None:

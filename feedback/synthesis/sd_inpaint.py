@@ -16,8 +16,9 @@ import numpy as np
 from PIL import Image
 
 from feedback.synthesis.diffusers_common import (
-    batched, bgr, class_phrase, image_seeds, load_pipeline, model_id, pil_rgb, torch_generators,
+    batched, bgr, class_phrase, image_seeds, model_id, pil_rgb, torch_generators,
 )
+from feedback.synthesis.diffusers_run import DiffusersRun
 from feedback.synthesis.gligen import cluster_stats, draw_layout
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 from feedback.synthesis.swap import MaterialError  # what the CLI reports as "nothing to work from"
@@ -84,25 +85,20 @@ def composite(site: Site, painted_crop: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class SdInpaintGenerator:
+class SdInpaintGenerator(DiffusersRun):
     """`StableDiffusionInpaintPipeline` on crops around box masks of verified frames; `size` None: 512."""
 
     pipe: Any
     classes: Sequence[str]
     phrases: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    batch_size: int = 4
-    steps: int = 30
-    guidance_scale: float = 7.5
-    size: int | None = None
+    guidance_scale: float = field(default=7.5, kw_only=True)
     name: str = "sd-inpaint"
 
     @classmethod
     def from_settings(cls, settings: Any, classes: Sequence[str], *,
                       allow_cpu: bool | None = None) -> SdInpaintGenerator:
-        allow = settings.diffusion_allow_cpu if allow_cpu is None else allow_cpu
-        pipe = load_pipeline("StableDiffusionInpaintPipeline", settings.sd_inpaint_model, allow_cpu=allow)
-        return cls(pipe, tuple(classes), settings.class_phrases, batch_size=settings.diffusion_batch_size,
-                   steps=settings.diffusion_steps)
+        pipe, run = cls.load(settings, "StableDiffusionInpaintPipeline", settings.sd_inpaint_model, allow_cpu)
+        return cls(pipe, tuple(classes), settings.class_phrases, **run)
 
     def _sites(self, request: SynthesisRequest, material: Sequence[LabelledFrame]) -> list[Site | None]:
         if not material:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from feedback.synthesis.compose import (
-    Box, blend, box_size, colour_transfer, lab_stats, neighbourhood, patch_rect, warp_patch,
+    Box, Patch, blend, box_size, colour_transfer, lab_stats, neighbourhood, patch_rect, warp_patch,
 )
 from feedback.synthesis.look import Look, apply_look, look_from_attributes
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
@@ -46,6 +46,19 @@ def donors_of(material: Sequence[LabelledFrame], target: int, min_px: float) -> 
     return [_Instance(f, b) for f, frame in enumerate(material) for b, (c, box) in
             enumerate(zip(frame.class_ids, frame.boxes, strict=True))
             if int(c) == target and min(box_size(tuple(box))) >= min_px]
+
+
+def transplant(image: np.ndarray, source: np.ndarray, src: Box, dst: Box, look: Look, rng: np.random.Generator, *,
+               margin: float, feather: float, colour_match: bool) -> tuple[np.ndarray, Patch, dict[str, float]]:
+    """A donor crop (`src` of `source`) carried onto `dst` of `image`, the step swap and paste share: warped with
+    `margin` of its surroundings feathered over `feather`, colour-matched to where it lands, given the cluster's
+    look, blended in. The new image, the patch (its rect is the region changed) and what the look applied."""
+    patch = warp_patch(source, src, dst, image.shape, margin=margin, feather=feather)
+    pixels = patch.pixels
+    if colour_match:
+        pixels = colour_transfer(pixels, lab_stats(neighbourhood(source, src)), lab_stats(neighbourhood(image, dst)))
+    pixels, applied = apply_look(pixels, look, box_size(dst)[1], rng)
+    return blend(image, replace(patch, pixels=pixels)), patch, applied
 
 
 @dataclass
@@ -162,13 +175,8 @@ class SwapGenerator:
             dst: Box = tuple(float(v) for v in frame.boxes[inst.box])  # type: ignore[assignment]
             source = material[donor.frame]
             src: Box = tuple(float(v) for v in source.boxes[donor.box])  # type: ignore[assignment]
-            patch = warp_patch(source.image, src, dst, image.shape, margin=self.margin, feather=self.feather)
-            pixels = patch.pixels
-            if self.colour_match:
-                pixels = colour_transfer(pixels, lab_stats(neighbourhood(source.image, src)),
-                                         lab_stats(neighbourhood(image, dst)))
-            pixels, applied = apply_look(pixels, look, box_size(dst)[1], rng)
-            image = blend(image, replace(patch, pixels=pixels))
+            image, patch, applied = transplant(image, source.image, src, dst, look, rng, margin=self.margin,
+                                               feather=self.feather, colour_match=self.colour_match)
             edits.append({"box_index": inst.box, "box": [round(v, 2) for v in dst],
                           "from_class": int(class_ids[inst.box]), "to_class": target,
                           "donor_image": source.image_sha256, "donor_box": [round(v, 2) for v in src],

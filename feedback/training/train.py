@@ -91,23 +91,29 @@ class RunPlan:
         return {**self.params, **({} if self.parent else {"base": self.base}), **recipe}
 
 
-def plan_run(
-    ws: Workspace,
-    *,
-    dataset_version: int | None = None,
-    parent: str | None = "champion",
-    base: str = "yolov8n.yaml",
-    profile: str = "cpu",
-    overrides: dict[str, Any] | None = None,
-    seed: int = 0,
-    recipe: Recipe | None = None,
-    watch: Sequence[str] = (),
-) -> RunPlan:
-    """`parent` is a model id, "champion" (if any), or None for `base`; no dataset version: freeze the labels.
+@dataclass(frozen=True)
+class TrainRequest:
+    """What a run is asked to train, stated once: `train` here and every training backend take it, so an option
+    is added in one place and means the same wherever the run happens."""
 
-    `recipe` (default: every lever on) applies where the training data has a rare class (fewer verified boxes
+    dataset_version: int | None = None  # None: freeze the labels into a new version
+    parent: str | None = "champion"  # a model id, "champion" (if any), or None to start from `base`
+    base: str = "yolov8n.yaml"
+    profile: str | None = None  # None: the backend's default (cpu here, gpu for a Vertex job with an accelerator)
+    overrides: dict[str, Any] | None = None  # ultralytics arguments that win over the profile's and the recipe's
+    seed: int = 0
+    recipe: Recipe | None = None  # None: every lever on, at the workspace's operating precision
+    watch: Sequence[str] = ()  # classes the recipe treats as rare; empty: the workspace's watch_classes
+
+
+def plan_run(ws: Workspace, request: TrainRequest) -> RunPlan:
+    """The request made concrete before any work: its dataset version (frozen now if none), parent and params.
+
+    The `recipe` (default: every lever on) applies where the training data has a rare class (fewer verified boxes
     than a tenth of the commonest's, as selection counts them) or a `watch`ed one (default: the workspace's
     watch_classes); explicit `overrides` win."""
+    profile = request.profile or "cpu"
+    dataset_version, parent, seed, recipe = request.dataset_version, request.parent, request.seed, request.recipe
     if profile not in PROFILES:
         raise TrainingError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
     version = build_dataset(ws.catalog).version if dataset_version is None else dataset_version
@@ -116,7 +122,7 @@ def plan_run(
         start_model = champion(con) if parent == "champion" else (get_model(con, parent) if parent else None)
     if parent not in (None, "champion") and start_model is None:
         raise TrainingError(f"no model {parent!r} in the registry (see `edgeloop models`)")
-    watch = list(watch or ws.settings.watch_classes)
+    watch = list(request.watch or ws.settings.watch_classes)
     if unknown := [w for w in watch if w not in classes]:
         raise TrainingError(f"watched class(es) {unknown} are not the catalog's {classes}")
     # The seed is one of the run's parameters: recorded with them, so the lineage says how to repeat it.
@@ -137,8 +143,8 @@ def plan_run(
             params["imgsz"] = size
         if recipe.class_weight_power > 0:
             params["cls_pw"] = recipe.class_weight_power
-    params.update(overrides or {})
-    return RunPlan(version, classes, start_model, base, profile, params, recipe, notes)
+    params.update(request.overrides or {})
+    return RunPlan(version, classes, start_model, request.base, profile, params, recipe, notes)
 
 
 def fit(data_yaml: Path, start: Path | str, params: dict[str, Any], run_dir: Path,
@@ -219,33 +225,26 @@ def record_run(ws: Workspace, plan: RunPlan, weights_sha256: str, *, imgsz: int,
     return model_id
 
 
-def train(
-    ws: Workspace,
-    *,
-    dataset_version: int | None = None,
-    parent: str | None = "champion",
-    base: str = "yolov8n.yaml",
-    profile: str = "cpu",
-    overrides: dict[str, Any] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    seed: int = 0,
-    recipe: Recipe | None = None,
-    watch: Sequence[str] = (),
-) -> TrainResult:
-    """Train one model here; `parent` is a model id, "champion" (if any), or None for `base`."""
-    plan = plan_run(ws, dataset_version=dataset_version, parent=parent, base=base, profile=profile,
-                    overrides=overrides, seed=seed, recipe=recipe, watch=watch)
+def train(ws: Workspace, *, progress: Callable[[int, int], None] | None = None, **request: Any) -> TrainResult:
+    """Train one model here; the keywords are a `TrainRequest`'s (an unknown one is a TypeError, as ever)."""
+    return run_training(ws, TrainRequest(**request), progress)
+
+
+def run_training(ws: Workspace, request: TrainRequest,
+                 progress: Callable[[int, int], None] | None = None) -> TrainResult:
+    """Train one model here, on this machine's CPU or GPU; `progress` hears (epochs done, epochs in all)."""
+    plan = plan_run(ws, request)
     version = plan.dataset_version
     # Absolute: ultralytics puts a relative `project` under its own runs_dir setting, not under
     # the working directory, and the weights would not be where we look for them.
     run_dir = (ws.settings.workspace / "runs" / f"{utc_now():%Y%m%d-%H%M%S}-v{version}").absolute()
-    data_yaml, calibration = _training_data(ws, plan, seed)
+    data_yaml, calibration = _training_data(ws, plan, request.seed)
     if plan.parent is not None:
         start = run_dir / "parent.pt"
         start.parent.mkdir(parents=True, exist_ok=True)
         start.write_bytes(ws.blobs.get(plan.parent.weights_sha256))
     else:
-        start = Path(base)
+        start = Path(plan.base)
 
     started, t0 = utc_now(), time.perf_counter()
     rare = plan.recipe.rare_classes if plan.recipe.rare_checkpoint and calibration else None

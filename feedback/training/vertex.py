@@ -10,7 +10,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,11 @@ from google.api_core.exceptions import GoogleAPICallError, RetryError, ServerErr
 from google.auth.exceptions import GoogleAuthError
 
 from edge.protocol import utc_now
-from feedback.training.backends import Progress
+from feedback.training.backends import Progress, TrainingBackend
 from feedback.training.promote import _checkpoint
 from feedback.training.remote import PROGRESS, WEIGHTS, export_dataset, join
 from feedback.training.recipe import Recipe
-from feedback.training.train import RunPlan, TrainingError, TrainResult, plan_run, record_run
+from feedback.training.train import RunPlan, TrainingError, TrainRequest, TrainResult, plan_run, record_run
 from store.settings import Settings, Workspace
 
 SUCCEEDED = "JOB_STATE_SUCCEEDED"
@@ -52,7 +52,7 @@ class VertexConfig:
     poll_s: float = 30.0
 
 
-class VertexBackend:
+class VertexBackend(TrainingBackend):
     """Submits one CustomJob per run through the SDK's REST transport and polls its state.
 
     `sleep` is how the wait between two polls passes: tests hand in one that does not wait.
@@ -85,20 +85,7 @@ class VertexBackend:
             poll_s=s.vertex_poll_s)
         return cls(config, **kwargs)
 
-    def train(
-        self,
-        ws: Workspace,
-        *,
-        dataset_version: int | None = None,
-        parent: str | None = "champion",
-        base: str = "yolov8n.yaml",
-        profile: str | None = None,
-        overrides: dict[str, Any] | None = None,
-        progress: Progress | None = None,
-        seed: int = 0,
-        recipe: Recipe | None = None,
-        watch: Sequence[str] = (),
-    ) -> TrainResult:
+    def run(self, ws: Workspace, request: TrainRequest, progress: Progress | None = None) -> TrainResult:
         """Train on Vertex AI; `profile` defaults to gpu when the job has an accelerator.
 
         Of the rare-aware recipe, the levers that are ultralytics arguments (training size, class weights) travel
@@ -108,10 +95,10 @@ class VertexBackend:
             raise TrainingError("a Vertex AI job reads the data set from the blob store, and this workspace keeps "
                                 "its blobs on this machine: set EDGELOOP_STORAGE_URL to a gs:// bucket")
         c = self.config
-        remote = replace(recipe or Recipe(), repeat_threshold=None, calibration_share=0.0, rare_checkpoint=False)
-        plan = plan_run(ws, dataset_version=dataset_version, parent=parent, base=base, seed=seed,
-                        profile=profile or ("gpu" if c.accelerator_type else "cpu"), overrides=overrides,
-                        recipe=remote, watch=watch)
+        remote = replace(request.recipe or Recipe(), repeat_threshold=None, calibration_share=0.0,
+                         rare_checkpoint=False)
+        plan = plan_run(ws, replace(request, profile=request.profile or ("gpu" if c.accelerator_type else "cpu"),
+                                    recipe=remote))
         name = f"edgeloop-train-v{plan.dataset_version}-{utc_now():%Y%m%d-%H%M%S}"
         base_output_dir = join(c.staging_bucket, "edgeloop", name)
         output_dir = join(base_output_dir, "model")  # where Vertex points AIP_MODEL_DIR too

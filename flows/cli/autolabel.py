@@ -12,7 +12,7 @@ import typer
 
 from feedback.review.workflow import ReviewError
 from flows.cli.common import JsonOpt, WorkspaceOpt, app, emit, fail, open_workspace, ultralytics_to_stderr
-from flows.cli.review import LabelsOpt, LsTokenOpt, LsUrlOpt, ReviewerOpt, _reviewer
+from flows.cli.review import LabelsOpt, LsTokenOpt, LsUrlOpt, ProjectOpt, PublicUrlOpt, ReviewerOpt, _reviewer
 
 
 # The command imports feedback/ where it runs: `import flows.cli` must work on an edge install (no DuckDB) and the
@@ -42,9 +42,8 @@ def autolabel(
     camera: Annotated[Optional[str], typer.Option(help="Camera name of the captures (default: the folder's).")] = None,
     reviewer: ReviewerOpt = "label-studio",
     labels: LabelsOpt = None,
-    public_url: Annotated[Optional[str], typer.Option(envvar="EDGELOOP_PUBLIC_URL",
-                                                      help="Ingest API URL the annotators' browsers reach.")] = None,
-    project: Annotated[str, typer.Option(help="Label Studio project title (created or reused).")] = "edgeloop review",
+    public_url: PublicUrlOpt = None,
+    project: ProjectOpt = "edgeloop review",
     label_studio_url: LsUrlOpt = None,
     label_studio_token: LsTokenOpt = None,
     workspace: WorkspaceOpt = None,

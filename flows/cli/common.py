@@ -12,23 +12,22 @@ from typing import Annotated, Optional
 import typer
 
 from edge.terminal import (  # noqa: F401 - the command modules take these from here
-    EdgeloopGroup, JsonOpt, as_lines, console, emit, err, fail, show_progress, ultralytics_quiet, ultralytics_to_stderr,
+    JsonOpt, as_lines, console, edgeloop_app, emit, err, fail, failing_on, show_progress, ultralytics_quiet,
+    ultralytics_to_stderr,
 )
 from store.settings import Settings, Workspace
 
-app = typer.Typer(
-    name="edgeloop",
-    help="Improve edge object detectors from their own mistakes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    cls=EdgeloopGroup,
-)
+app = edgeloop_app("edgeloop", "Improve edge object detectors from their own mistakes.")
 
 WorkspaceOpt = Annotated[
     Optional[Path],
     typer.Option("--workspace", "-w", help="Workspace folder (default: $EDGELOOP_WORKSPACE or ./.edgeloop)."),
 ]
+
+# Options more than one command takes, declared once so that their flags and help read the same everywhere.
+EpochsOpt = Annotated[Optional[int], typer.Option(help="Override the profile's epochs.")]
+ImgszOpt = Annotated[Optional[int], typer.Option(help="Override the profile's image size.")]
+ClipModelOpt = Annotated[Optional[str], typer.Option(help="open_clip model name (default: settings).")]
 
 
 def workspace_settings(path: Path | None) -> Settings:

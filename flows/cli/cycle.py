@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, ultralytics_to_stderr
+from flows.cli.common import (
+    EpochsOpt, ImgszOpt, JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, ultralytics_to_stderr,
+)
 
 
 @app.command()
@@ -21,8 +23,8 @@ def cycle(
     synthetic: Annotated[int, typer.Option(help="Synthetic images to make per cycle.")] = 100,
     canary: Annotated[float, typer.Option(help="Share of devices (percent) that get a promoted model first.")] = 10.0,
     profile: Annotated[str, typer.Option(help="Training profile: cpu or gpu.")] = "cpu",
-    epochs: Annotated[Optional[int], typer.Option(help="Override the profile's epochs.")] = None,
-    imgsz: Annotated[Optional[int], typer.Option(help="Override the profile's image size.")] = None,
+    epochs: EpochsOpt = None,
+    imgsz: ImgszOpt = None,
     watch_classes: Annotated[Optional[str], typer.Option(
         help="Comma-separated classes training favours and the gate guards like rare ones (default: the "
              "workspace's watch_classes).")] = None,

@@ -15,7 +15,8 @@ from feedback.mining.mine import mine_clusters
 from feedback.mining.prompts import Phrasebook, wants_images, write_prompts
 from feedback.mining.sheet import write_sheet
 from flows.cli.common import (
-    JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, show_progress, ultralytics_to_stderr,
+    ClipModelOpt, JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, show_progress,
+    ultralytics_to_stderr,
 )
 from store.clusters import read_clusters, save_prompts
 from store.failures import failure_model_versions
@@ -55,7 +56,7 @@ def clusters(
     model_version: ModelVersionOpt = None,
     min_size: Annotated[int, typer.Option(help="Fewest failures that make a cluster; fewer are noise.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the clustering (same seed, same failures: same clusters).")] = 0,
-    clip_model: Annotated[Optional[str], typer.Option(help="open_clip model name (default: settings).")] = None,
+    clip_model: ClipModelOpt = None,
     clip_pretrained: Annotated[Optional[str], typer.Option(
         help="Embed with pretrained CLIP fetched by tag (online only); default: the champion's own features, "
         "or EDGELOOP_CLIP_WEIGHTS.")] = None,

@@ -18,7 +18,8 @@ from feedback.training.train import TrainingError
 from store.datasets import DatasetError
 from store.labels import ClassMismatch
 from flows.cli.common import (
-    JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, show_progress, ultralytics_to_stderr,
+    EpochsOpt, ImgszOpt, JsonOpt, WorkspaceOpt, app, console, emit, err, fail, failing_on, open_workspace,
+    show_progress, ultralytics_to_stderr,
 )
 from store.models import list_models
 
@@ -44,11 +45,9 @@ def import_(
     """
     if split not in ("train", "holdout"):
         raise fail(f"--split {split!r} must be 'train' or 'holdout'")
-    try:
+    with failing_on(ImportProblem, ClassMismatch):
         report = import_yolo(open_workspace(workspace), directory, split,  # type: ignore[arg-type]
                              names=names.split(",") if names else None, progress=show_progress(as_json), skip_bad=skip_bad)
-    except (ImportProblem, ClassMismatch) as exc:
-        raise fail(str(exc)) from exc
     for bad in report.skipped:
         err.print(f"skipped {bad}", markup=False, highlight=False)
     result = vars(report)
@@ -63,8 +62,8 @@ def train(
     parent: Annotated[Optional[str], typer.Option(help="Model id to fine-tune; default the champion.")] = None,
     scratch: Annotated[bool, typer.Option("--scratch", help="Start from --base (random weights), not a model.")] = False,
     base: Annotated[str, typer.Option(help="Model yaml (or .pt) used when starting from scratch.")] = "yolov8n.yaml",
-    epochs: Annotated[Optional[int], typer.Option(help="Override the profile's epochs.")] = None,
-    imgsz: Annotated[Optional[int], typer.Option(help="Override the profile's image size.")] = None,
+    epochs: EpochsOpt = None,
+    imgsz: ImgszOpt = None,
     dataset: Annotated[Optional[int], typer.Option(help="Dataset version (default: freeze the current labels).")] = None,
     backend: Annotated[str, typer.Option(
         help="local (here) or vertex (a Vertex AI custom job; settings vertex_*).")] = "local",
@@ -90,7 +89,7 @@ def train(
         return _train_job(export, output_dir, params, dataset, parent_weights, base, as_json)
     overrides = {k: v for k, v in {"epochs": epochs, "imgsz": imgsz}.items() if v is not None}
     chosen = recipe_option(recipe, operating_precision)
-    try:
+    with failing_on(TrainingError, DatasetError):
         ws = open_workspace(workspace)
         with ultralytics_to_stderr(), Progress(console=err, transient=True, disable=not show_progress(as_json)) as bar:
             task = bar.add_task("training", total=None)
@@ -102,8 +101,6 @@ def train(
                 ws, dataset_version=dataset, base=base, profile=profile, overrides=overrides, progress=show,
                 parent=None if scratch else (parent or "champion"), recipe=chosen,
                 watch=[c for c in (watch_classes or "").split(",") if c])
-    except (TrainingError, DatasetError) as exc:
-        raise fail(str(exc)) from exc
     out = {"model": result.model_id, "parent": result.parent_id, "dataset_version": result.dataset_version,
            "duration_s": round(result.duration_s, 1), "weights_sha256": result.weights_sha256,
            "imgsz": result.params.get("imgsz"), "thresholds": result.thresholds}
@@ -145,12 +142,9 @@ def _train_job(export: str, output_dir: str | None, params: str | None, dataset:
         arguments = json.loads(params)
     except json.JSONDecodeError as exc:
         raise fail(f"--params is not JSON ({exc}): {params[:80]!r}") from exc
-    try:
-        with ultralytics_to_stderr():
-            result = run_export(export, output_dir, arguments, dataset_version=dataset,
-                                parent_weights=parent_weights, base=base)
-    except (TrainingError, FileNotFoundError) as exc:
-        raise fail(str(exc)) from exc
+    with failing_on(TrainingError, FileNotFoundError), ultralytics_to_stderr():
+        result = run_export(export, output_dir, arguments, dataset_version=dataset, parent_weights=parent_weights,
+                            base=base)
     emit(result, as_json)
 
 
@@ -174,12 +168,9 @@ def eval_(
         raise fail(f"--model {model}: no such file")
     if not (data / "images").is_dir():
         raise fail(f"--data {data}: expected an images/ folder (and labels/)")
-    try:
-        with ultralytics_to_stderr():
-            result = evaluate(model, data, names=names.split(",") if names else None, report_dir=report,
-                              coco_predictions=coco_predictions, thresholds=own)
-    except ValueError as exc:  # e.g. the data's classes are not the model's
-        raise fail(str(exc)) from exc
+    with failing_on(ValueError), ultralytics_to_stderr():  # ValueError: e.g. the data's classes are not the model's
+        result = evaluate(model, data, names=names.split(",") if names else None, report_dir=report,
+                          coco_predictions=coco_predictions, thresholds=own)
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2))
     console.print(format_table(result))
@@ -199,12 +190,9 @@ def gate(
     from feedback.evaluation.evaluate import format_table
     from feedback.training.promote import GateError, run_gate
 
-    try:
-        with ultralytics_to_stderr():
-            r = run_gate(open_workspace(workspace), challenger, champion_ref=champion, margin=margin,
-                         tolerance=tolerance, report_dir=report, progress=show_progress(as_json))
-    except GateError as exc:
-        raise fail(str(exc)) from exc
+    with failing_on(GateError), ultralytics_to_stderr():
+        r = run_gate(open_workspace(workspace), challenger, champion_ref=champion, margin=margin, tolerance=tolerance,
+                     report_dir=report, progress=show_progress(as_json))
     out = {"promoted": r.decision.promoted, "reasons": r.decision.reasons, "challenger": r.challenger_id,
            "champion": r.champion_id, "dataset_version": r.dataset_version,
            "margin": r.decision.margin, "tolerance": r.decision.tolerance,
@@ -260,11 +248,8 @@ def models_register(
     """Record a checkpoint trained elsewhere as a candidate (lineage "external"); then `gate` it."""
     from feedback.training.promote import RegistryError, register_weights
 
-    try:
-        with ultralytics_to_stderr():
-            m, new = register_weights(open_workspace(workspace), weights, parent=parent, note=note)
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
+    with failing_on(RegistryError), ultralytics_to_stderr():
+        m, new = register_weights(open_workspace(workspace), weights, parent=parent, note=note)
     out = {"id": m.id, "new": new, "origin": m.origin, "parent": m.parent_id, "note": m.note, "status": m.status,
            "classes": m.classes, "imgsz": m.imgsz, "weights_sha256": m.weights_sha256}
     emit(out, as_json, f"{m.id} {'registered' if new else 'was already in the registry'} "
