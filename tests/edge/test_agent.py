@@ -91,16 +91,23 @@ def spooled_detections(spool_dir: Path) -> list[list[tuple[str, float]]]:
     return [sorted((d.class_name or "", round(d.confidence, 2)) for d in m.detections) for m in metas]
 
 
-def test_the_agent_uploads_and_alerts_at_each_classs_own_threshold(tmp_path: Path) -> None:
+def four_frames(tmp_path: Path, receiver: Receiver, alert_class: str) -> Agent:
+    """An agent on the planted model that has seen four frames (each a hard example), alerting `receiver` on
+    `alert_class`; its uploads spool to tmp_path/spool, the server being unreachable."""
     model = planted_onnx(tmp_path / "m.onnx", ROWS, thresholds=THRESHOLDS)
+    alerts = AlertConfig(receiver.url, ALERT_SECRET, {alert_class}, backoff_base_s=0.01)
+    config = AgentConfig(server="http://127.0.0.1:9", token="t", device="cam", spool_dir=tmp_path / "spool",
+                         triggers=EVERY_FRAME, alerts=alerts)
+    agent = Agent(config, load_detector(model), [])
+    for i in range(4):
+        agent.step(Frame(np.zeros((64, 64, 3), np.uint8), i, i / 10, utc_now(), SourceRef(uri="t", frame_index=i)))
+    return agent
+
+
+def test_the_agent_uploads_and_alerts_at_each_classs_own_threshold(tmp_path: Path) -> None:
     receiver = Receiver()
     try:
-        alerts = AlertConfig(receiver.url, ALERT_SECRET, {"wear"}, backoff_base_s=0.01)
-        config = AgentConfig(server="http://127.0.0.1:9", token="t", device="cam", spool_dir=tmp_path / "spool",
-                             triggers=EVERY_FRAME, alerts=alerts)
-        agent = Agent(config, load_detector(model), [])
-        for i in range(4):
-            agent.step(Frame(np.zeros((64, 64, 3), np.uint8), i, i / 10, utc_now(), SourceRef(uri="t", frame_index=i)))
+        agent = four_frames(tmp_path, receiver, "wear")
         assert agent.status()["thresholds"] == {"helmet": 0.3, "no_helmet": 0.08, "wear": 0.7}
         agent.close(drain_timeout_s=0)
         [alert] = receiver.wait_for(1)
@@ -115,15 +122,9 @@ def test_the_agent_uploads_and_alerts_at_each_classs_own_threshold(tmp_path: Pat
 def test_an_alert_class_far_below_bytetracks_own_thresholds_is_tracked_and_alerts(tmp_path: Path) -> None:
     # no_helmet operates at 0.08 and scores 0.1: ByteTrack starts tracks at 0.5/0.6 by default, so without the
     # tracker following the model's lowest threshold the box would never get a track, and never alert.
-    model = planted_onnx(tmp_path / "m.onnx", ROWS, thresholds=THRESHOLDS)
     receiver = Receiver()
     try:
-        alerts = AlertConfig(receiver.url, ALERT_SECRET, {"no_helmet"}, backoff_base_s=0.01)
-        config = AgentConfig(server="http://127.0.0.1:9", token="t", device="cam", spool_dir=tmp_path / "spool",
-                             triggers=EVERY_FRAME, alerts=alerts)
-        agent = Agent(config, load_detector(model), [])
-        for i in range(4):
-            agent.step(Frame(np.zeros((64, 64, 3), np.uint8), i, i / 10, utc_now(), SourceRef(uri="t", frame_index=i)))
+        agent = four_frames(tmp_path, receiver, "no_helmet")
         agent.close(drain_timeout_s=0)
         [alert] = receiver.wait_for(1)
     finally:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -19,6 +17,7 @@ from edge.sources import ImageFolderSource, VideoFileSource, open_source
 from edge.stream_source import StreamSource
 from feedback.scenes import Scene, render_scene, write_video
 from tests.edge.manual_clock import ManualClock
+from tests.polling import wait_until
 
 FPS, HOLD, SEEDS = 25, 2, 12  # a 24-frame, ~1 s clip: each scene held for two frames
 
@@ -31,15 +30,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Scene]]:
 
 def mae(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    """Poll until `condition()` holds; fail with `what` if it never does."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} (waited {timeout_s} s)")
-        time.sleep(0.01)
 
 
 # -- image folders ---------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from feedback.rollout.deployments import pin_device, unpin_device
 from feedback.rollout.publish import reference_set
 from store.devices import add_device
 from store.inbox import CAPTURES, HEARTBEATS, CaptureRecord, HeartbeatRecord
+from tests.edge.artifact_link import ArtifactLink
 from tests.edge.manual_clock import ManualClock
 from tests.edge.planted_model import PPE, head, planted_onnx, with_thresholds
 from tests.edge.test_alerts import SECRET as ALERT_SECRET
@@ -520,35 +521,20 @@ def test_the_reference_check_compares_each_class_where_device_and_publisher_both
     assert "no partner within 2.0 px" in (reference_mismatch(load_detector(model), moved) or "")
 
 
-class FlakyLink:
+class FlakyLink(ArtifactLink):
     """A TCP proxy in front of the API that cuts the first response to GET `path` after `cut` bytes and
     records the Range header of every request for `path`."""
 
     def __init__(self, upstream: str, path: str, cut: int) -> None:
-        host, port = upstream.removeprefix("http://").split(":")
-        self.upstream, self.path, self.cut = (host, int(port)), path, cut
-        self.ranges: list[str | None] = []
-        self.cuts = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.cut, self.cuts = cut, 0
+        super().__init__(upstream, path)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            watch = {"on": False, "sent": 0}
-            threading.Thread(target=self._requests, args=(client, server, watch), daemon=True).start()
-            threading.Thread(target=self._responses, args=(server, client, watch), daemon=True).start()
+    def _connection(self) -> dict:
+        return {"on": False, "sent": 0}
 
     def _requests(self, src: socket.socket, dst: socket.socket, watch: dict) -> None:
         while data := _recv(src):
-            if f"GET {self.path} ".encode() in data:
-                found = re.search(rb"\r\nrange: *([^\r]+)", data, re.IGNORECASE)
-                self.ranges.append(found[1].decode() if found else None)
+            if self._asks_for_path(data):
                 watch["on"], watch["sent"] = self.cuts == 0, 0
             dst.sendall(data)
         dst.close()
@@ -565,9 +551,6 @@ class FlakyLink:
             watch["sent"] += len(data)
             dst.sendall(data)
         dst.close()
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 def _recv(s: socket.socket) -> bytes:

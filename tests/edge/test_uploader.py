@@ -15,14 +15,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-from edge.client import IngestClient
 from edge.protocol import CAPTURES_PATH, CREDENTIAL_REASONS, HEARTBEAT_PATH, CaptureMeta, Heartbeat, SourceRef, utc_now
 from edge.spool import Spool
 from edge.uploader import Uploader
+from tests.edge.uploaders import Uploaders, spool_fixture  # noqa: F401 (the `spool` fixture)
+from tests.polling import holds_within
 
 TOKEN = "test-token"
 DROPPED = 0  # the status recorded for a request the server stored but never answered
@@ -199,12 +199,7 @@ def _put(spool: Spool, i: int) -> str:
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return holds_within(condition, timeout)
 
 
 @pytest.fixture
@@ -216,29 +211,18 @@ def ingest() -> Iterator[FakeIngest]:
 
 
 @pytest.fixture
-def spool(tmp_path: Path) -> Iterator[Spool]:
-    with Spool(tmp_path / "spool") as s:
-        yield s
-
-
-@pytest.fixture
 def make_uploader(spool: Spool, ingest: FakeIngest) -> Iterator[Callable[..., Uploader]]:
-    started: list[Uploader] = []
+    uploaders = Uploaders(spool, ingest.url, timeout_s=5)
 
     def make(token: list[str] | None = None, vtime: VirtualTime | None = None, **kwargs: object) -> Uploader:
-        """`token[0]` is read by the client factory, as a device re-reads its config."""
-        token = token or [TOKEN]
-        kwargs = {"backoff_base_s": 0.05, "backoff_max_s": 0.3, **kwargs}
+        """`token[0]` is read by the client factory, as a device re-reads its config; `vtime` runs its clock."""
         if vtime is not None:
             kwargs.update(clock=vtime.clock, wait=vtime.wait)
             ingest.clock = vtime.clock
-        uploader = Uploader(spool, lambda: IngestClient(ingest.url, token[0], timeout_s=5), **kwargs)  # type: ignore[arg-type]
-        uploader.start()
-        started.append(uploader)
-        return uploader
+        return uploaders.start(token or [TOKEN], **kwargs)
 
     yield make
-    for uploader in started:
+    for uploader in uploaders.started:
         assert uploader.stop(timeout=5)
 
 

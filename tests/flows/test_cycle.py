@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from edge.protocol import CaptureMeta, Detection, SourceRef, utc_now
 from feedback.datasets.yolo_import import import_yolo
-from feedback.scenes import encode_jpeg, render_scene, write_yolo_dataset
+from feedback.scenes import write_yolo_dataset
 from flows.cycle import improvement_cycle
 from flows.publish import publish_flow
-from store.inbox import CaptureRecord
 from store.settings import Settings, Workspace
+from tests.flows.camera_inbox import camera_frames
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -29,23 +28,6 @@ def _site(tmp_path: Path, scene_pt: Path) -> tuple[Workspace, Path]:
     with ws.catalog.connect() as con:
         con.execute("UPDATE models SET status = 'champion' WHERE id = ?", [record.id])
     return ws, camera_frames(ws, tmp_path / "labels", 12)
-
-
-def camera_frames(ws: Workspace, labels: Path, n: int) -> Path:
-    """`n` camera frames in the inbox whose device saw one spurious box each, and the oracle's labels for them."""
-    labels.mkdir()
-    for i in range(n):
-        scene = render_scene(500 + i)
-        data = encode_jpeg(scene.image)
-        sha = ws.blobs.put(data)
-        meta = CaptureMeta(device="cam", camera="c", captured_at=utc_now(), frame_width=320, frame_height=240,
-                           model_version="m1", triggers=["uncertainty"], source=SourceRef(uri="cam.mp4", frame_index=i),
-                           detections=[Detection(xyxy=(1, 1, 30, 30), confidence=0.4, class_id=0)])
-        ws.inbox.add_capture(CaptureRecord(id=sha, sha256=sha, media_type="image/jpeg", bytes=len(data), meta=meta))
-        rows = [f"{c} {(x1 + x2) / 640:.6f} {(y1 + y2) / 480:.6f} {(x2 - x1) / 320:.6f} {(y2 - y1) / 240:.6f}"
-                for (x1, y1, x2, y2), c in zip(scene.boxes, scene.class_ids, strict=True)]
-        (labels / f"cam_{i:06d}.txt").write_text("\n".join(rows))
-    return labels
 
 
 def test_a_cycle_runs_every_stage_then_a_rerun_skips(tmp_path: Path, scene_pt: Path) -> None:

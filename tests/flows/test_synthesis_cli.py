@@ -24,16 +24,24 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_synthesize_for_a_class_then_report(tmp_path: Path, scene_pt: Path):
+def champion_site(tmp_path: Path, scene_pt: Path, train: int, holdout: range = range(0)) -> Workspace:
+    """A workspace with `train` generated training images (helmets and bare heads only), `holdout` scenes, and
+    the scene model registered as the champion that synthesis labels with."""
     ws = Workspace(Settings(workspace=tmp_path / "ws", fsync=False))
-    import_yolo(ws, write_yolo_dataset(tmp_path / "train", range(10), class_weights=(0.6, 0.4, 0, 0)), "train",
+    import_yolo(ws, write_yolo_dataset(tmp_path / "train", range(train), class_weights=(0.6, 0.4, 0, 0)), "train",
                 progress=False)
-    import_yolo(ws, write_yolo_dataset(tmp_path / "holdout", range(50, 53)), "holdout", progress=False)
+    if holdout:
+        import_yolo(ws, write_yolo_dataset(tmp_path / "holdout", holdout), "holdout", progress=False)
     data = scene_pt.read_bytes()
     ws.blobs.put(data)
     with ws.catalog.connect() as con:
         con.execute("UPDATE models SET status = 'champion' WHERE id = ?",
                     [register_model(con, sha256_hex(data), classes=list(CLASSES), imgsz=160)])
+    return ws
+
+
+def test_synthesize_for_a_class_then_report(tmp_path: Path, scene_pt: Path):
+    champion_site(tmp_path, scene_pt, 10, holdout=range(50, 53))
     w = ["-w", str(tmp_path / "ws")]
 
     code, _, err = run("synthesize", "--n", "2", *w)
@@ -69,16 +77,10 @@ def test_synthesize_for_a_class_then_report(tmp_path: Path, scene_pt: Path):
 
 
 def test_synthesize_for_mined_clusters(tmp_path: Path, scene_pt: Path):
-    ws = Workspace(Settings(workspace=tmp_path / "ws", fsync=False))
-    import_yolo(ws, write_yolo_dataset(tmp_path / "train", range(8), class_weights=(0.6, 0.4, 0, 0)), "train",
-                progress=False)
-    data = scene_pt.read_bytes()
-    ws.blobs.put(data)
+    ws = champion_site(tmp_path, scene_pt, 8)
     dark = {"bins": {"lighting": {"value": "dark", "share": 0.9, "fixed": True}}, "medians": {},
             "neighbour": {"class_id": CLASSES.index("helmet")}}
     with ws.catalog.connect() as con:
-        con.execute("UPDATE models SET status = 'champion' WHERE id = ?",
-                    [register_model(con, sha256_hex(data), classes=list(CLASSES), imgsz=160)])
         save_clusters(con, None, [Cluster("c-dark", None, CLASSES.index("no_helmet"), "missed", False, 4, "emb",
                                           dark, [], {})])
         save_prompts(con, [Prompt("p1", "c-dark", 0, 0, CLASSES.index("no_helmet"), CLASSES.index("helmet"),
@@ -100,14 +102,8 @@ def test_synthesize_for_mined_clusters(tmp_path: Path, scene_pt: Path):
 
 
 def test_a_generator_that_needs_prompts_names_the_command_that_writes_them(tmp_path: Path, scene_pt: Path):
-    ws = Workspace(Settings(workspace=tmp_path / "ws", fsync=False))
-    import_yolo(ws, write_yolo_dataset(tmp_path / "train", range(8), class_weights=(0.6, 0.4, 0, 0)), "train",
-                progress=False)
-    data = scene_pt.read_bytes()
-    ws.blobs.put(data)
+    ws = champion_site(tmp_path, scene_pt, 8)
     with ws.catalog.connect() as con:
-        con.execute("UPDATE models SET status = 'champion' WHERE id = ?",
-                    [register_model(con, sha256_hex(data), classes=list(CLASSES), imgsz=160)])
         save_clusters(con, None, [Cluster("c-dark", None, CLASSES.index("no_helmet"), "missed", False, 4, "emb",
                                           {"bins": {}, "medians": {}}, [], {})])  # clustered, no prompts yet
     w = ["-w", str(tmp_path / "ws")]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from feedback.scenes import Scene, write_video
+from tests.integration.ingest_process import free_port
 from tests.integration.labelstudio import INSTALL as LABEL_STUDIO_INSTALL
 from tests.integration.labelstudio import LabelStudioServer, label_studio_bin
 
@@ -31,18 +31,12 @@ RTSP_APT_LINE = (
 )
 
 
-def _free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RtspServer:
     """The RTSP test server as a process that a test can kill, freeze and start again on its port."""
 
     def __init__(self, video: Path, scenes: list[Scene], fps: int, hold: int, log: Path):
         self.video, self.scenes, self.fps, self.hold, self.log = video, scenes, fps, hold, log
-        self.port = _free_loopback_port()
+        self.port = free_port()
         self.url = f"rtsp://127.0.0.1:{self.port}/stream"
         self.proc: subprocess.Popen[str] | None = None
 

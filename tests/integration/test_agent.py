@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +14,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
 from edge.alerts import verify
@@ -24,48 +22,16 @@ from feedback.scenes import write_video
 from store.devices import add_device
 from store.inbox import HEARTBEATS, HeartbeatRecord
 from store.settings import Settings, Workspace
+from tests.integration.ingest_process import ServeProcess
 
 pytestmark = pytest.mark.integration
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Api:
+class Api(ServeProcess):
     """`edgeloop serve` in its own process, startable and stoppable on a fixed port."""
 
-    def __init__(self, root: Path) -> None:
-        self.root, self.port = root, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flows", "serve", "--port", str(self.port), "--workspace", str(self.root)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("the ingest API did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
     def new_captures(self) -> int:
-        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
-            if line.startswith('edgeloop_ingest_captures_total{outcome="new"}'):
-                return int(float(line.split()[-1]))
-        return 0
+        return int(self.metric('edgeloop_ingest_captures_total{outcome="new"}'))
 
 
 @pytest.fixture

@@ -8,10 +8,6 @@ import io
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,16 +27,11 @@ from edge.triggers import TriggerConfig
 from store.devices import add_device
 from store.inbox import load_inbox
 from store.settings import Settings, Workspace
+from tests.integration.ingest_process import ServeProcess
 
 pytestmark = pytest.mark.integration
 
 BAND = (0.001, 0.25)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,26 +40,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("ws")
     ws = Workspace(Settings(workspace=root))
     token = add_device(ws.catalog, ws.objects, "cam-a")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows", "serve", "--port", str(port), "--workspace", str(root)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
-        time.sleep(0.2)
-    yield {"url": url, "ws": ws, "token": token}
-    proc.terminate()
-    proc.wait(timeout=10)
+    with ServeProcess(root, tmp_path_factory.mktemp("serve") / "serve.log") as api:
+        yield {"url": api.url, "ws": ws, "token": token}
 
 
 def jpeg(seed: int) -> bytes:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +24,7 @@ from store.inbox import CAPTURES, CaptureRecord
 from store.objects import TMP_PREFIX
 from store.settings import Settings, Workspace
 from tests.edge.tmpfs import small_tmpfs
-from tests.integration.test_ingest_server import free_port
+from tests.integration.ingest_process import ServeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -56,27 +53,10 @@ def full_disk_server(tmp_path: Path) -> Iterator[dict]:
     with small_tmpfs(tmp_path / "ws") as root:
         ws = Workspace(Settings(workspace=root, catalog_path=catalog))
         token = add_device(ws.catalog, ws.objects, DEVICE)
-        port, log = free_port(), tmp_path / "serve.log"
-        env = {**os.environ, "EDGELOOP_CATALOG_PATH": str(catalog), "EDGELOOP_REGISTRY_TTL_S": "0.5"}
-        with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "flows", "serve", "--port", str(port), "--workspace",
-                                     str(root)], env=env, stdout=out, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the server did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
-            yield {"url": url, "token": token, "ws": ws, "root": root, "log": log}
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+        log = tmp_path / "serve.log"
+        env = {"EDGELOOP_CATALOG_PATH": str(catalog), "EDGELOOP_REGISTRY_TTL_S": "0.5"}
+        with ServeProcess(root, log, env) as api:
+            yield {"url": api.url, "token": token, "ws": ws, "root": root, "log": log}
 
 
 def upload(server: dict, index: int) -> httpx.Response:

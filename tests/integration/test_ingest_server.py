@@ -8,9 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -24,16 +21,11 @@ from PIL import Image
 from edge.protocol import CaptureMeta, SourceRef, utc_now
 from store.devices import add_device, revoke_device
 from store.settings import Settings, Workspace
+from tests.integration.ingest_process import ServeProcess
 
 pytestmark = pytest.mark.integration
 
 LIMIT = 2 * 1024 * 1024  # a small body limit keeps the 413 tests quick
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -41,27 +33,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("ws")
     ws = Workspace(Settings(workspace=root))
     tokens = {name: add_device(ws.catalog, ws.objects, name) for name in ("cam-a", "cam-b", "cam-gone")}
-    port = free_port()
-    env = {**os.environ, "EDGELOOP_MAX_UPLOAD_BYTES": str(LIMIT), "EDGELOOP_REGISTRY_TTL_S": "0.5"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows", "serve", "--port", str(port), "--workspace", str(root)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
-        time.sleep(0.2)
-    yield {"url": url, "ws": ws, "root": root, "tokens": tokens}
-    proc.terminate()
-    proc.wait(timeout=10)
+    env = {"EDGELOOP_MAX_UPLOAD_BYTES": str(LIMIT), "EDGELOOP_REGISTRY_TTL_S": "0.5"}
+    with ServeProcess(root, tmp_path_factory.mktemp("serve") / "serve.log", env) as api:
+        yield {"url": api.url, "ws": ws, "root": root, "tokens": tokens}
 
 
 def jpeg(width: int = 64, height: int = 48, seed: int = 0) -> bytes:

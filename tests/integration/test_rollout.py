@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import re
 import signal
 import socket
 import subprocess
@@ -22,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from edge.detectors.onnx_runtime import OnnxDetector
@@ -31,17 +28,13 @@ from feedback.rollout.desired import in_canary
 from feedback.training.promote import register_weights
 from store.devices import add_device
 from store.settings import Workspace
+from tests.edge.artifact_link import ArtifactLink
 from tests.feedback.rollout.artifacts import holdout_workspace
+from tests.integration.ingest_process import ServeProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")]
 
 EAST, WEST = "gate-east", "gate-west"  # in a 50% canary, and not
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], bool], what: str, procs: list[subprocess.Popen] = (), timeout: float = 240) -> None:
@@ -100,27 +93,11 @@ def site(tmp_path_factory: pytest.TempPathFactory, ppe_dir: Path, ppe_pt: Path, 
     published = cli(ws.settings.workspace, "publish", model.id)
     assert published["model"] == model.id and published["reference_boxes"] > 0
     tokens = {d: add_device(ws.catalog, ws.objects, d) for d in (EAST, WEST)}
-    port = free_port()
-    api = subprocess.Popen([sys.executable, "-m", "flows", "serve", "--port", str(port), "--workspace",
-                            str(ws.settings.workspace)], env={**os.environ, "EDGELOOP_REGISTRY_TTL_S": "0.2"},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(up, "the API answering", [api], timeout=60)
-    try:
-        yield {"ws": ws, "root": ws.settings.workspace, "url": url, "tokens": tokens, "model": model.id,
+    with ServeProcess(ws.settings.workspace, env={"EDGELOOP_REGISTRY_TTL_S": "0.2"}) as api:
+        yield {"ws": ws, "root": ws.settings.workspace, "url": api.url, "tokens": tokens, "model": model.id,
                "onnx_sha256": published["onnx_sha256"], "installed": ppe_onnx,
                "installed_version": OnnxDetector(ppe_onnx).model_version, "video": ppe_dir / "pool_stream.mp4",
                "tmp": root}
-    finally:
-        api.terminate()
-        api.wait(timeout=10)
 
 
 def start_agent(site: dict, device: str, folder: Path, server: str | None = None) -> subprocess.Popen:
@@ -200,36 +177,28 @@ def test_a_half_canary_swaps_exactly_its_device_promote_moves_the_other_rollback
         assert contiguous(runs, summary["frames"]), (device, runs)
 
 
-class SlowLink:
+class SlowLink(ArtifactLink):
     """A TCP proxy in front of the API that relays the answer to GET `path` at `rate` bytes per second and
     records the Range header of each such request: the flaky, slow uplink of a site."""
 
     def __init__(self, upstream: str, path: str, rate: int) -> None:
-        host, port = upstream.removeprefix("http://").split(":")
-        self.upstream, self.path, self.rate = (host, int(port)), path, rate
-        self.ranges: list[str | None] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.rate = rate
+        super().__init__(upstream, path)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            slow = threading.Event()
-            threading.Thread(target=self._pump, args=(client, server, slow, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, slow, False), daemon=True).start()
+    def _connection(self) -> threading.Event:
+        return threading.Event()  # set while the connection's last request was for `path`
+
+    def _requests(self, src: socket.socket, dst: socket.socket, slow: threading.Event) -> None:
+        self._pump(src, dst, slow, True)
+
+    def _responses(self, src: socket.socket, dst: socket.socket, slow: threading.Event) -> None:
+        self._pump(src, dst, slow, False)
 
     def _pump(self, src: socket.socket, dst: socket.socket, slow: threading.Event, requests: bool) -> None:
         try:
             while data := src.recv(16384):
                 if requests:
-                    if f"GET {self.path} ".encode() in data:
-                        found = re.search(rb"\r\nrange: *([^\r]+)", data, re.IGNORECASE)
-                        self.ranges.append(found[1].decode() if found else None)
+                    if self._asks_for_path(data):
                         slow.set()
                     else:
                         slow.clear()
@@ -244,9 +213,6 @@ class SlowLink:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 def test_killed_while_downloading_or_building_it_resumes_and_never_loads_a_half_written_model(site: dict) -> None:

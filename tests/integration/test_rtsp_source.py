@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -16,6 +15,7 @@ import pytest
 
 from edge.frames import Frame
 from edge.stream_source import StreamSource
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +37,6 @@ def scene_matcher(server) -> Callable[[np.ndarray], float]:
         return int(errors.argmin()) * server.hold / server.fps
 
     return position
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    """Poll until `condition()` holds; fail with `what` if it never does."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} (waited {timeout_s} s)")
-        time.sleep(0.01)
 
 
 def test_live_frames_and_a_slow_consumer_gets_the_newest(rtsp_server) -> None:

@@ -8,16 +8,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -28,6 +21,9 @@ from edge.spool import Spool
 from edge.uploader import Uploader
 from store.devices import add_device, revoke_device, rotate_token
 from store.settings import Settings, Workspace
+from tests.edge.uploaders import Uploaders, spool_fixture  # noqa: F401 (the `spool` fixture)
+from tests.integration.ingest_process import ServeProcess
+from tests.polling import holds_within
 
 pytestmark = pytest.mark.integration
 
@@ -35,88 +31,35 @@ WIDTH, HEIGHT = 64, 48
 REGISTRY_TTL_S = 0.2  # how soon the API sees a registry change; the tests wait for it, never sleep it
 
 
-class Api:
+class Api(ServeProcess):
     """A running `edgeloop serve` and the workspace it serves."""
 
     def __init__(self, root: Path) -> None:
+        super().__init__(root / "ws", root / "serve.log", {"EDGELOOP_REGISTRY_TTL_S": str(REGISTRY_TTL_S)})
         self.root = root
         self.ws = Workspace(Settings(workspace=root / "ws"))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "EDGELOOP_REGISTRY_TTL_S": str(REGISTRY_TTL_S)}
-        self.log = root / "serve.log"
-        with self.log.open("wb") as log:  # a file, not a pipe nobody reads: a full pipe would stall it
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "flows", "serve", "--port", str(port), "--workspace", str(root / "ws")],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                raise RuntimeError(f"edgeloop serve did not start:\n{self.log.read_text()[-2000:]}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
     def rejections(self, reason: str) -> float:
         """How many requests the API refused for `reason`, from its Prometheus metrics."""
-        text = httpx.get(f"{self.url}/metrics").text
-        found = re.search(rf'^edgeloop_ingest_rejections_total{{reason="{reason}"}} (\S+)$', text, re.M)
-        return float(found.group(1)) if found else 0.0
+        return self.metric(f'edgeloop_ingest_rejections_total{{reason="{reason}"}}')
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    server = Api(tmp_path_factory.mktemp("uploader_auth"))
-    try:
-        server.wait_ready()
+    with Api(tmp_path_factory.mktemp("uploader_auth")) as server:
         yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def spool(tmp_path: Path) -> Iterator[Spool]:
-    with Spool(tmp_path / "spool") as s:
-        yield s
 
 
 @pytest.fixture
 def make_uploader(spool: Spool, api: Api) -> Iterator[Callable[..., Uploader]]:
-    started: list[Uploader] = []
-
-    def make(token: list[str], **kwargs: object) -> Uploader:
-        """An uploader whose client factory reads `token[0]`, as a device re-reads its config."""
-        kwargs = {"backoff_base_s": 0.05, "backoff_max_s": 0.3, **kwargs}
-        uploader = Uploader(spool, lambda: IngestClient(api.url, token[0], timeout_s=10), **kwargs)  # type: ignore[arg-type]
-        uploader.start()
-        started.append(uploader)
-        return uploader
-
-    yield make
-    for uploader in started:
+    uploaders = Uploaders(spool, api.url, timeout_s=10)
+    yield uploaders.start
+    for uploader in uploaders.started:
         assert uploader.stop(timeout=10)
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return holds_within(condition, timeout)
 
 
 def _jpeg(seed: int) -> bytes:

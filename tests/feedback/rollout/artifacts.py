@@ -13,8 +13,10 @@ from pathlib import Path
 
 from edge.protocol import ArtifactManifest, ReferenceSet
 from feedback.datasets.yolo_import import import_yolo
+from feedback.rollout.deployments import publish_desired_state
 from feedback.rollout.publish import Parity, check_parity, reference_set, stamp_version, store_artifact
 from store.blobs import sha256_hex
+from store.devices import add_device
 from store.models import get_model, register_model
 from store.settings import Settings, Workspace
 
@@ -61,3 +63,24 @@ def artifact(ws: Workspace, onnx: Path, label: str, parity: Parity, ppe_dir: Pat
     reference = reference or reference_set(stamped, frames(ppe_dir), 3)
     data = onnx_bytes if onnx_bytes is not None else stamped.read_bytes()
     return store_artifact(ws, model, data, reference, (320, 320), parity)
+
+
+def gate_fleet(root: Path, ppe_dir: Path, ppe_pt: Path, ppe_onnx: Path,
+               labels: list[str]) -> tuple[Workspace, list[str]]:
+    """A two-image holdout workspace with an artifact for each of `labels` (one export, its parity checked once)
+    and the devices gate-east and gate-west (in a 50% canary, and not); returns it and the models' versions."""
+    ws = holdout_workspace(root, ppe_dir, n=2)
+    parity = parity_of(ppe_pt, ppe_onnx, ppe_dir)
+    models = [artifact(ws, ppe_onnx, label, parity, ppe_dir).model_version for label in labels]
+    for device in ("gate-east", "gate-west"):
+        add_device(ws.catalog, ws.objects, device)
+    return ws, models
+
+
+def clear_deployments(ws: Workspace, tables: list[str]) -> None:
+    """Empty `tables` and publish the desired state that leaves: a module's tests share one fleet (publishing
+    artifacts takes minutes), and each starts from no rollout."""
+    with ws.catalog.connect() as con:
+        for table in tables:
+            con.execute(f"DELETE FROM {table}")
+        publish_desired_state(con, ws.objects)

@@ -14,33 +14,26 @@ import pytest
 
 from edge.protocol import CaptureMeta, Detection, Heartbeat, SourceRef, utc_now
 from feedback.rollout.canary import judge
-from feedback.rollout.deployments import RolloutError, promote_rollout, publish_desired_state, start_rollout
+from feedback.rollout.deployments import RolloutError, promote_rollout, start_rollout
 from feedback.rollout.fleet_table import device_table
-from store.devices import add_device
 from store.inbox import CaptureRecord, HeartbeatRecord, load_inbox
 from store.rollouts import active_rollout
 from store.settings import Workspace
-from tests.feedback.rollout.artifacts import artifact, holdout_workspace, parity_of
+from tests.feedback.rollout.artifacts import clear_deployments, gate_fleet
 
 BASE = "m-base0000000"  # what the rest of the fleet runs (the devices' installed model, say)
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, ppe_dir: Path, ppe_pt: Path, ppe_onnx: Path):
-    ws = holdout_workspace(tmp_path_factory.mktemp("canary"), ppe_dir, n=2)
-    model = artifact(ws, ppe_onnx, "canary", parity_of(ppe_pt, ppe_onnx, ppe_dir), ppe_dir).model_version
-    for device in ("gate-east", "gate-west"):
-        add_device(ws.catalog, ws.objects, device)
+    ws, [model] = gate_fleet(tmp_path_factory.mktemp("canary"), ppe_dir, ppe_pt, ppe_onnx, ["canary"])
     return ws, model
 
 
 @pytest.fixture
 def ws(fleet) -> Workspace:
     ws, model = fleet
-    with ws.catalog.connect() as con:
-        for table in ("rollouts", "heartbeats", "captures", "detections", "triggers"):
-            con.execute(f"DELETE FROM {table}")
-        publish_desired_state(con, ws.objects)
+    clear_deployments(ws, ["rollouts", "heartbeats", "captures", "detections", "triggers"])
     start_rollout(ws, model, 50)  # gate-east is in the canary, gate-west is not
     return ws
 

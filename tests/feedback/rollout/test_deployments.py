@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 
 from feedback.rollout.deployments import (
-    RolloutError, pin_device, promote_rollout, publish_desired_state, rollback_rollout, start_rollout, unpin_device,
+    RolloutError, pin_device, promote_rollout, rollback_rollout, start_rollout, unpin_device,
 )
 from feedback.rollout.desired import DesiredState, DesiredStateReader, answer_for, canary_bucket, in_canary
-from store.devices import add_device
 from store.rollouts import fleet_model
 from store.settings import Workspace
 from tests.edge.manual_clock import ManualClock
-from tests.feedback.rollout.artifacts import artifact, holdout_workspace, parity_of
+from tests.feedback.rollout.artifacts import clear_deployments, gate_fleet
 
 DEVICES = [f"cam-{i:02d}" for i in range(40)]
 
@@ -39,22 +38,14 @@ def test_buckets_are_stable_spread_and_a_growing_canary_keeps_its_devices() -> N
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, ppe_dir: Path, ppe_pt: Path, ppe_onnx: Path):
     """A workspace with three published models and two devices."""
-    ws = holdout_workspace(tmp_path_factory.mktemp("deploy"), ppe_dir, n=2)
-    parity = parity_of(ppe_pt, ppe_onnx, ppe_dir)
-    models = [artifact(ws, ppe_onnx, name, parity, ppe_dir).model_version for name in ("a", "b", "c")]
-    for device in ("gate-east", "gate-west"):
-        add_device(ws.catalog, ws.objects, device)
-    return ws, models
+    return gate_fleet(tmp_path_factory.mktemp("deploy"), ppe_dir, ppe_pt, ppe_onnx, ["a", "b", "c"])
 
 
 @pytest.fixture
 def ws(fleet) -> Workspace:
     """The fleet's workspace with no rollout or pin in force (each test starts from there)."""
     ws, _ = fleet
-    with ws.catalog.connect() as con:
-        con.execute("DELETE FROM rollouts")
-        con.execute("DELETE FROM device_pins")
-        publish_desired_state(con, ws.objects)
+    clear_deployments(ws, ["rollouts", "device_pins"])
     return ws
 
 

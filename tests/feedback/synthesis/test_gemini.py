@@ -5,7 +5,6 @@ The stub draws a real PPE photograph (or a blank grey frame), so what the teache
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -22,17 +21,6 @@ from tests.feedback.synthesis.vertex_stub import VertexStub, stub_calls
 MODEL = "gemini-2.5-flash-image"
 PROMPT = "A CCTV frame of a construction site at dusk: a worker without a hard hat, bare head, beside scaffolding."
 HELMET = 0
-
-
-@pytest.fixture
-def stub() -> Iterator[VertexStub]:
-    with VertexStub() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def teacher(ppe_pt: Path) -> ChampionTeacher:
-    return ChampionTeacher(ppe_pt)
 
 
 def yolo_boxes(image_path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,6 @@ Also what a retired Imagen model answers: an error that names the Gemini replace
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -23,17 +22,6 @@ INSTRUCTION = "a bare head with short dark hair"
 HEAD, OTHER = [300, 200, 340, 250], [60, 60, 100, 110]
 RETIRED = {"error": {"code": 404, "status": "NOT_FOUND", "message": "Publisher Model `projects/proj/locations/us-central1"
            "/publishers/google/models/imagen-3.0-generate-002` was not found or your project does not have access to it."}}  # fmt: skip
-
-
-@pytest.fixture
-def stub() -> Iterator[VertexStub]:
-    with VertexStub() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def teacher(ppe_pt: Path) -> ChampionTeacher:
-    return ChampionTeacher(ppe_pt)
 
 
 def frame() -> LabelledFrame:

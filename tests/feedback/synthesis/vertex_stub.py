@@ -13,14 +13,15 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from feedback.synthesis.cloud import CloudCalls, ResponseCache
+from tests.feedback.loopback_json import LoopbackServer, send_json
 
 PATH = re.compile(r"^/(?P<version>v1[a-z0-9]*)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
                   r"/publishers/google/models/(?P<model>[^/:]+):(?P<method>\w+)$")  # fmt: skip
@@ -61,7 +62,7 @@ def flat_edit(image_rgb: np.ndarray) -> np.ndarray:
     return np.full((1024, 1024, 3), MAGENTA, np.uint8)
 
 
-class VertexStub:
+class VertexStub(LoopbackServer):
     """`replies` (status, JSON) are served first, in order; after them every call succeeds with an image.
 
     `:generateContent` edits the request's image with `edit`, or answers `text_image` when there is none;
@@ -75,22 +76,7 @@ class VertexStub:
         self.edit: Callable[[np.ndarray], np.ndarray] = flat_edit
         self.text_image: np.ndarray = np.full((768, 1024, 3), (90, 120, 150), np.uint8)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        super().__init__(self._handler())
 
     def reply(self, status: int, body: dict[str, Any]) -> None:
         self.replies.append((status, body))
@@ -148,12 +134,7 @@ class VertexStub:
                     seen = Seen(path=self.path, headers=dict(self.headers), body=json.loads(raw or b"{}"), **{
                         k: match[k] for k in ("model", "method", "project", "location")})  # fmt: skip
                     status, answer = stub.answer(seen)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, answer)
 
             def log_message(self, *args: object) -> None:  # keep pytest's output clean
                 pass

@@ -16,12 +16,14 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import fsspec
 from google.cloud.aiplatform_v1.types import CustomJob, JobState
+
+from tests.feedback.loopback_json import LoopbackServer, send_json
 
 PENDING, RUNNING, SUCCEEDED = "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"
 FAILED, CANCELLED = "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"
@@ -59,7 +61,7 @@ class Job:
     worker_error: str | None = None
 
 
-class VertexStub:
+class VertexStub(LoopbackServer):
     """`with VertexStub(states, worker) as stub:` then point the SDK at `stub.url`."""
 
     def __init__(self, states: Sequence[str] = (PENDING, RUNNING, SUCCEEDED), worker: Worker | None = None,
@@ -84,20 +86,10 @@ class VertexStub:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
+        super().__init__(Handler)
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__exit__(*exc)
         for job in self.jobs.values():
             if job.started_at is not None:  # a container still training would write into a removed folder
                 job.worker_done.wait(timeout=300)
@@ -112,26 +104,27 @@ class VertexStub:
         self.requests.append(Request(method, h.path, {k.lower(): v for k, v in h.headers.items()}, body))
         match = _JOBS.match(h.path)
         if not match:
-            return _send(h, 404, {"error": {"code": 404, "message": f"no route {h.path}", "status": "NOT_FOUND"}})
+            return send_json(h, 404, {"error": {"code": 404, "message": f"no route {h.path}", "status": "NOT_FOUND"}})
         parent = f"projects/{match['project']}/locations/{match['location']}"
         if method == "POST" and match["id"] is None:
-            return _send(h, 200, self._create(parent, raw))
+            return send_json(h, 200, self._create(parent, raw))
         job = self.jobs.get(f"{parent}/customJobs/{match['id']}")
         if job is None:
-            return _send(h, 404, {"error": {"code": 404, "message": f"no job {match['id']}", "status": "NOT_FOUND"}})
+            missing = {"error": {"code": 404, "message": f"no job {match['id']}", "status": "NOT_FOUND"}}
+            return send_json(h, 404, missing)
         if method == "POST" and match["cancel"]:
             with self._lock:
                 job.script = [CANCELLED]
                 job.reads = 0
-            return _send(h, 200, {})
+            return send_json(h, 200, {})
         if method == "GET":
             with self._lock:
                 failing = self.failing_reads > 0
                 self.failing_reads -= failing
             if failing:
-                return _send(h, 502, {"error": {"code": 502, "message": "Bad Gateway", "status": "UNAVAILABLE"}})
-            return _send(h, 200, self._read(job))
-        return _send(h, 405, {"error": {"code": 405, "message": method, "status": "UNIMPLEMENTED"}})
+                return send_json(h, 502, {"error": {"code": 502, "message": "Bad Gateway", "status": "UNAVAILABLE"}})
+            return send_json(h, 200, self._read(job))
+        return send_json(h, 405, {"error": {"code": 405, "message": method, "status": "UNIMPLEMENTED"}})
 
     def _create(self, parent: str, raw: bytes) -> dict[str, Any]:
         spec = CustomJob.from_json(raw)  # the real message type: unknown fields are an error
@@ -187,15 +180,6 @@ class VertexStub:
         if job.state == CANCELLED:
             out.error = {"code": 1, "message": "CANCELED"}
         return json.loads(CustomJob.to_json(out, use_integers_for_enums=False))
-
-
-def _send(h: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
-    data = json.dumps(payload).encode()
-    h.send_response(status)
-    h.send_header("Content-Type", "application/json")
-    h.send_header("Content-Length", str(len(data)))
-    h.end_headers()
-    h.wfile.write(data)
 
 
 def model_dir(spec: CustomJob) -> str:
