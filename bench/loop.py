@@ -157,8 +157,10 @@ def prepare(run: Path, data: Path, base_model: Path, captures: Path, names: list
 
 
 def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, data: Path,
-            names: list[str], rare: str) -> dict[str, Any]:
-    """Select and review (oracle) `budget` captures in `rounds` pushes; the boxes this bought, by class.
+            names: list[str], rare: str, budget_seconds: float | None = None) -> dict[str, Any]:
+    """Select and review (oracle) `budget` captures in `rounds` pushes (or, for `active/s`, as many as
+    `budget_seconds` of a person's predicted time buys, ranked by value per second); the boxes this bought, by
+    class, and what they cost a person under the cost model.
 
     Between two rounds the reviews are pulled, so active's next push sees them as the product's next cycle
     would: the probe refits on the new verified boxes, and the failures they reveal seed retrieval."""
@@ -171,22 +173,26 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, d
         return json.loads((run / "acquired.json").read_text())
     started = time.perf_counter()
     reviewer = OracleReviewer(data / "pool" / "labels")
-    strategy = arm.removesuffix("+synth")
+    strategy = arm.removesuffix("+synth").removesuffix("/s")
     # Every reviewed capture trains: the real holdout is val, kept apart and the same for all arms.
     pull_reviews(ws, reviewer=reviewer, holdout_share=0.0)  # a crash after a push: its reviews first
     for r in range(rounds if arm != "base" else 0):
         with ws.catalog.connect() as con:
             pushed = con.execute("SELECT count(*) FROM review_tasks").fetchone()[0]
         size = budget * (r + 1) // rounds - pushed  # this round's share, less what a crashed run pushed
-        if size <= 0:
+        seconds = None
+        if budget_seconds is not None:  # the time budget's share, less what was spent (by the same cost model)
+            size, seconds = 1_000_000, budget_seconds * (r + 1) / rounds - annotator_seconds(ws)
+        if size <= 0 or (seconds is not None and seconds <= 0):
             continue
         if strategy == "oracle":
             push_captures(ws, oracle_picks(ws, size, reviewer, names.index(rare), seed), reviewer=reviewer,
                           strategy="oracle")
         else:
             embedder = prepare_vectors(ws, progress=False) if strategy == "active" else None
-            config = SelectionConfig(strategy=strategy, seed=seed, embedder=embedder)
-            push_for_review(ws, size, reviewer=reviewer, selection=config)
+            config = SelectionConfig(strategy=strategy, seed=seed, embedder=embedder,
+                                     per_second=budget_seconds is not None)
+            push_for_review(ws, size, reviewer=reviewer, selection=config, budget_seconds=seconds)
         pull_reviews(ws, reviewer=reviewer, holdout_share=0.0)
         if rounds > 1:
             log(f"{run.name}: round {r + 1} of {rounds}: {pushed + size} of {budget} captures reviewed")
@@ -197,9 +203,37 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, d
         images = con.execute("SELECT count(*) FROM review_tasks WHERE status = 'verified'").fetchone()[0]
     by_class = {names[k]: int(n) for k, n in rows}
     result = {"images_reviewed": int(images), "boxes_labelled": sum(by_class.values()),
-              "boxes_by_class": {n: by_class.get(n, 0) for n in names}, "seconds": round(time.perf_counter() - started, 1)}
+              "boxes_by_class": {n: by_class.get(n, 0) for n in names}, "annotator_s": annotator_seconds(ws),
+              "seconds": round(time.perf_counter() - started, 1)}
     write_json(run / "acquired.json", result)
     return result
+
+
+def time_budget(args: argparse.Namespace, seed: int) -> float:
+    """The seconds of a person's time random's reviews of this seed cost: what the `/s` arms may spend."""
+    from store.settings import Settings, Workspace
+
+    run = run_dir(args, "random", seed)
+    if not (run / "acquired.json").exists():
+        sys.exit(f"the /s arms spend random's review time: run the random arm of seed {seed} first "
+                 "(list it before them in --arms)")
+    acquired = json.loads((run / "acquired.json").read_text())
+    if "annotator_s" not in acquired:
+        acquired["annotator_s"] = annotator_seconds(Workspace(Settings(workspace=run / "ws", fsync=False)))
+        write_json(run / "acquired.json", acquired)
+    return acquired["annotator_s"]
+
+
+def annotator_seconds(ws: Any) -> float:
+    """People's time behind every review in the workspace, as the product counts it (each task's stored effort;
+    the oracle is priced by the cost model, as a person verifying the same boxes would be)."""
+    from feedback.report.effort import review_effort
+    from feedback.review.effort import CostModel
+
+    with ws.catalog.connect() as con:
+        effort = review_effort(con, (datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc)),
+                               CostModel.from_settings(ws.settings.review_seconds))
+    return round(effort.seconds, 1) if effort else 0.0
 
 
 def oracle_picks(ws: Any, budget: int, reviewer: Any, rare_id: int, seed: int) -> list[Any]:
@@ -309,7 +343,11 @@ def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names
     write_json(stamp, config)
     reuse_acquisition(args, arm, seed, run)
     ws = prepare(run, args.data, args.base_model, captures, names)
-    acquired = acquire(ws, run, arm, seed, args.budget, rounds, args.data, names, args.rare_class)
+    seconds = time_budget(args, seed) if arm.endswith("/s") else None
+    acquired = acquire(ws, run, arm, seed, args.budget, rounds, args.data, names, args.rare_class, seconds)
+    if "annotator_s" not in acquired:  # acquired before effort was counted: count it now from the reviews
+        acquired["annotator_s"] = annotator_seconds(ws)
+        write_json(run / "acquired.json", acquired)
     log(f"{key}: {acquired['boxes_by_class']} from {acquired['images_reviewed']} reviewed images")
     result: dict[str, Any] = {"arm": arm, "seed": seed, "config": config, "acquired": acquired}
     if args.acquire_only:
@@ -342,7 +380,7 @@ def run_dir(args: argparse.Namespace, arm: str, seed: int) -> Path:
     """DIR/<arm>[_r<rounds>][_<recipe>]_<seed>; its name also names the saved result in bench/results/loop/."""
     rounds = rounds_of(arm, args.rounds)
     recipe = f"_{recipe_name(args)}" if args.recipe != "default" else ""
-    return args.out / f"{arm.replace('+', '_')}{f'_r{rounds}' if rounds > 1 else ''}{recipe}_{seed}"
+    return args.out / f"{arm.replace('+', '_').replace('/s', '_ps')}{f'_r{rounds}' if rounds > 1 else ''}{recipe}_{seed}"
 
 
 def recipe_name(args: argparse.Namespace) -> str:
@@ -435,6 +473,11 @@ def summarise(results: list[dict[str, Any]], rare: str, eval_key: str) -> dict[s
             "seeds": sorted(runs),
             "rare_boxes_acquired": mean_ci([r["acquired"]["boxes_by_class"].get(rare, 0) for r in runs.values()]),
             "boxes_labelled": mean_ci([r["acquired"]["boxes_labelled"] for r in runs.values()]),
+            "annotator_s": mean_ci([r["acquired"].get("annotator_s") for r in runs.values()]),
+            # The number a site judges review by: rare boxes bought per hour of a person's time.
+            "rare_boxes_per_hour": mean_ci([3600 * r["acquired"]["boxes_by_class"].get(rare, 0)
+                                            / r["acquired"]["annotator_s"] for r in runs.values()
+                                            if r["acquired"].get("annotator_s")]),
         }
         if all(eval_key in r for r in runs.values()):
             for metric in ("map50", "map50_95", "rare_ap50", "rare_recall", "rare_precision", "rare_threshold"):
@@ -448,6 +491,9 @@ def summarise(results: list[dict[str, Any]], rare: str, eval_key: str) -> dict[s
                 for metric in ("rare_ap50", "map50"):
                     row[f"gain_{metric}_over_base"] = mean_ci([runs[s][eval_key][metric] - base[s][eval_key][metric]
                                                                for s in paired])
+                row["gain_rare_ap50_per_annotator_hour"] = mean_ci([
+                    3600 * (runs[s][eval_key]["rare_ap50"] - base[s][eval_key]["rare_ap50"])
+                    / runs[s]["acquired"]["annotator_s"] for s in paired if runs[s]["acquired"].get("annotator_s")])
                 # Per label a person spends, if the cost is per box drawn rather than per image reviewed.
                 row["gain_rare_ap50_per_1000_boxes"] = mean_ci([
                     1000 * (runs[s][eval_key]["rare_ap50"] - base[s][eval_key]["rare_ap50"])
@@ -467,15 +513,19 @@ def summarise(results: list[dict[str, Any]], rare: str, eval_key: str) -> dict[s
     # asks active >= 2), and the same per box labelled (active picks crowded images, so a person draws more
     # boxes for it). Oracle buys the most rare boxes any selection can: its ratios are the reference for active's.
     rnd = out.get("random")
-    for name in ("active", "oracle"):
+    for name in ("active", "oracle", "active/s"):
         row = out.get(name)
         if not (rnd and row):
             continue
         if rnd["rare_boxes_acquired"]["mean"]:
             out[f"{name}_over_random_rare_boxes"] = round(row["rare_boxes_acquired"]["mean"]
                                                           / rnd["rare_boxes_acquired"]["mean"], 2)
+        if rnd["rare_boxes_per_hour"]["mean"] and row["rare_boxes_per_hour"]["mean"] is not None:
+            out[f"{name}_over_random_rare_boxes_per_hour"] = round(row["rare_boxes_per_hour"]["mean"]
+                                                                   / rnd["rare_boxes_per_hour"]["mean"], 2)
         for key, ratio in (("gain_rare_ap50_over_base", f"{name}_over_random_rare_ap50_gain"),
-                           ("gain_rare_ap50_per_1000_boxes", f"{name}_over_random_rare_ap50_gain_per_box")):
+                           ("gain_rare_ap50_per_1000_boxes", f"{name}_over_random_rare_ap50_gain_per_box"),
+                           ("gain_rare_ap50_per_annotator_hour", f"{name}_over_random_rare_ap50_gain_per_hour")):
             if key in rnd and key in row and rnd[key]["mean"] > 0:
                 out[ratio] = round(row[key]["mean"] / rnd[key]["mean"], 2)
     return out
@@ -488,8 +538,10 @@ def main() -> None:
     parser.add_argument("--base-model", type=Path, required=True, help="the deployed model (.pt) to improve")
     parser.add_argument("--budget", type=int, default=150, help="captures a person reviews per arm")
     parser.add_argument("--arms", default="base,random,active",
-                        help="comma-separated: base, random, active, random+synth, active+synth, and oracle "
-                             "(the ceiling: the images with the most rare boxes, picked by reading the answers)")
+                        help="comma-separated: base, random, active, random+synth, active+synth, oracle (the "
+                             "ceiling: the images with the most rare boxes, picked by reading the answers), and "
+                             "active/s (active ranked by value per second, spending the seconds random's reviews of "
+                             "the same seed cost under the cost model; list random first)")
     parser.add_argument("--synthetic", type=int, default=150, help="swap images the +synth arms add")
     parser.add_argument("--rounds", type=int, default=1,
                         help="active arms push their budget in this many rounds (review cycles), pulling the "
@@ -521,7 +573,7 @@ def main() -> None:
                         help="the precision each class's threshold is chosen for")
     args = parser.parse_args()
     arms = [a for a in args.arms.split(",") if a]
-    known = ("base", "random", "active", "oracle", "random+synth", "active+synth")
+    known = ("base", "random", "active", "oracle", "random+synth", "active+synth", "active/s")
     if bad := [a for a in arms if a not in known]:
         parser.error(f"--arms: unknown arm(s) {bad}; choose from {', '.join(known)}")
     if not 1 <= args.rounds <= args.budget:

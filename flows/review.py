@@ -57,7 +57,9 @@ def review_push_flow(workspace: str | None = None, budget: int = 100, strategy: 
 def verified_labels(workspace: str | None, reviewer: str, labels: str | None, holdout_share: float) -> dict:
     ws = open_workspace(workspace)
     with limited(CATALOG_LIMIT):
-        return asdict(pull_reviews(ws, reviewer=make_reviewer(ws, reviewer, labels), holdout_share=holdout_share))
+        pulled = asdict(pull_reviews(ws, reviewer=make_reviewer(ws, reviewer, labels), holdout_share=holdout_share))
+    pulled.pop("efforts")  # each task's effort is in the catalog; the stage's result keeps the sums
+    return pulled
 
 
 @flow(name="review-pull", log_prints=True)

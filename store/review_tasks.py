@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -48,15 +50,17 @@ def count_pushed(con: duckdb.DuckDBPyConnection, reviewer: str | None = None) ->
 
 
 def candidate_signals(con: duckdb.DuckDBPyConnection, trigger_weights: Mapping[str, float]) -> dict[str, np.ndarray]:
-    """Per candidate, ordered by id: id, margin (max over its detections of 1 - |2·conf - 1|), the sum of
-    `trigger_weights` over its upload reasons, operator flag, predicted classes and the device's class evidence."""
+    """Per candidate, ordered by id: id, margin (max over its detections of 1 - |2·conf - 1|), its detections' count
+    and summed doubt (1 - conf), the sum of `trigger_weights` over its upload reasons, operator flag, predicted
+    classes and the device's class evidence."""
     con.register("trigger_weights", pa.table({"reason": list(trigger_weights),
                                               "weight": list(trigger_weights.values())}))
     columns = con.execute(
         f"""
         WITH candidates AS ({CANDIDATES_SQL}),
         det AS (
-            SELECT capture_id, max(1 - abs(2 * confidence - 1)) AS margin, list(DISTINCT class_id) AS predicted
+            SELECT capture_id, max(1 - abs(2 * confidence - 1)) AS margin, list(DISTINCT class_id) AS predicted,
+                   count(*) AS shown, sum(1 - confidence) AS doubt
             FROM detections GROUP BY capture_id
         ),
         trg AS (
@@ -64,7 +68,8 @@ def candidate_signals(con: duckdb.DuckDBPyConnection, trigger_weights: Mapping[s
             FROM triggers t LEFT JOIN trigger_weights w USING (reason)
             GROUP BY t.capture_id
         )
-        SELECT c.id, coalesce(det.margin, 0) AS margin, coalesce(trg.weight, 0) AS triggers,
+        SELECT c.id, coalesce(det.margin, 0) AS margin, coalesce(det.shown, 0) AS shown,
+               coalesce(det.doubt, 0) AS doubt, coalesce(trg.weight, 0) AS triggers,
                coalesce(trg.flagged, false) AS flagged, coalesce(det.predicted, []) AS predicted,
                cap.class_evidence AS evidence
         FROM candidates c
@@ -78,6 +83,8 @@ def candidate_signals(con: duckdb.DuckDBPyConnection, trigger_weights: Mapping[s
     return {
         "id": np.asarray(columns["id"], dtype=object),
         "margin": np.asarray(columns["margin"], dtype=np.float32),
+        "shown": np.asarray(columns["shown"], dtype=np.int64),  # boxes the task will show (the pre-annotation)
+        "doubt": np.asarray(columns["doubt"], dtype=np.float32),  # sum over them of 1 - confidence
         "triggers": np.asarray(columns["triggers"], dtype=np.float32),
         "flagged": np.asarray(columns["flagged"], dtype=bool),
         "predicted": np.asarray(columns["predicted"], dtype=object),
@@ -167,7 +174,37 @@ def cancel_task(con: duckdb.DuckDBPyConnection, capture_id: str, at: datetime) -
     con.execute("UPDATE review_tasks SET status = 'cancelled', resolved_at = ? WHERE capture_id = ?", [at, capture_id])
 
 
-def resolve_task(con: duckdb.DuckDBPyConnection, capture_id: str, status: str, at: datetime, label_id: str) -> None:
-    """Record a task's verdict and the label it became."""
-    con.execute("UPDATE review_tasks SET status = ?, resolved_at = ?, label_id = ? WHERE capture_id = ?",
-                [status, at, label_id, capture_id])
+def resolve_task(con: duckdb.DuckDBPyConnection, capture_id: str, status: str, at: datetime, label_id: str,
+                 effort: dict[str, Any] | None = None) -> None:
+    """Record a task's verdict, the label it became and what it cost a person (`effort["seconds"]`)."""
+    con.execute("UPDATE review_tasks SET status = ?, resolved_at = ?, label_id = ?, effort = ?, effort_s = ? "
+                "WHERE capture_id = ?", [status, at, label_id, json.dumps(effort) if effort else None,
+                                         effort["seconds"] if effort else None, capture_id])
+
+
+@dataclass(frozen=True)
+class TaskCost:
+    """A resolved task's verdict and what it cost: seconds, their source, the actions per class."""
+
+    capture_id: str
+    status: str
+    resolved_at: datetime
+    effort: dict[str, Any] | None  # None: resolved before effort was measured (migration 0012)
+
+
+def task_costs(con: duckdb.DuckDBPyConnection, label_ids: Sequence[str] | None = None,
+               since: datetime | None = None) -> list[TaskCost]:
+    """Resolved (verified or skipped) tasks with their effort: those that became `label_ids`, or resolved since."""
+    rows = con.execute(
+        "SELECT capture_id, status, resolved_at, effort FROM review_tasks WHERE status IN ('verified', 'skipped') "
+        "AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], label_id)) "
+        "AND (?::TIMESTAMPTZ IS NULL OR resolved_at >= ?) ORDER BY resolved_at, capture_id",
+        [label_ids, label_ids, since, since]).fetchall()
+    return [TaskCost(c, s, at, json.loads(e) if e else None) for c, s, at, e in rows]
+
+
+def scanned_confidence(con: duckdb.DuckDBPyConnection, model: str) -> dict[str, float]:
+    """Per scanned capture, the summed confidence of the boxes `model` found at scan time (an expected count of
+    the objects it sees there, down to the scan's low threshold)."""
+    return dict(con.execute("SELECT capture_id, sum(confidence) FROM box_candidates WHERE model = ? "
+                            "GROUP BY capture_id", [model]).fetchall())

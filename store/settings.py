@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     # install with them. None: unsigned, as before, with a warning on every publish.
     signing_keys: Path | None = None
     operating_precision: float | dict[str, float] = 0.5
+    # The review cost model: seconds per reviewer action (kept, deleted, fixed, added per box; skipped per capture)
+    # where Label Studio measured no lead_time. Unset actions keep the defaults in feedback.review.effort.
+    review_seconds: dict[str, float] = {}
     grounding_model: str = "IDEA-Research/grounding-dino-tiny"
     sam_model: str | None = None  # e.g. "facebook/sam-vit-base": each teacher box becomes its mask's tight box
     grounding_box_threshold: float = 0.35  # GroundingDINO's own defaults

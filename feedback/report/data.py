@@ -20,6 +20,7 @@ from feedback.report.mistakes import worst_mistakes
 from feedback.report.picks import picks
 from feedback.report.rare import rare_story
 from feedback.report.stages import stage_rows, story
+from feedback.review.effort import CostModel
 from store.labels import catalog_classes
 from store.review_history import oracle_answer_folders, review_verdicts_between
 from store.settings import Workspace
@@ -38,7 +39,7 @@ def cycle_report_data(ws: Workspace, summary: Mapping[str, Any], cycle_dir: Path
         names = catalog_classes(con)
         reviewed = review_verdicts_between(con, window)
         verified = [label for label, _, status in reviewed if status == "verified"]
-        effort = review_effort(con, window)
+        effort = review_effort(con, window, CostModel.from_settings(ws.settings.review_seconds))
         pushed = [p["capture"] for p in ((stages.get("review push") or {}).get("result") or {}).get("picks") or []]
         data = {
             "rare": rare_story(con, names, _watched(ws, summary), gate, window, verified, pushed,
@@ -61,6 +62,9 @@ def cycle_report_data(ws: Workspace, summary: Mapping[str, Any], cycle_dir: Path
             "lineage": lineage(con, retrain.get("result") or {}, gate),
             "stages": stage_rows(summary),
         }
+    if effort is not None:  # the number a site judges review by: the rare class's boxes per hour of people's time
+        followed = {r["class"] for r in data["rare"]}
+        data["effort"]["per_hour"] = {n: effort.boxes_per_hour(i) for i, n in enumerate(names) if n in followed}
     data["story"] = story(stages, data)
     data["stages_s"] = round(sum(s["seconds"] or 0 for s in data["stages"]), 1)
     started, finished = _time(summary.get("started_at")), _time(summary.get("finished_at"))

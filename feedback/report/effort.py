@@ -1,31 +1,24 @@
-"""People's time as the cycle's cost (DESIGN decision 11): what reviewers did to each pre-annotated capture, from a
-diff of their verified boxes against the boxes they were shown, priced in seconds by a stated cost model.
+"""People's time as the cycle's cost (DESIGN decision 11): what each review pull stored per task (the diff against
+the pre-annotation, and seconds from Label Studio's lead_time or the cost model), summed over the cycle.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 import duckdb
-import numpy as np
 
-from feedback.review.failures import match_failures
+from feedback.review.effort import ACTIONS, COST_MODEL, CostModel, skip_effort, task_effort
+from feedback.review.effort import DEFAULT_SECONDS as SECONDS  # noqa: F401 - the rates a report states
 from store.review_history import label_boxes, review_verdicts_between, shown_detections
-
-# Seconds per reviewer action. Label Studio's measured lead_time is not stored with review tasks yet, so a model
-# stands in: checking a box someone else drew is a glance and a click, drawing one is not.
-SECONDS = {"kept": 2.0, "deleted": 2.0, "fixed": 7.0, "added": 7.0, "skipped": 2.0}
-COST_MODEL = ("2 s to check a pre-annotated box and keep it, or to delete a wrong one (verifying a box takes about "
-              "2 s); 7 s to draw a missing box or to fix a wrong one's class or extent (extreme clicking: about 7 s a "
-              "box, Papadopoulos et al., ICCV 2017); 2 s to look at a capture and skip it. Pre-annotation: the boxes "
-              "the edge model uploaded with the capture, which is what Label Studio shows the reviewer.")
+from store.review_tasks import task_costs
 
 
 @dataclass(frozen=True)
 class Effort:
-    """What review cost in this cycle: captures and boxes by what the reviewer had to do with them."""
+    """What review cost in this cycle: captures and boxes by what the reviewer had to do with them, and seconds."""
 
     captures: int  # verified
     skipped: int
@@ -34,39 +27,57 @@ class Effort:
     fixed: int  # pre-annotated boxes whose class or extent was changed
     added: int  # boxes the reviewer drew: the model had missed them
     deleted: int  # pre-annotated boxes the reviewer removed
+    seconds: float
+    measured: int = 0  # tasks whose seconds Label Studio measured (lead_time); the rest are the cost model's
+    rates: dict[str, float] = field(default_factory=lambda: dict(SECONDS))
+    by_class: dict[int, dict[str, int]] = field(default_factory=dict)  # class id -> its box actions
 
-    @property
-    def seconds(self) -> float:
-        return sum(SECONDS[k] * getattr(self, k) for k in SECONDS)
+    def boxes_per_hour(self, class_id: int) -> float | None:
+        """Verified boxes of one class per hour of people's time spent in this cycle's review."""
+        mine = self.by_class.get(class_id, {})
+        boxes = mine.get("kept", 0) + mine.get("fixed", 0) + mine.get("added", 0)
+        return boxes / (self.seconds / 3600) if self.seconds > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "seconds": self.seconds, "rates": dict(SECONDS), "model": COST_MODEL,
-                "basis": "diff of the verified labels against the pre-annotation"}
+        basis = ("diff of the verified labels against the pre-annotation; seconds measured by Label Studio "
+                 f"(lead_time) for {self.measured} of {self.captures + self.skipped} tasks, the rest priced by "
+                 "the cost model")
+        return {**asdict(self), "by_class": {str(k): v for k, v in self.by_class.items()}, "model": COST_MODEL,
+                "basis": basis}
 
 
-def box_actions(truth: np.ndarray, truth_classes: np.ndarray, shown: np.ndarray, shown_classes: np.ndarray,
-                shown_conf: np.ndarray) -> dict[str, int]:
-    """One capture's verified boxes against the boxes it was pre-annotated with: kept, fixed, added, deleted.
+def review_effort(con: duckdb.DuckDBPyConnection, window: tuple[datetime, datetime],
+                  cost: CostModel | None = None) -> Effort | None:
+    """The effort behind the review verdicts stored in `window` (the cycle's review pull); None without any.
 
-    The failure matcher's pairing (`match_failures`): a confusion or a poorly placed box is a fix, a missed box
-    one the reviewer drew, a spurious one a box they deleted; every other verified box was kept."""
-    failures = match_failures(truth, truth_classes, shown, shown_classes, shown_conf)
-    kinds = [f.kind for f in failures]
-    fixed = kinds.count("confusion") + kinds.count("localization")
-    added = kinds.count("missed")
-    return {"kept": len(truth) - fixed - added, "fixed": fixed, "added": added, "deleted": kinds.count("spurious")}
-
-
-def review_effort(con: duckdb.DuckDBPyConnection, window: tuple[datetime, datetime]) -> Effort | None:
-    """The effort behind the review verdicts stored in `window` (the cycle's review pull); None without any."""
+    Each task's effort is what its pull stored; a task pulled before effort was stored is diffed here the same way.
+    """
     labels = review_verdicts_between(con, window)
     if not labels:
         return None
-    totals = dict.fromkeys(("kept", "fixed", "added", "deleted"), 0)
-    verified = [(label, capture) for label, capture, status in labels if status == "verified"]
-    for label, capture in verified:
-        truth, shown = label_boxes(con, label), shown_detections(con, capture)
-        for key, n in box_actions(truth[:, 1:], truth[:, 0], shown[:, 2:], shown[:, 0], shown[:, 1]).items():
-            totals[key] += n
+    cost = cost or CostModel()
+    stored = {c.capture_id: c.effort for c in task_costs(con, [label for label, _, _ in labels])}
+    totals = dict.fromkeys(ACTIONS, 0)
+    by_class: dict[int, dict[str, int]] = {}
+    seconds, measured = 0.0, 0
+    for label, capture, status in labels:
+        effort = stored.get(capture)
+        if effort is None:  # resolved before migration 0012
+            if status == "verified":
+                truth, shown = label_boxes(con, label), shown_detections(con, capture)
+                effort = task_effort(truth[:, 1:], truth[:, 0], shown[:, 2:], shown[:, 0], shown[:, 1], cost,
+                                     None).as_json()
+            else:
+                effort = skip_effort(cost, None).as_json()
+        seconds += effort["seconds"]
+        measured += effort["source"] == "lead_time"
+        for action in ACTIONS:
+            totals[action] += effort["actions"][action]
+        for class_id, actions in effort["by_class"].items():
+            mine = by_class.setdefault(int(class_id), dict.fromkeys(ACTIONS, 0))
+            for action in ACTIONS:
+                mine[action] += actions[action]
     boxes = totals["kept"] + totals["fixed"] + totals["added"]
-    return Effort(captures=len(verified), skipped=sum(s == "skipped" for *_, s in labels), boxes=boxes, **totals)
+    return Effort(captures=sum(s == "verified" for *_, s in labels), skipped=sum(s == "skipped" for *_, s in labels),
+                  boxes=boxes, **totals, seconds=seconds, measured=measured, rates=dict(cost.seconds),
+                  by_class=dict(sorted(by_class.items())))

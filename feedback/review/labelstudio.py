@@ -16,13 +16,7 @@ import numpy as np
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from feedback.review.workflow import (
-    PushedTask,
-    ReviewConfigError,
-    ReviewItem,
-    ReviewResult,
-    ReviewServiceError,
-)
+from feedback.review.workflow import PushedTask, ReviewConfigError, ReviewItem, ReviewResult, ReviewServiceError
 from store.settings import Settings
 
 # The names the labelling config gives its two tags; results are matched on them.
@@ -278,8 +272,10 @@ class LabelStudioReviewer:
 
     def _result(self, task_id: str, capture_id: str, annotation: dict[str, Any], classes: Sequence[str],
                 item: ReviewItem | None) -> ReviewResult:
+        lead_time = annotation.get("lead_time")
         common = {"annotator": self._annotator(annotation.get("completed_by")),
-                  "annotation_id": str(annotation["id"]), "updated_at": _time(annotation)}
+                  "annotation_id": str(annotation["id"]), "updated_at": _time(annotation),
+                  "lead_time_s": float(lead_time) if lead_time is not None else None}
         if annotation.get("was_cancelled"):
             return ReviewResult(task_id, capture_id, "skipped", **common)
         result = annotation.get("result") or []

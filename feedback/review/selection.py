@@ -15,9 +15,10 @@ import numpy as np
 
 from feedback.embeddings.clip import settings_embedder_name
 from feedback.embeddings.port import unit_rows
+from feedback.review.effort import CostModel, expected_seconds
 from feedback.review.probe import Probe, fit_probe, rare_classes
 from store.failures import failure_ids
-from store.review_tasks import candidate_signals, verified_counts
+from store.review_tasks import candidate_signals, scanned_confidence, verified_counts
 from store.settings import Workspace
 from store.vectors import BOX, CAPTURE, CROP, LABEL_BOX, label_box_classes, read_vectors
 
@@ -50,6 +51,9 @@ class SelectionConfig:
     seed: int = 0  # for the random strategy
     embedder: str | None = None  # name of the vectors to use; None: the configured CLIP model's
     watch_classes: Sequence[int] = field(default_factory=tuple)  # rare whatever their verified counts
+    # Rank by value per second of a person's time (priority / expected effort) instead of value per image.
+    per_second: bool = False
+    cost: CostModel = field(default_factory=CostModel)  # prices the expected effort
 
 
 @dataclass
@@ -57,10 +61,13 @@ class Candidate:
     capture_id: str
     score: float  # novelty · (EPS + priority) at the time of the pick; priority without diversity; 0 for random
     parts: dict[str, float]  # each part's value in [0, 1], diversity (novelty at pick), operator (1 or 0)
+    expected_s: float = 0.0  # the review's predicted cost in a person's seconds (`effort.expected_seconds`)
 
 
-def select_captures(ws: Workspace, budget: int, config: SelectionConfig | None = None) -> list[Candidate]:
-    """Up to `budget` captures for review, in the order people should see them.
+def select_captures(ws: Workspace, budget: int, config: SelectionConfig | None = None,
+                    budget_seconds: float | None = None) -> list[Candidate]:
+    """Up to `budget` captures for review, in the order people should see them; with `budget_seconds`, the
+    first of those whose predicted review seconds add up to no more than it.
 
     Candidates: captures whose image has no review task and no verified label yet (by sha256, so a
     frame uploaded twice is offered once, as its earliest capture). `random` takes a seeded uniform
@@ -84,6 +91,10 @@ def select_captures(ws: Workspace, budget: int, config: SelectionConfig | None =
     - priority_i = sum over the parts that are on of WEIGHTS[part] · part_i;
     - flagged_i = a person flagged the frame on the device (trigger 'operator').
 
+    With `config.per_second`, priority_i is divided by expected_s_i / median expected_s (value per second of a
+    person's time, at the same scale); expected_s_i is `effort.expected_seconds` of the boxes the task will
+    show, the model's doubt about them and what the champion's scan sees beyond them.
+
     Diversity is k-center over the capture vectors of `config.embedder` (detector ones centred), see
     `select_indices`; a candidate without a vector counts as maximally novel. Parts that need vectors
     (rare, failure) count 0 where none were computed: run `boxes.scan_candidates` and
@@ -96,15 +107,23 @@ def select_captures(ws: Workspace, budget: int, config: SelectionConfig | None =
         ids, flagged = c["id"], c["flagged"]
         if budget <= 0 or not len(ids):
             return []
+        seen = scanned_confidence(con, model)
+        expected = expected_seconds(c["shown"], c["doubt"], np.asarray([seen.get(i, 0.0) for i in ids]), config.cost)
+        expected = np.maximum(expected, 0.1)  # a cost model may price an empty frame at 0 s
+        if budget_seconds is not None:  # no more picks than the cheapest reviews could fill
+            budget = min(budget, int(np.ceil(budget_seconds / expected.min())))
         if config.strategy == "random":
             rng = np.random.default_rng(config.seed)
             order = np.lexsort((rng.permutation(len(ids)), ~flagged))[:budget]
-            return [Candidate(str(ids[i]), 0.0, {"operator": float(flagged[i])}) for i in order]
+            return _within(budget_seconds, [Candidate(str(ids[i]), 0.0, {"operator": float(flagged[i])},
+                                                      float(expected[i])) for i in order])
         parts = _parts(con, c, config, model)
 
     priority = np.zeros(len(ids), np.float32)
     for name, values in parts.items():
         priority += np.float32(WEIGHTS[name]) * values
+    if config.per_second:
+        priority *= (np.median(expected) / expected).astype(np.float32)
     pool = pool_indices(priority, flagged, budget)
     vectors = _pool_vectors(ws, ids[pool], model) if config.diversity else None
     picks, novelty = _select(vectors, priority[pool], flagged[pool], budget, diversity=config.diversity)
@@ -117,8 +136,16 @@ def select_captures(ws: Workspace, budget: int, config: SelectionConfig | None =
             score = float(nov) * (EPS + float(priority[pick]))
         else:
             score = float(priority[pick])
-        out.append(Candidate(str(ids[pick]), score, explained))
-    return out
+        out.append(Candidate(str(ids[pick]), score, explained, float(expected[pick])))
+    return _within(budget_seconds, out)
+
+
+def _within(budget_seconds: float | None, picks: list[Candidate]) -> list[Candidate]:
+    """The picks, in order, while their predicted seconds fit the budget (all of them without one)."""
+    if budget_seconds is None:
+        return picks
+    spent = np.cumsum([p.expected_s for p in picks])
+    return picks[: int(np.searchsorted(spent, budget_seconds, side="right"))]
 
 
 def select_indices(

@@ -14,12 +14,14 @@ import duckdb
 import numpy as np
 
 from edge.protocol import utc_now
+from feedback.review.effort import CostModel, TaskEffort, skip_effort, summarise, task_effort
 from feedback.review.failures import record_failures
 from feedback.review.selection import SelectionConfig, select_captures
 from store.labels import (
     add_image, add_label, assign_split, catalog_classes, ensure_classes, holdout_by_hash, label_hash,
 )
 from store.models import champion, list_models
+from store.review_history import shown_detections
 from store.review_tasks import (
     add_pushed_tasks, cancel_task, count_pushed, pushed_among, resolve_task, review_captures, review_detections,
     reviewer_tasks, task_states,
@@ -84,6 +86,7 @@ class ReviewResult:
     annotator: str | None = None
     annotation_id: str | None = None
     updated_at: datetime | None = None
+    lead_time_s: float | None = None  # seconds the reviewer spent, where the tool measured it (Label Studio)
 
 
 class Reviewer(Protocol):
@@ -147,6 +150,10 @@ class PullReport:
     failures: int = 0
     holdout: int = 0  # new verified labels whose image is on the holdout side
     tasks: int = 0  # every task ever pushed to this reviewer: 0 means there was nothing to pull yet
+    seconds: float = 0.0  # people's time behind the new verdicts (measured lead_time, else the cost model)
+    measured: int = 0  # new verdicts whose seconds Label Studio measured (the rest: the cost model's)
+    effort_by_class: dict[str, dict[str, float]] = field(default_factory=dict)  # boxes, seconds, boxes per hour
+    efforts: list[dict] = field(default_factory=list, repr=False)  # each new verdict's, as stored
 
 
 # ----------------------------------------------------------------------------- push
@@ -160,10 +167,12 @@ def push_for_review(
     selection: SelectionConfig | None = None,
     public_url: str | None = None,
     project_title: str = DEFAULT_PROJECT,
+    budget_seconds: float | None = None,
 ) -> PushReport:
-    """Choose up to `budget` captures (operator-flagged first) and send them to `reviewer`."""
+    """Choose up to `budget` captures (operator-flagged first), or as many as `budget_seconds` of a person's
+    predicted time allow, and send them to `reviewer`."""
     config = selection or SelectionConfig()
-    picks = select_captures(ws, budget, config)
+    picks = select_captures(ws, budget, config, budget_seconds)
     report = push_captures(ws, picks, reviewer=reviewer, strategy=config.strategy, public_url=public_url,
                            project_title=project_title)
     report.picks = list(picks)
@@ -269,6 +278,7 @@ def pull_reviews(ws: Workspace, *, reviewer: Reviewer, holdout_share: float = 0.
     results = [r for project, tasks in by_project.items() for r in reviewer.pull(project, classes, tasks)]
 
     report = PullReport(tasks=len(rows))
+    cost = CostModel.from_settings(ws.settings.review_seconds)
     with ws.catalog.connect() as con:
         con.begin()  # all of this pull's verdicts, or (on any error) none of them
         # The tasks' state is read inside the transaction: a concurrent pull may have stored some verdicts.
@@ -276,14 +286,15 @@ def pull_reviews(ws: Workspace, *, reviewer: Reviewer, holdout_share: float = 0.
         for result in results:
             row = state.get((result.capture_id, result.task_id))
             if row is not None:  # None: not ours, e.g. a duplicate task a failed push left behind
-                _store(con, result, row, reviewer.name, holdout_share, report)
+                _store(con, result, row, reviewer.name, holdout_share, report, cost)
         report.pending = count_pushed(con, reviewer.name)
         con.commit()
+    report.effort_by_class = summarise(report.efforts, classes, cost)["by_class"]
     return report
 
 
 def _store(con: duckdb.DuckDBPyConnection, result: ReviewResult, row: tuple, reviewer: str, holdout_share: float,
-           report: PullReport) -> None:
+           report: PullReport, cost: CostModel) -> None:
     """Record one result against its task's stored state `row`; a verdict seen before changes nothing."""
     status, project, current_hash, sha, width, height, media_type = row
     resolved_at = result.updated_at or utc_now()
@@ -319,6 +330,16 @@ def _store(con: duckdb.DuckDBPyConnection, result: ReviewResult, row: tuple, rev
         report.verified += 1
         report.boxes += len(boxes)
         report.failures += record_failures(con, result.capture_id, label_id)
+        shown = shown_detections(con, result.capture_id)  # the pre-annotation the task showed
+        effort = task_effort(boxes, class_ids, shown[:, 2:], shown[:, 0], shown[:, 1], cost, result.lead_time_s)
     else:
         report.skipped += 1
-    resolve_task(con, result.capture_id, result.status, resolved_at, label_id)
+        effort = skip_effort(cost, result.lead_time_s)
+    _count_effort(report, effort)
+    resolve_task(con, result.capture_id, result.status, resolved_at, label_id, effort.as_json())
+
+
+def _count_effort(report: PullReport, effort: TaskEffort) -> None:
+    report.seconds += effort.seconds
+    report.measured += effort.source == "lead_time"
+    report.efforts.append(effort.as_json())

@@ -9,13 +9,15 @@ import typer
 from rich.table import Table
 
 from feedback.review.boxes import prepare_vectors
+from edge.terminal import click
+from feedback.review.effort import CostModel
 from feedback.review.failures import failure_summary, format_failures
 from feedback.review.oracle import OracleReviewer
 from feedback.review.selection import SelectionConfig
 from feedback.review.workflow import PullReport, ReviewError, pull_reviews, push_for_review
 from flows.cli.common import (
-    JsonOpt, WorkspaceOpt, app, console, emit, err, existing_workspace, fail, open_workspace, show_progress,
-    ultralytics_to_stderr, workspace_settings,
+    ClipModelOpt, JsonOpt, WorkspaceOpt, app, console, emit, err, existing_workspace, fail, open_workspace,
+    show_progress, ultralytics_to_stderr, workspace_settings,
 )
 from store.labels import catalog_classes
 
@@ -30,12 +32,14 @@ ReviewerOpt = Annotated[str, typer.Option(help="label-studio, or oracle (simulat
 LabelsOpt = Annotated[Optional[Path], typer.Option(help="Ground-truth YOLO labels for the oracle reviewer.")]
 LsUrlOpt = Annotated[Optional[str], typer.Option("--label-studio-url", envvar="EDGELOOP_LABEL_STUDIO_URL",
                                                  help="Label Studio base URL.")]
+PublicUrlOpt = Annotated[Optional[str], typer.Option(envvar="EDGELOOP_PUBLIC_URL",
+                                                     help="Ingest API URL the annotators' browsers reach.")]
+ProjectOpt = Annotated[str, typer.Option(help="Label Studio project title (created or reused).")]
 LsTokenOpt = Annotated[Optional[str], typer.Option("--label-studio-token", envvar="EDGELOOP_LABEL_STUDIO_TOKEN",
                                                    help="Label Studio API token (owner or manager).")]
 ClipOpt = Annotated[Optional[str], typer.Option(
     help="Fetch pretrained CLIP weights by tag when online (e.g. laion2b_s34b_b79k with --clip-model ViT-B-32); "
     "default: EDGELOOP_CLIP_WEIGHTS, else random weights.")]
-ClipModelOpt = Annotated[Optional[str], typer.Option(help="open_clip model name (default: settings).")]
 
 
 def _reviewer(settings, reviewer: str, labels: Path | None, url: str | None, token: str | None):  # noqa: ANN001, ANN202
@@ -87,7 +91,16 @@ def _class_ids(ws, names: str) -> tuple[int, ...]:  # noqa: ANN001
 
 @review_app.command("push")
 def review_push(
-    budget: Annotated[int, typer.Option(help="How many captures to send to the reviewers.")],
+    ctx: typer.Context,
+    budget: Annotated[Optional[int], typer.Option(help="How many captures to send to the reviewers.",
+                                                  show_default=False)] = None,
+    budget_seconds: Annotated[Optional[float], typer.Option(
+        help="Instead of --budget: send as many captures as this many seconds of a person's time should verify "
+             "(predicted per capture from the boxes it will show and the cost model; see --explain).",
+        show_default=False)] = None,
+    per_second: Annotated[Optional[bool], typer.Option(
+        "--per-second/--per-image", help="Rank active picks by value per second of review (the default with "
+        "--budget-seconds) or per image (the default with --budget).", show_default=False)] = None,
     strategy: Annotated[str, typer.Option(help="active (see the parts below) or random (the baseline).")] = "active",
     uncertainty: Annotated[bool, typer.Option(help="Favour captures the model was unsure about.")] = True,
     diversity: Annotated[bool, typer.Option(help="Spread picks over scenes (k-center on frame embeddings).")] = True,
@@ -102,9 +115,8 @@ def review_push(
     seed: Annotated[int, typer.Option(help="Seed of the random strategy.")] = 0,
     reviewer: ReviewerOpt = "label-studio",
     labels: LabelsOpt = None,
-    public_url: Annotated[Optional[str], typer.Option(envvar="EDGELOOP_PUBLIC_URL",
-                                                      help="Ingest API URL the annotators' browsers reach.")] = None,
-    project: Annotated[str, typer.Option(help="Label Studio project title (created or reused).")] = "edgeloop review",
+    public_url: PublicUrlOpt = None,
+    project: ProjectOpt = "edgeloop review",
     label_studio_url: LsUrlOpt = None,
     label_studio_token: LsTokenOpt = None,
     clip_model: ClipModelOpt = None,
@@ -117,8 +129,15 @@ def review_push(
     Active selection computes what it needs by itself (embeddings, the box probe), then scores each
     candidate; `--explain` shows how every pick scored.
     """
-    if budget < 1:
+    if budget is None and budget_seconds is None:  # click's own words, as when --budget was required
+        budget_option = next(p for p in ctx.command.params if p.name == "budget")
+        raise click.exceptions.MissingParameter(ctx=ctx, param=budget_option)
+    if budget is not None and budget_seconds is not None:
+        raise fail("give --budget N (captures) or --budget-seconds S (a person's time), not both")
+    if budget is not None and budget < 1:
         raise fail(f"--budget {budget} must be at least 1")
+    if budget_seconds is not None and budget_seconds <= 0:
+        raise fail(f"--budget-seconds {budget_seconds:g} must be more than 0")
     if strategy not in ("active", "random"):
         raise fail(f"--strategy {strategy!r} must be 'active' or 'random'")
     # The reviewer first: a Label Studio that is not configured or not there is said before minutes of embedding.
@@ -131,34 +150,41 @@ def review_push(
                                    progress=show_progress(as_json))
     config = SelectionConfig(strategy=strategy, uncertainty=uncertainty, diversity=diversity,  # type: ignore[arg-type]
                              class_balance=class_balance, rare=rare, evidence=evidence, failure=failure_boost,
-                             seed=seed, embedder=name, watch_classes=_class_ids(ws, watch_classes))
+                             seed=seed, embedder=name, watch_classes=_class_ids(ws, watch_classes),
+                             per_second=budget_seconds is not None if per_second is None else per_second,
+                             cost=_cost_model(ws))
     try:
-        report = push_for_review(ws, budget, reviewer=chosen, selection=config, public_url=public_url,
-                                 project_title=project)
+        report = push_for_review(ws, budget or 1_000_000, reviewer=chosen, selection=config, public_url=public_url,
+                                 project_title=project, budget_seconds=budget_seconds)
     except (ReviewError, LookupError) as exc:
         raise fail(str(exc)) from exc
     out: dict[str, object] = {"pushed": report.pushed, "already_pushed": report.already_pushed,
                               "reviewer": report.reviewer, "project": report.project, "strategy": report.strategy,
-                              "embedder": name}
+                              "embedder": name, "expected_s": round(sum(p.expected_s for p in report.picks), 1)}
     if explain:
-        out["picks"] = [{"capture": p.capture_id, "score": round(p.score, 4),
+        out["picks"] = [{"capture": p.capture_id, "score": round(p.score, 4), "expected_s": round(p.expected_s, 1),
                          "parts": {k: round(v, 4) for k, v in p.parts.items()}} for p in report.picks]
     if as_json:
         emit(out, True)
         return
     if explain and report.picks:
         keys = sorted({k for p in report.picks for k in p.parts})
-        table = Table("#", "capture", "score", *keys, title="why each capture was picked")
+        table = Table("#", "capture", "score", *keys, "expected s", title="why each capture was picked")
+        table.columns[1].min_width = 12  # the id a person looks up: shrink the parts' columns first
         for i, p in enumerate(report.picks, 1):
-            table.add_row(str(i), p.capture_id[:12], f"{p.score:.3f}", *(f"{p.parts.get(k, 0):.3f}" for k in keys))
+            table.add_row(str(i), p.capture_id[:12], f"{p.score:.3f}", *(f"{p.parts.get(k, 0):.3f}" for k in keys),
+                          f"{p.expected_s:.1f}")
         console.print(table)
-    console.print(_push_line(report, name))
+    # The predicted time where a person asked in seconds or asked why; a count budget's line stays as it was.
+    console.print(_push_line(report, name, timed=budget_seconds is not None or explain))
 
 
-def _push_line(report, embedder: str | None) -> str:  # noqa: ANN001 (feedback.review.workflow.PushReport)
+def _push_line(report, embedder: str | None, timed: bool = False) -> str:  # noqa: ANN001 (workflow.PushReport)
     where = f"{report.reviewer} project {report.project}" if report.project else report.reviewer
     how = report.strategy + (f", embedder {embedder}" if embedder else "")
-    return f"pushed {report.pushed} captures to {where} ({how}); {report.already_pushed} picked were already pushed"
+    line = f"pushed {report.pushed} captures to {where} ({how}); {report.already_pushed} picked were already pushed"
+    return line + (f"; about {_minutes(sum(p.expected_s for p in report.picks))} of a person's time predicted"
+                   if timed else "")
 
 
 @review_app.command("pull")
@@ -184,7 +210,7 @@ def review_pull(
     if report.tasks == 0:
         err.print(f"nothing was pushed to {chosen.name} for review yet: run `edgeloop review push --budget N` first")
     if as_json:
-        emit(vars(report), True)
+        emit({k: v for k, v in vars(report).items() if k != "efforts"}, True)
     elif report.tasks:
         console.print(_pull_line(report))
 
@@ -192,7 +218,16 @@ def review_pull(
 def _pull_line(report) -> str:  # noqa: ANN001 (feedback.review.workflow.PullReport)
     return (f"pulled {report.verified} verified ({report.boxes} boxes, {report.failures} failures, {report.holdout} to "
             f"the holdout), {report.skipped} skipped, {report.cancelled} cancelled, {report.unchanged} unchanged; "
-            f"{report.pending} of {report.tasks} tasks still pending")
+            f"people's time {_minutes(report.seconds)}"
+            + (f" ({report.measured} timed by Label Studio, the rest by the cost model)" if report.measured else
+               " (the cost model's)" if report.seconds else "")
+            + "".join(f", {name} {row['boxes']} boxes at {row['boxes_per_hour']:g}/hour"
+                      for name, row in report.effort_by_class.items() if row["boxes_per_hour"] is not None)
+            + f"; {report.pending} of {report.tasks} tasks still pending")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 @app.command()
@@ -204,3 +239,10 @@ def failures(
     """What the deployed model got wrong on reviewed captures, by class and kind."""
     summary = failure_summary(open_workspace(workspace).catalog, model_version=model_version)
     emit(summary, as_json, format_failures(summary))
+
+
+def _cost_model(ws) -> CostModel:  # noqa: ANN001 (store.settings.Workspace)
+    try:
+        return CostModel.from_settings(ws.settings.review_seconds)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc

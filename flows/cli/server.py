@@ -10,8 +10,11 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
+from feedback.review.effort import CostModel, summarise
 from flows.cli.common import JsonOpt, WorkspaceOpt, app, console, emit, err, open_workspace, show_progress
 from store.inbox import load_inbox
+from store.labels import catalog_classes
+from store.review_tasks import task_costs
 from store.status import status_counts
 
 
@@ -50,9 +53,13 @@ def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Counts of captures by device, trigger and predicted class, and the inbox backlog."""
     ws = open_workspace(workspace)
     counts = status_counts(ws.catalog, ws.inbox)
+    with ws.catalog.connect() as con:
+        efforts, names = [c.effort for c in task_costs(con) if c.effort], catalog_classes(con)
+    counts["review_effort"] = summarise(efforts, names, CostModel.from_settings(ws.settings.review_seconds))
     if as_json:
         print(json.dumps(counts, default=str))
         return
+    effort = counts.pop("review_effort")
     for key, value in counts.items():
         if isinstance(value, dict) and value and all(not isinstance(v, dict) for v in value.values()):
             table = Table(key.replace("_", " "), "count")
@@ -61,3 +68,16 @@ def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
             console.print(table)
         else:
             console.print(f"[bold]{key.replace('_', ' ')}[/]: {json.dumps(value, default=str)}")
+    _print_effort(effort)
+
+
+def _print_effort(effort: dict) -> None:
+    """People's time spent on review so far, and what it bought per class (boxes per annotator-hour)."""
+    timed = f", {effort['measured_tasks']} timed by Label Studio" if effort["measured_tasks"] else ""
+    console.print(f"[bold]review effort[/]: {effort['tasks']} tasks, {effort['seconds'] / 60:.1f} min of people's "
+                  f"time{timed}")
+    if effort["by_class"]:
+        table = Table("class", "verified boxes", "seconds", "boxes per annotator-hour")
+        for name, row in effort["by_class"].items():
+            table.add_row(name, str(row["boxes"]), f"{row['seconds']:.0f}", str(row["boxes_per_hour"]))
+        console.print(table)

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edge.protocol import CaptureMeta, Detection, SourceRef, utc_now
 from feedback.datasets.yolo_import import import_yolo
-from feedback.scenes import encode_jpeg, render_scene, write_yolo_dataset
+from feedback.scenes import write_yolo_dataset
 from flows.cli import app
-from store.inbox import CaptureRecord, load_inbox
+from store.inbox import load_inbox
 from store.settings import Settings, Workspace
+from tests.flows.camera_inbox import camera_frames
 
 runner = CliRunner()
 
@@ -24,19 +24,8 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def _camera(ws: Workspace, labels: Path, n: int) -> None:
-    """n captures of frames of `cam.mp4`, each with one spurious detection; ground truth beside."""
-    labels.mkdir()
-    for i in range(n):
-        scene = render_scene(300 + i)
-        data = encode_jpeg(scene.image)
-        sha = ws.blobs.put(data)
-        meta = CaptureMeta(device="cam", camera="c", captured_at=utc_now(), frame_width=320, frame_height=240,
-                           model_version="m1", triggers=["uncertainty"], source=SourceRef(uri="cam.mp4", frame_index=i),
-                           detections=[Detection(xyxy=(1, 1, 9, 9), confidence=0.4, class_id=0)])
-        ws.inbox.add_capture(CaptureRecord(id=sha, sha256=sha, media_type="image/jpeg", bytes=len(data), meta=meta))
-        rows = [f"{c} {(x1 + x2) / 640:.6f} {(y1 + y2) / 480:.6f} {(x2 - x1) / 320:.6f} {(y2 - y1) / 240:.6f}"
-                for (x1, y1, x2, y2), c in zip(scene.boxes, scene.class_ids, strict=True)]
-        (labels / f"cam_{i:06d}.txt").write_text("\n".join(rows))
+    """n captures of frames of `cam.mp4`, each with one spurious detection; ground truth beside; loaded."""
+    camera_frames(ws, labels, n, first_seed=300, box=(1, 1, 9, 9))
     load_inbox(ws.catalog, ws.inbox)
 
 
@@ -217,3 +206,22 @@ def test_push_to_a_workspace_without_imported_labels_takes_the_models_classes(tm
     with ws.catalog.connect() as con:
         stored = {c for (c,) in con.execute("SELECT DISTINCT class_id FROM label_boxes").fetchall()}
     assert stored and stored <= set(range(len(CLASSES)))
+
+
+def test_status_counts_people_s_time_per_class_from_the_pulls(tmp_path: Path) -> None:
+    """`status` adds up what each pull stored: the same seconds `review pull --json` reported, per class."""
+    ws = Workspace(Settings(workspace=tmp_path / "ws"))
+    import_yolo(ws, write_yolo_dataset(tmp_path / "d", range(2)), "train", progress=False)
+    _camera(ws, tmp_path / "labels", 3)
+    oracle = ["--reviewer", "oracle", "--labels", str(tmp_path / "labels"), "-w", str(tmp_path / "ws")]
+    assert run("review", "push", "--budget", "3", "--strategy", "random", *oracle)[0] == 0
+    code, out, err = run("review", "pull", "--json", *oracle)
+    assert code == 0, err
+    pulled = json.loads(out)
+    code, out, err = run("status", "--json", "-w", str(tmp_path / "ws"))
+    assert code == 0, err
+    effort = json.loads(out)["review_effort"]
+    assert pulled["verified"] == 3 and pulled["seconds"] > 0
+    assert effort["tasks"] == 3 and effort["seconds"] == round(pulled["seconds"], 1)
+    assert sum(row["boxes"] for row in effort["by_class"].values()) == pulled["boxes"]
+    assert effort["by_class"] == pulled["effort_by_class"]

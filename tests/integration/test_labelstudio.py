@@ -7,6 +7,7 @@ read and written through its own API, never through our adapter, so the adapter 
 from __future__ import annotations
 
 import copy
+import json
 import socket
 from pathlib import Path
 
@@ -21,12 +22,7 @@ from feedback.ingest.serving import BackgroundServer
 from feedback.review.labelstudio import LabelStudioReviewer, label_config, xyxy_to_percent
 from feedback.review.selection import SelectionConfig
 from feedback.review.workflow import (
-    Listed,
-    ReviewConfigError,
-    ReviewServiceError,
-    pull_reviews,
-    push_captures,
-    push_for_review,
+    Listed, ReviewConfigError, ReviewServiceError, pull_reviews, push_captures, push_for_review,
 )
 from feedback.scenes import CLASSES, encode_jpeg, render_scene
 from store.devices import add_device
@@ -184,11 +180,29 @@ def test_review_round_trip_through_label_studio(label_studio: LabelStudioServer,
         ("relabelled", "confusion", 3, 2, 0.55, 1.0, *B, "yolo-edge-3"),
     ])
 
+    # People's seconds: Label Studio's lead_time as the annotator submitted it (7.5 s; 2 s for the skip), stored
+    # per task beside what the reviewer did to the pre-annotation and the cost model's price for the same actions.
+    with ws.catalog.connect() as con:
+        efforts = {case_of[c]: json.loads(e) for c, e in con.execute(
+            "SELECT capture_id, effort FROM review_tasks WHERE effort IS NOT NULL").fetchall()}
+    acted = {"accepted": (2, 0, 0, 0), "moved": (1, 1, 0, 0), "deleted": (1, 0, 0, 1), "added": (2, 0, 1, 0),
+             "relabelled": (1, 1, 0, 0)}  # kept, fixed, added, deleted
+    assert set(efforts) == {*acted, "skipped"}
+    for case, (kept, fixed, added, deleted) in acted.items():
+        assert efforts[case]["source"] == "lead_time" and efforts[case]["seconds"] == 7.5, case
+        assert efforts[case]["actions"] == {"kept": kept, "fixed": fixed, "added": added, "deleted": deleted}, case
+        assert efforts[case]["modelled_s"] == 2 * (kept + deleted) + 7 * (fixed + added), case
+    assert efforts["added"]["by_class"]["1"] == {"kept": 0, "fixed": 0, "added": 1, "deleted": 0}  # the bare head
+    assert (efforts["skipped"]["source"], efforts["skipped"]["seconds"]) == ("lead_time", 2.0)
+    assert report.seconds == 5 * 7.5 + 2.0 and report.measured == 6
+    assert report.effort_by_class["no_helmet"]["boxes"] == 1
+
     # Pulling again changes nothing.
     before = snapshot(ws)
     again = pull_reviews(ws, reviewer=reviewer)
     assert (again.verified, again.skipped, again.unchanged, again.pending) == (0, 0, 6, 1)
     assert snapshot(ws) == before
+    assert again.seconds == 0 and again.efforts == []
 
     # An annotation changed later in Label Studio becomes a new label; the capture's failures follow it.
     accepted_task = tasks[ids["accepted"]]

@@ -186,3 +186,40 @@ def test_select_indices_core():
     assert list(select_indices(vectors, priority, flagged, 5, diversity=False)) == [42, 0, 1, 2, 3]
     assert list(select_indices(None, priority, flagged, 3)) == [42, 0, 1]
     assert len(select_indices(vectors, priority, flagged, 500)) == 50
+
+
+def test_expected_seconds_come_from_the_boxes_a_task_will_show(ws):
+    """A glance (2 s), a check per shown box (2 s) and a fix per doubted one (1 - conf of the 5 s a fix adds)."""
+    add_capture(ws, "a_empty", confidences=[])
+    add_capture(ws, "b_one_sure", confidences=[1.0])
+    add_capture(ws, "c_crowd", confidences=[0.5, 0.5, 1.0, 1.0])
+    load_inbox(ws.catalog, ws.inbox)
+    picks = {p.capture_id: p for p in select_captures(ws, 3, SelectionConfig(strategy="random"))}
+    assert {k: p.expected_s for k, p in picks.items()} == {"a_empty": 2.0, "b_one_sure": 4.0,
+                                                           "c_crowd": 2.0 + 4 * 2.0 + 2 * 0.5 * 5.0}
+
+
+def test_a_seconds_budget_takes_picks_in_order_while_they_fit(ws):
+    for i in range(12):
+        add_capture(ws, f"c{i:02d}", confidences=[0.9] * (i % 4))  # 2, 4.5, 7, 9.5 s
+    load_inbox(ws.catalog, ws.inbox)
+    config = SelectionConfig(strategy="random", seed=3)
+    every = select_captures(ws, 12, config)
+    spent = np.cumsum([p.expected_s for p in every])
+    within = select_captures(ws, 12, config, budget_seconds=20.0)
+    assert ids(within) == ids(every)[: int((spent <= 20.0).sum())]
+    assert sum(p.expected_s for p in within) <= 20.0 < sum(p.expected_s for p in every[: len(within) + 1])
+
+
+def test_per_second_prefers_the_cheaper_of_two_equally_uncertain_frames(ws):
+    """Same uncertainty (max margin); one frame shows one box to check, the other five: per image the tie goes to
+    the crowded one (its id sorts first), per second to the one a person clears in a third of the time."""
+    add_capture(ws, "a_crowded", confidences=[0.5, 0.99, 0.99, 0.99, 0.99])
+    add_capture(ws, "b_single", confidences=[0.5])
+    load_inbox(ws.catalog, ws.inbox)
+    plain = SelectionConfig(diversity=False, class_balance=False, rare=False, evidence=False, failure=False)
+    assert ids(select_captures(ws, 1, plain)) == ["a_crowded"]
+    per_second = SelectionConfig(diversity=False, class_balance=False, rare=False, evidence=False, failure=False,
+                                 per_second=True)
+    [pick] = select_captures(ws, 1, per_second)
+    assert pick.capture_id == "b_single" and pick.expected_s < 7.0

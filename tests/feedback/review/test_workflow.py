@@ -17,24 +17,13 @@ import pytest
 
 from edge.protocol import CaptureMeta, Detection, SourceRef
 from feedback.review.labelstudio import (
-    LabelStudioReviewer,
-    annotation_boxes,
-    deciding_annotation,
-    label_config,
-    percent_to_xyxy,
-    prediction,
+    LabelStudioReviewer, annotation_boxes, deciding_annotation, label_config, percent_to_xyxy, prediction,
     xyxy_to_percent,
 )
 from feedback.review.oracle import OracleReviewer
 from feedback.review.selection import SelectionConfig
 from feedback.review.workflow import (
-    Listed,
-    ReviewConfigError,
-    ReviewItem,
-    ReviewServiceError,
-    pull_reviews,
-    push_captures,
-    push_for_review,
+    Listed, ReviewConfigError, ReviewItem, ReviewServiceError, pull_reviews, push_captures, push_for_review,
 )
 from store.inbox import CaptureRecord, load_inbox
 from store.labels import current_labels, ensure_classes, holdout_by_hash
@@ -202,6 +191,26 @@ def test_oracle_round_trip_stores_labels_splits_statuses_and_failures(ws: Worksp
     assert set(current) == set(ids[:3])  # a skip is recorded, but is not a label to train on
     assert np.allclose(current[ids[2]].boxes, [[150, 60, 230, 200]]) and current[ids[2]].class_ids.tolist() == [2]
     assert current[ids[2]].origin == "real"
+
+
+def test_the_oracle_is_priced_by_the_cost_model_per_task_and_per_class(tmp_path: Path) -> None:
+    """No lead_time from the oracle: each task's seconds are the cost model's (here the settings' own rates)."""
+    ws = Workspace(Settings(workspace=tmp_path / "ws", fsync=False, review_seconds={"kept": 1.0, "added": 10.0}))
+    with ws.catalog.connect() as con:
+        ensure_classes(con, CLASSES)
+    labels = tmp_path / "labels"
+    ids = add_captures(ws, [[det(40, 40, 100, 120, 0, 0.9)], [det(40, 40, 100, 120, 0, 0.9)], []])
+    write_labels(labels, 0, [(0, 40, 40, 100, 120)])  # kept: 1 s
+    write_labels(labels, 1, [(1, 40, 40, 100, 120)])  # fixed (a bare head, not a helmet): the default 7 s
+    write_labels(labels, 2, [(1, 150, 60, 230, 200), (2, 10, 10, 40, 40)])  # two drawn: 2 x 10 s
+    reviewer = OracleReviewer(labels)
+    push_captures(ws, [Listed(c) for c in ids], reviewer=reviewer, strategy="random")
+    report = pull_reviews(ws, reviewer=reviewer)
+    with ws.catalog.connect() as con:
+        stored = dict(con.execute("SELECT capture_id, effort_s FROM review_tasks").fetchall())
+    assert stored == {ids[0]: 1.0, ids[1]: 7.0, ids[2]: 20.0}
+    assert report.seconds == 28.0 and report.measured == 0
+    assert report.effort_by_class[CLASSES[1]] == {"boxes": 2, "seconds": 17.0, "boxes_per_hour": round(2 / (28 / 3600), 1)}
 
 
 def test_pulling_again_changes_nothing_and_a_changed_verdict_is_a_new_label(ws: Workspace, tmp_path: Path) -> None:
