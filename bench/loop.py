@@ -334,6 +334,8 @@ def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names
     saved = RESULTS / f"{key}.json"
     for source in (done, saved):
         if source.exists() and (result := json.loads(source.read_text())).get("config") == config:
+            if args.acquire_only and "annotator_s" not in result["acquired"]:
+                break  # saved before review effort was counted: review again (the same picks) to count it
             log(f"{key}: reusing {source}")
             return result
     run.mkdir(parents=True, exist_ok=True)
