@@ -123,7 +123,7 @@ def prepare(run: Path, data: Path, base_model: Path, captures: Path, names: list
     from edge.protocol import CaptureMeta
     from feedback.datasets.yolo_import import import_yolo
     from feedback.ingest.serving import BackgroundServer
-    from feedback.training.promote import run_gate
+    from feedback.training.gate_run import run_gate
     from store.devices import add_device
     from store.inbox import load_inbox
     from store.models import champion

@@ -41,7 +41,7 @@ def main() -> None:
 
     from feedback.datasets.yolo_import import import_yolo
     from feedback.synthesis.service import synthesize_for_loop
-    from feedback.training.promote import run_gate
+    from feedback.training.gate_run import run_gate
     from store.settings import Settings, Workspace
 
     if args.threads:

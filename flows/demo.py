@@ -34,7 +34,7 @@ from feedback.ingest.serving import BackgroundServer
 from feedback.report.render import write_cycle_report
 from feedback.scenes import CLASSES, write_video, write_yolo_dataset
 from feedback.training.export import export_onnx
-from feedback.training.promote import run_gate
+from feedback.training.gate_run import run_gate
 from feedback.training.train import train
 from flows.cycle import improvement_cycle
 from store.captures import source_frames

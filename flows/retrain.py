@@ -11,7 +11,7 @@ from prefect import flow, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from feedback.training.choice import get_backend
-from feedback.training.promote import run_gate
+from feedback.training.gate_run import run_gate
 from flows.common import CATALOG_LIMIT, THIS_WORKSPACE, limited, open_workspace
 from store.datasets import build_dataset
 from store.models import trained_on

@@ -15,11 +15,11 @@ from typing import Any
 
 import supervision as sv
 
+from feedback.evaluation.artifacts import confusion_json, format_table, write_report
 from feedback.evaluation.coco import coco_ground_truth, coco_map, coco_results
 from feedback.evaluation.dataset import YoloDataset, load_dataset, read_names
 from feedback.evaluation.operating_point import operating_point
 from feedback.evaluation.predict import load_detector, predict_images
-from feedback.evaluation.report import confusion_json, format_table, write_report
 from feedback.evaluation.thresholds import by_class_id
 
 __all__ = ["evaluate", "evaluate_predictions", "format_table", "resolve_names"]

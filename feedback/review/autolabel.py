@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.protocol import CaptureMeta, Detection, SourceRef
 from feedback.review.workflow import Listed, PushReport, Reviewer, push_captures
-from feedback.synthesis.teacher import Teacher
+from feedback.teachers.port import Teacher
 from store.inbox import CaptureRecord, load_inbox
 from store.labels import catalog_classes, ensure_classes
 from store.settings import Workspace

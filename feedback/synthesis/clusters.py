@@ -36,7 +36,7 @@ def _fixed(description: dict[str, Any], name: str) -> str | None:
 
 
 def attributes_of(description: dict[str, Any]) -> dict[str, Any]:
-    """The look keys `feedback.synthesis.look` reads, from what mining measured; the description rides along."""
+    """The look keys `feedback.synthesis.compose.look` reads, from what mining measured; the description rides along."""
     medians = description.get("medians") or {}
     out: dict[str, Any] = {"description": description}
     if (lighting := _fixed(description, "lighting")) in ("dark", "bright"):

@@ -8,15 +8,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from feedback.synthesis.diffusers_common import pick_device
-from feedback.synthesis.gligen import GligenGenerator
-from feedback.synthesis.grounding import GroundingDinoTeacher
-from feedback.synthesis.paste import PasteGenerator
+from feedback.synthesis.compose.paste import PasteGenerator
+from feedback.synthesis.compose.swap import SwapGenerator
+from feedback.synthesis.diffusion.diffusers_common import pick_device
+from feedback.synthesis.diffusion.gligen import GligenGenerator
+from feedback.synthesis.diffusion.qwen_image import QwenImageEditGenerator, QwenImageGenerator
+from feedback.synthesis.diffusion.sd_inpaint import SdInpaintGenerator
 from feedback.synthesis.port import Generator
-from feedback.synthesis.qwen_image import QwenImageEditGenerator, QwenImageGenerator
-from feedback.synthesis.sd_inpaint import SdInpaintGenerator
-from feedback.synthesis.swap import SwapGenerator
-from feedback.synthesis.teacher import champion_teacher
+from feedback.teachers.grounding_dino import GroundingDinoTeacher
+from feedback.teachers.port import champion_teacher
 from store.labels import catalog_classes
 from store.settings import Workspace
 
@@ -28,10 +28,10 @@ LOCAL_GENERATORS = ("gligen", "sd-inpaint", "qwen-image", "qwen-image-edit")
 def cloud_generator(name: str, ws: Workspace) -> Generator:
     """`gemini-edit`, `gemini` or `imagen` from the workspace's settings; text-to-image labels with the champion."""
     # The cloud adapters import google-genai at their top: it loads only when a cloud generator is chosen.
-    from feedback.synthesis.cloud import CloudCalls
-    from feedback.synthesis.gemini import GeminiImageGenerator
-    from feedback.synthesis.gemini_edit import GeminiEditGenerator
-    from feedback.synthesis.imagen import ImagenGenerator
+    from feedback.synthesis.cloud.client import CloudCalls
+    from feedback.synthesis.cloud.gemini import GeminiImageGenerator
+    from feedback.synthesis.cloud.gemini_edit import GeminiEditGenerator
+    from feedback.synthesis.cloud.imagen import ImagenGenerator
 
     if name not in CLOUD_GENERATORS:
         raise ValueError(f"no cloud generator {name!r}; choose gemini-edit, gemini or imagen")

@@ -1,6 +1,7 @@
 """The generator port: a request for more of one blind spot in, labelled images with lineage out.
 
-Adapters (swap, paste, gemini-edit, gemini, imagen, diffusers ones) each live in a module of their own.
+Adapters each live in a module of their own, by kind: `compose` (swap, paste), `cloud` (gemini-edit, gemini,
+imagen), `diffusion` (gligen, sd-inpaint, qwen-image and qwen-image-edit).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from feedback.embeddings.backfill import embed_failures
 from feedback.embeddings.choice import default_embedder
 from feedback.embeddings.port import Embedder
 from feedback.synthesis.clusters import ClusterSpec
+from feedback.synthesis.compose.swap import SwapGenerator
 from feedback.synthesis.filters import (
     FilterConfig, NearDuplicates, box_hashes, champion_verdict, cluster_similarity, cluster_threshold, frechet_distance,
     label_sanity, new_box_indices, unit,
@@ -24,7 +25,6 @@ from feedback.synthesis.filters import (
 from feedback.synthesis.lineage import Dropped, Kept, finish_run, save_batch, start_run, stored_hashes
 from feedback.synthesis.material import decode, material_labels, sample
 from feedback.synthesis.port import Generator, LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from feedback.synthesis.swap import SwapGenerator
 from feedback.synthesis.targets import confusable_for, rarest_class
 from store.labels import catalog_classes
 from store.settings import Workspace

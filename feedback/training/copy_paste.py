@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from feedback.synthesis.paste import PasteGenerator
+from feedback.synthesis.compose.paste import PasteGenerator
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest
 from store.blobs import BlobStore
 from store.datasets import YoloItem

@@ -21,7 +21,7 @@ from google.auth.exceptions import GoogleAuthError
 
 from edge.protocol import utc_now
 from feedback.training.backends import Progress, TrainingBackend
-from feedback.training.promote import _checkpoint
+from feedback.training.gate_run import _checkpoint
 from feedback.training.remote import PROGRESS, WEIGHTS, export_dataset, join
 from feedback.training.recipe import Recipe
 from feedback.training.train import RunPlan, TrainingError, TrainRequest, TrainResult, plan_run, record_run

@@ -19,11 +19,11 @@ from flows.cli.review import LabelsOpt, LsTokenOpt, LsUrlOpt, ProjectOpt, Public
 # teachers load supervision, which `import flows.cli` must not.
 def _teacher(ws, kind: str, classes: list[str]):  # noqa: ANN001, ANN202
     if kind == "grounding-dino":
-        from feedback.synthesis.grounding import GroundingDinoTeacher
+        from feedback.teachers.grounding_dino import GroundingDinoTeacher
 
         return GroundingDinoTeacher.from_settings(ws.settings, classes)
     if kind == "champion":
-        from feedback.synthesis.teacher import champion_teacher
+        from feedback.teachers.port import champion_teacher
 
         teacher = champion_teacher(ws)
         if teacher is None:

@@ -1,6 +1,6 @@
 """`edgeloop synthesize` and `edgeloop synthetic report`: training images for blind spots, and what became of them.
 
-Thin shells over `feedback.synthesis.service` and `feedback.synthesis.report`.
+Thin shells over `feedback.synthesis.service` and `feedback.synthesis.summary`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from rich.table import Table
 from feedback.synthesis.clusters import ClusterError, active_cluster_ids, load_cluster
 from feedback.synthesis.generators import make_generator
 from feedback.synthesis.port import SynthesisRequest
-from feedback.synthesis.report import synthesis_summary, write_contact_sheets
 from feedback.synthesis.service import missing_prompt
 from feedback.synthesis.service import synthesize as run_synthesis
+from feedback.synthesis.summary import synthesis_summary, write_contact_sheets
 from feedback.synthesis.targets import confusable_for
 from flows.cli.common import (
     JsonOpt, WorkspaceOpt, app, console, emit, err, fail, open_workspace, show_progress, ultralytics_to_stderr,

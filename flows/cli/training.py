@@ -188,7 +188,7 @@ def gate(
 ) -> None:
     """Promote the challenger only if it beats the champion on the real holdout with no class regressing."""
     from feedback.evaluation.evaluate import format_table
-    from feedback.training.promote import GateError, run_gate
+    from feedback.training.gate_run import GateError, run_gate
 
     with failing_on(GateError), ultralytics_to_stderr():
         r = run_gate(open_workspace(workspace), challenger, champion_ref=champion, margin=margin, tolerance=tolerance,
@@ -246,7 +246,7 @@ def models_register(
     as_json: JsonOpt = False,
 ) -> None:
     """Record a checkpoint trained elsewhere as a candidate (lineage "external"); then `gate` it."""
-    from feedback.training.promote import RegistryError, register_weights
+    from feedback.training.gate_run import RegistryError, register_weights
 
     with failing_on(RegistryError), ultralytics_to_stderr():
         m, new = register_weights(open_workspace(workspace), weights, parent=parent, note=note)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from feedback.review.labelstudio import prediction
 from feedback.review.workflow import _load_items
-from feedback.synthesis.grounding import GroundingDinoTeacher
+from feedback.teachers.grounding_dino import GroundingDinoTeacher
 from flows.cli import app
 from store.settings import Settings, Workspace
 from tests.feedback.synthesis.tiny_models import grounding_dino

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 def _site(tmp_path: Path, scene_pt: Path) -> tuple[Workspace, Path]:
     """Base and holdout imported, the random scene model champion, 12 camera frames in the inbox."""
-    from feedback.training.promote import register_weights
+    from feedback.training.gate_run import register_weights
 
     ws = Workspace(Settings(workspace=tmp_path / "ws", fsync=False))
     import_yolo(ws, write_yolo_dataset(tmp_path / "base", range(10)), "train", progress=False)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 def _site(tmp_path: Path, champion: Path | None, captures: int) -> tuple[Workspace, Path]:
     """Base and holdout imported, `champion` (if any) registered as champion, camera frames in the inbox whose
     device saw only a spurious box: every real object in them is a verified miss once reviewed."""
-    from feedback.training.promote import register_weights
+    from feedback.training.gate_run import register_weights
 
     ws = Workspace(Settings(workspace=tmp_path / "ws", fsync=False))
     import_yolo(ws, write_yolo_dataset(tmp_path / "base", range(8)), "train", progress=False)

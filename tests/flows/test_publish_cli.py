@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from feedback.datasets.yolo_import import import_yolo
 from feedback.scenes import write_yolo_dataset
-from feedback.training.promote import register_weights
+from feedback.training.gate_run import register_weights
 from flows.cli import app
 from store.settings import Settings, Workspace
 

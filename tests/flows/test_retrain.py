@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 def make_site(path: Path, data: Path, scene_pt: Path) -> None:
-    from feedback.training.promote import register_weights
+    from feedback.training.gate_run import register_weights
 
     ws = Workspace(Settings(workspace=path, fsync=False))
     import_yolo(ws, data / "base", "train", progress=False)

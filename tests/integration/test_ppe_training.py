@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from feedback.datasets.yolo_import import import_yolo
-from feedback.training.promote import run_gate
+from feedback.training.gate_run import run_gate
 from feedback.training.train import train
 from store.settings import Settings, Workspace
 

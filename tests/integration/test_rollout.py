@@ -25,7 +25,7 @@ import pytest
 from edge.detectors.onnx_runtime import OnnxDetector
 from edge.protocol import Heartbeat
 from feedback.rollout.desired import in_canary
-from feedback.training.promote import register_weights
+from feedback.training.gate_run import register_weights
 from store.devices import add_device
 from store.settings import Workspace
 from tests.edge.artifact_link import ArtifactLink

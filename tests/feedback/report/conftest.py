@@ -80,9 +80,9 @@ def later_stages(cycle: tuple[Workspace, dict[str, Any], Path], tmp_path_factory
     from feedback.mining.prompts import Phrasebook, write_prompts
     from feedback.rollout.publish import publish_and_start
     from feedback.synthesis.clusters import active_cluster_ids, load_cluster
+    from feedback.synthesis.compose.swap import SwapGenerator
     from feedback.synthesis.port import SynthesisRequest
     from feedback.synthesis.service import synthesize, synthesize_for_loop
-    from feedback.synthesis.swap import SwapGenerator
     from feedback.synthesis.targets import confusable_for
     from store.clusters import save_prompts
     from store.devices import add_device

@@ -19,7 +19,7 @@ from edge.protocol import ArtifactManifest, ReferenceSet
 from feedback.rollout.model_ref import PublishError
 from feedback.rollout.publish import check_parity, get_artifact, publish
 from feedback.training.export import export_onnx
-from feedback.training.promote import register_weights
+from feedback.training.gate_run import register_weights
 from store.blobs import sha256_hex
 from tests.feedback.rollout.artifacts import frames, holdout_workspace
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from feedback.synthesis.teacher import ChampionTeacher
+from feedback.teachers.port import ChampionTeacher
 from tests.feedback.synthesis.vertex_stub import VertexStub
 
 

@@ -13,12 +13,12 @@ from edge.protocol import CaptureMeta, Detection, SourceRef, utc_now
 from feedback.datasets.yolo_import import import_yolo
 from feedback.scenes import CLASSES, encode_jpeg, render_scene, write_yolo_dataset
 from feedback.synthesis.clusters import ClusterSpec
+from feedback.synthesis.compose.paste import PasteGenerator
+from feedback.synthesis.compose.swap import SwapGenerator
 from feedback.synthesis.filters import NEAR_DUPLICATE, OFF_CLUSTER
 from feedback.synthesis.lineage import Kept, SynthesisStoreError, encode_jpeg as synthetic_jpeg, save_batch, start_run
-from feedback.synthesis.paste import PasteGenerator
 from feedback.synthesis.port import SynthesisRequest
 from feedback.synthesis.service import SYNTHETIC_BOX, SynthesisError, synthesize, synthesize_for_loop
-from feedback.synthesis.swap import SwapGenerator
 from store.blobs import sha256_hex
 from store.datasets import build_dataset
 from store.inbox import CaptureRecord, load_inbox

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from feedback.synthesis.cloud import CloudCalls, ResponseCache
+from feedback.synthesis.cloud.client import CloudCalls, ResponseCache
 from tests.feedback.loopback_json import LoopbackServer, send_json
 
 PATH = re.compile(r"^/(?P<version>v1[a-z0-9]*)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"

@@ -17,7 +17,7 @@ import pytest
 from feedback.datasets.yolo_import import import_yolo
 from feedback.scenes import CLASSES, write_yolo_dataset
 from feedback.training.choice import get_backend
-from feedback.training.promote import register_weights
+from feedback.training.gate_run import register_weights
 from feedback.training.train import TrainingError
 from feedback.training.vertex import VertexBackend, VertexJobError
 from store.datasets import build_dataset

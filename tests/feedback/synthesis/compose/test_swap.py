@@ -6,11 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from feedback.synthesis.compose import lab_stats, neighbourhood
+from feedback.synthesis.compose.composite import lab_stats, neighbourhood
+from feedback.synthesis.compose.swap import MaterialError, SwapGenerator
 from feedback.synthesis.port import SynthesisRequest
-from feedback.synthesis.swap import MaterialError, SwapGenerator
-
-from .offline_frames import BARE, HELMET, VEST, background, changed_mask, donor, find, frame, recipient
+from tests.feedback.synthesis.offline_frames import (
+    BARE, HELMET, VEST, background, changed_mask, donor, find, frame, recipient,
+)
 
 
 def request(count: int = 1, seed: int = 0, **kw) -> SynthesisRequest:

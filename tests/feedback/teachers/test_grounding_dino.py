@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from feedback.synthesis.grounding import GroundingDinoTeacher, Ontology, phrase_spans, tight_box
-from feedback.synthesis.teacher import Teacher
+from feedback.teachers.grounding_dino import GroundingDinoTeacher, Ontology, phrase_spans, tight_box
+from feedback.teachers.port import Teacher
 from store.settings import Settings
 from tests.feedback.synthesis.tiny_models import grounding_dino, sam
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from feedback.synthesis.diffusers_common import load_pipeline
+from feedback.synthesis.diffusion.diffusers_common import load_pipeline
 
 
 @dataclass(kw_only=True)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from google.genai import types
 
-from feedback.synthesis.cloud import CloudCalls, CloudError, image_seed, make_client
-from feedback.synthesis.gemini_edit import GeminiEditGenerator
+from feedback.synthesis.cloud.client import CloudCalls, CloudError, image_seed, make_client
+from feedback.synthesis.cloud.gemini_edit import GeminiEditGenerator
 from feedback.synthesis.generators import cloud_generator
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 from store.settings import Settings, Workspace
@@ -184,8 +184,8 @@ def test_a_rerun_is_answered_from_the_cache_and_pays_nothing(stub: VertexStub, t
 
 
 def test_the_registry_factories_build_from_the_workspace(stub: VertexStub, tmp_path: Path, ppe_pt: Path) -> None:
-    from feedback.synthesis.gemini import GeminiImageGenerator
-    from feedback.synthesis.imagen import ImagenGenerator
+    from feedback.synthesis.cloud.gemini import GeminiImageGenerator
+    from feedback.synthesis.cloud.imagen import ImagenGenerator
     from store.models import register_model
 
     ws = Workspace(settings(stub, tmp_path, gemini_image_model="gemini-3-pro-image-preview", fsync=False,

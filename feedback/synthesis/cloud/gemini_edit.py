@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 import numpy as np
 from google.genai import types
 
-from feedback.synthesis.cloud import (
+from feedback.synthesis.cloud.client import (
     Answer, Budget, CloudCalls, OverBudget, ResponseCache, content_answer, decode_bgr, encode_png, image_seed, sha256,
 )
-from feedback.synthesis.edit_sites import EditSite, blend_back, edit_sites, model_input
+from feedback.synthesis.compose.edit_sites import EditSite, blend_back, edit_sites, model_input
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 
 ASPECT_RATIOS = {"1:1": 1.0, "4:5": 0.8, "5:4": 1.25, "3:4": 0.75, "4:3": 4 / 3, "2:3": 2 / 3, "3:2": 1.5,

@@ -15,13 +15,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from feedback.synthesis.diffusers_common import (
+from feedback.synthesis.compose.swap import MaterialError  # what the CLI reports as "nothing to work from"
+from feedback.synthesis.diffusion.diffusers_common import (
     batched, bgr, class_phrase, image_seeds, model_id, pil_rgb, torch_generators,
 )
-from feedback.synthesis.diffusers_run import DiffusersRun
-from feedback.synthesis.gligen import cluster_stats, draw_layout
+from feedback.synthesis.diffusion.diffusers_run import DiffusersRun
+from feedback.synthesis.diffusion.gligen import cluster_stats, draw_layout
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from feedback.synthesis.swap import MaterialError  # what the CLI reports as "nothing to work from"
 
 CROP_SCALE = 3.0  # the crop's side in box sides: the model sees the object's surroundings, as gemini-edit's does
 MIN_CROP_PX = 64

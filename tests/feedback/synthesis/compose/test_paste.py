@@ -6,12 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from feedback.synthesis.compose import lab_stats
-from feedback.synthesis.paste import NO_PLACE, PasteGenerator
+from feedback.synthesis.compose.composite import lab_stats
+from feedback.synthesis.compose.paste import NO_PLACE, PasteGenerator
+from feedback.synthesis.compose.swap import MaterialError
 from feedback.synthesis.port import Rejected, SynthesisRequest
-from feedback.synthesis.swap import MaterialError
-
-from .offline_frames import BARE, HELMET, VEST, background, changed_mask, donor, find, frame
+from tests.feedback.synthesis.offline_frames import BARE, HELMET, VEST, background, changed_mask, donor, find, frame
 
 EXACT = {"rel_size_spread": 1e-9}  # no size jitter: the pasted size is known in advance
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from feedback.synthesis.compose import (
+from feedback.synthesis.compose.composite import (
     Box, Patch, blend, box_size, colour_transfer, lab_stats, neighbourhood, patch_rect, warp_patch,
 )
-from feedback.synthesis.look import Look, apply_look, look_from_attributes
+from feedback.synthesis.compose.look import Look, apply_look, look_from_attributes
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 
 

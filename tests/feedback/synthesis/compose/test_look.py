@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from feedback.synthesis.clusters import attributes_of
-from feedback.synthesis.look import Look, apply_look, look_from_attributes
+from feedback.synthesis.compose.look import Look, apply_look, look_from_attributes
 
 
 def test_levels_numbers_and_nothing():

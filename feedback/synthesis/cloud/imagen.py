@@ -1,7 +1,7 @@
 """imagen: Imagen on Vertex AI, `edit_image` inpainting at a verified box or `generate_images` labelled by a teacher.
 
 Google retired the Imagen models in 2026 in favour of Gemini image models; a retired id fails with a message
-naming the replacement (see cloud.py), and the model ids stay settings for projects that still have them.
+naming the replacement (see client.py), and the model ids stay settings for projects that still have them.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 from google.genai import types
 
-from feedback.synthesis.cloud import Answer, CloudCalls, ResponseCache, encode_png, images_answer, sha256
-from feedback.synthesis.edit_sites import EditSite, sent_size
-from feedback.synthesis.gemini import run_text
-from feedback.synthesis.gemini_edit import run_edits
+from feedback.synthesis.cloud.client import Answer, CloudCalls, ResponseCache, encode_png, images_answer, sha256
+from feedback.synthesis.cloud.gemini import run_text
+from feedback.synthesis.cloud.gemini_edit import run_edits
+from feedback.synthesis.compose.edit_sites import EditSite, sent_size
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from feedback.synthesis.teacher import Teacher
+from feedback.teachers.port import Teacher
 
 MASK_DILATION = 0.01  # Imagen grows the mask by this share of the image, so the new object's rim blends in
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from feedback.synthesis.clusters import attributes_of
-from feedback.synthesis.diffusers_common import GpuRequired, load_pipeline
-from feedback.synthesis.gligen import GligenGenerator, cluster_stats, draw_layout, object_count
+from feedback.synthesis.diffusion.diffusers_common import GpuRequired, load_pipeline
+from feedback.synthesis.diffusion.gligen import GligenGenerator, cluster_stats, draw_layout, object_count
 from feedback.synthesis.port import Generator, SynthesisRequest, SyntheticImage
 from store.settings import Settings
 from tests.feedback.synthesis.tiny_models import gligen_pipe

@@ -1,4 +1,4 @@
-"""The synthesis report: what was kept and rejected, by reason and by cluster, and contact sheets to look at.
+"""`edgeloop synthetic report`'s content: what was kept and rejected, by reason and by cluster, and contact sheets.
 
 One PNG per (cluster or class, kept/rejected): tiles of the new objects with their boxes, captioned.
 """

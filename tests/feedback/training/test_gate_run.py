@@ -23,7 +23,7 @@ import torch
 from feedback.datasets.yolo_import import import_yolo
 from feedback.evaluation.evaluate import evaluate
 from feedback.training.gate import DEFAULT_MARGIN, DEFAULT_TOLERANCE, decide
-from feedback.training.promote import GateError, RegistryError, register_weights, run_gate
+from feedback.training.gate_run import GateError, RegistryError, register_weights, run_gate
 from store.blobs import sha256_hex
 from store.datasets import build_dataset, materialise
 from store.models import get_model, model_id_for, register_model

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from feedback.synthesis.diffusers_common import (
+from feedback.synthesis.compose.look import look_from_attributes
+from feedback.synthesis.diffusion.diffusers_common import (
     batched, bgr, class_phrase, image_seeds, model_id, torch_generators,
 )
-from feedback.synthesis.diffusers_run import DiffusersRun
-from feedback.synthesis.look import look_from_attributes
+from feedback.synthesis.diffusion.diffusers_run import DiffusersRun
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 
 DEFAULT_REL_SIZE = 0.2  # sqrt(box area / image area) when the cluster says nothing: a clearly visible object

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from feedback.synthesis.diffusers_common import (
+from feedback.synthesis.compose.edit_sites import blend_back, edit_sites
+from feedback.synthesis.diffusion.diffusers_common import (
     batched, bgr, class_phrase, image_seeds, model_id, pil_rgb, torch_generators,
 )
-from feedback.synthesis.diffusers_run import DiffusersRun
-from feedback.synthesis.edit_sites import blend_back, edit_sites
+from feedback.synthesis.diffusion.diffusers_run import DiffusersRun
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from feedback.synthesis.teacher import Teacher, label_by_teacher
+from feedback.teachers.port import Teacher, label_by_teacher
 
 # Qwen-Image's transformer overflows in float16 (its activations exceed 65504); bfloat16 is what it was released in.
 HALF = "bfloat16"

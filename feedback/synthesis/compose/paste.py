@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from feedback.synthesis.compose import Box, box_size, grown
-from feedback.synthesis.look import Look, look_from_attributes
+from feedback.synthesis.compose.composite import Box, box_size, grown
+from feedback.synthesis.compose.look import Look, look_from_attributes
+from feedback.synthesis.compose.swap import MaterialError, donors_of, transplant
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from feedback.synthesis.swap import MaterialError, donors_of, transplant
 
 NO_PLACE = "no_free_place"
 

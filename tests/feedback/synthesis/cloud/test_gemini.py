@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from feedback.synthesis.cloud import ModelUnavailable, image_seed
-from feedback.synthesis.gemini import GeminiImageGenerator
+from feedback.synthesis.cloud.client import ModelUnavailable, image_seed
+from feedback.synthesis.cloud.gemini import GeminiImageGenerator
 from feedback.synthesis.port import Generator, LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from feedback.synthesis.teacher import ChampionTeacher, Teacher
+from feedback.teachers.port import ChampionTeacher, Teacher
 from tests.feedback.synthesis.vertex_stub import VertexStub, stub_calls
 
 MODEL = "gemini-2.5-flash-image"

@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from feedback.synthesis.cloud import ModelUnavailable, image_seed
-from feedback.synthesis.imagen import ImagenGenerator
+from feedback.synthesis.cloud.client import ModelUnavailable, image_seed
+from feedback.synthesis.cloud.imagen import ImagenGenerator
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from feedback.synthesis.teacher import ChampionTeacher
+from feedback.teachers.port import ChampionTeacher
 from tests.feedback.synthesis.vertex_stub import MAGENTA, VertexStub, decode_image, noise_frame, stub_calls
 
 PROMPT = "A worker with a bare head on a building site, seen from a CCTV camera"

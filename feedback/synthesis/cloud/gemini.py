@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from feedback.synthesis.cloud import Answer, Budget, CloudCalls, image_seed
-from feedback.synthesis.gemini_edit import Attempt, image_content_call, nearest_aspect_ratio, paid_images
+from feedback.synthesis.cloud.client import Answer, Budget, CloudCalls, image_seed
+from feedback.synthesis.cloud.gemini_edit import Attempt, image_content_call, nearest_aspect_ratio, paid_images
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from feedback.synthesis.teacher import Teacher, label_by_teacher
+from feedback.teachers.port import Teacher, label_by_teacher
 
 # (prompt, seed, aspect ratio or None) -> (cache key, the paid call)
 TextCall = Callable[[str, int, str | None], tuple[str, Callable[[], Answer]]]

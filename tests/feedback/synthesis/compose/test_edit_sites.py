@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feedback.synthesis.edit_sites import MIN_BOX_PX, blend_back, edit_sites
+from feedback.synthesis.compose.edit_sites import MIN_BOX_PX, blend_back, edit_sites
 from feedback.synthesis.port import LabelledFrame, SynthesisRequest
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feedback.synthesis.grounding import GroundingDinoTeacher, Ontology
+from feedback.synthesis.diffusion.qwen_image import QwenImageEditGenerator, QwenImageGenerator
 from feedback.synthesis.port import LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
-from feedback.synthesis.qwen_image import QwenImageEditGenerator, QwenImageGenerator
+from feedback.teachers.grounding_dino import GroundingDinoTeacher, Ontology
 from tests.feedback.synthesis.tiny_models import grounding_dino, qwen_image_edit_pipe, qwen_image_pipe
 
 CLASSES = ("helmet", "no_helmet", "person")

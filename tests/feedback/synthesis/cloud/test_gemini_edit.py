@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from feedback.synthesis.cloud import image_seed
-from feedback.synthesis.gemini_edit import GeminiEditGenerator
+from feedback.synthesis.cloud.client import image_seed
+from feedback.synthesis.cloud.gemini_edit import GeminiEditGenerator
 from feedback.synthesis.port import Generator, LabelledFrame, Rejected, SynthesisRequest, SyntheticImage
 from tests.feedback.synthesis.vertex_stub import MAGENTA, VertexStub, b64, decode_image, noise_frame, png, stub_calls
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from feedback.synthesis.compose.swap import MaterialError
+from feedback.synthesis.diffusion.sd_inpaint import SdInpaintGenerator
 from feedback.synthesis.port import LabelledFrame, SynthesisRequest, SyntheticImage
-from feedback.synthesis.sd_inpaint import SdInpaintGenerator
-from feedback.synthesis.swap import MaterialError
 from tests.feedback.synthesis.tiny_models import inpaint_pipe
 
 CLASSES = ("helmet", "no_helmet", "person")
