@@ -185,6 +185,9 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, d
             size, seconds = 1_000_000, budget_seconds * (r + 1) / rounds - annotator_seconds(ws)
         if size <= 0 or (seconds is not None and seconds <= 0):
             continue
+        if strategy == "active+hunt":
+            hunt_until(ws, reviewer, names, names.index(rare), budget_seconds or 0.0)
+            break  # the pass runs its own batches until the seconds are spent
         if strategy == "oracle":
             push_captures(ws, oracle_picks(ws, size, reviewer, names.index(rare), seed), reviewer=reviewer,
                           strategy="oracle")
@@ -209,6 +212,32 @@ def acquire(ws: Any, run: Path, arm: str, seed: int, budget: int, rounds: int, d
     return result
 
 
+def hunt_until(ws: Any, reviewer: Any, names: list[str], rare_id: int, budget_seconds: float,
+               batch: int = 20) -> None:
+    """The rare-class pass as a site would run it: batches of yes/no questions about the boxes the probe finds
+    likeliest to be the rare class (2 s each under the cost model), each yes or not-sure frame then fully reviewed,
+    the probe refitting between batches on the new labels and the no's; until `budget_seconds` of a person's time
+    is spent (the last batch may overrun by its full reviews). Left with nothing to ask, active selection per
+    image spends the rest."""
+    from feedback.review.boxes import prepare_vectors
+    from feedback.review.hunt import OracleHunt, choose_questions, pull_hunt, push_hunt
+    from feedback.review.selection import SelectionConfig
+    from feedback.review.workflow import pull_reviews, push_for_review
+
+    embedder = prepare_vectors(ws, progress=False)
+    hunter = OracleHunt(reviewer)
+    while (left := budget_seconds - annotator_seconds(ws)) >= 2.0:
+        questions = choose_questions(ws, rare_id, embedder, budget=batch, budget_seconds=left)
+        if not questions:
+            config = SelectionConfig(strategy="active", embedder=embedder)
+            push_for_review(ws, 1_000_000, reviewer=reviewer, selection=config, budget_seconds=left)
+            pull_reviews(ws, reviewer=reviewer, holdout_share=0.0)
+            return
+        push_hunt(ws, questions, reviewer=hunter, class_name=names[rare_id])
+        pull_hunt(ws, reviewer=hunter, full_review=reviewer)
+        pull_reviews(ws, reviewer=reviewer, holdout_share=0.0)
+
+
 def time_budget(args: argparse.Namespace, seed: int) -> float:
     """The seconds of a person's time random's reviews of this seed cost: what the `/s` arms may spend."""
     from store.settings import Settings, Workspace
@@ -230,10 +259,13 @@ def annotator_seconds(ws: Any) -> float:
     from feedback.report.effort import review_effort
     from feedback.review.effort import CostModel
 
+    from store.hunt_tasks import hunt_seconds
+
     with ws.catalog.connect() as con:
         effort = review_effort(con, (datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc)),
                                CostModel.from_settings(ws.settings.review_seconds))
-    return round(effort.seconds, 1) if effort else 0.0
+        questions = hunt_seconds(con)
+    return round((effort.seconds if effort else 0.0) + questions, 1)
 
 
 def oracle_picks(ws: Any, budget: int, reviewer: Any, rare_id: int, seed: int) -> list[Any]:
@@ -345,7 +377,7 @@ def run_one(args: argparse.Namespace, arm: str, seed: int, captures: Path, names
     write_json(stamp, config)
     reuse_acquisition(args, arm, seed, run)
     ws = prepare(run, args.data, args.base_model, captures, names)
-    seconds = time_budget(args, seed) if arm.endswith("/s") else None
+    seconds = time_budget(args, seed) if arm.endswith("/s") or arm == "active+hunt" else None
     acquired = acquire(ws, run, arm, seed, args.budget, rounds, args.data, names, args.rare_class, seconds)
     if "annotator_s" not in acquired:  # acquired before effort was counted: count it now from the reviews
         acquired["annotator_s"] = annotator_seconds(ws)
@@ -515,7 +547,7 @@ def summarise(results: list[dict[str, Any]], rare: str, eval_key: str) -> dict[s
     # asks active >= 2), and the same per box labelled (active picks crowded images, so a person draws more
     # boxes for it). Oracle buys the most rare boxes any selection can: its ratios are the reference for active's.
     rnd = out.get("random")
-    for name in ("active", "oracle", "active/s"):
+    for name in ("active", "oracle", "active/s", "active+hunt"):
         row = out.get(name)
         if not (rnd and row):
             continue
@@ -543,7 +575,9 @@ def main() -> None:
                         help="comma-separated: base, random, active, random+synth, active+synth, oracle (the "
                              "ceiling: the images with the most rare boxes, picked by reading the answers), and "
                              "active/s (active ranked by value per second, spending the seconds random's reviews of "
-                             "the same seed cost under the cost model; list random first)")
+                             "the same seed cost under the cost model; list random first), and active+hunt (the "
+                             "rare-class pass: yes/no questions about likely rare boxes, full reviews of the yes "
+                             "frames, in batches, spending random's seconds)")
     parser.add_argument("--synthetic", type=int, default=150, help="swap images the +synth arms add")
     parser.add_argument("--rounds", type=int, default=1,
                         help="active arms push their budget in this many rounds (review cycles), pulling the "
@@ -575,7 +609,7 @@ def main() -> None:
                         help="the precision each class's threshold is chosen for")
     args = parser.parse_args()
     arms = [a for a in args.arms.split(",") if a]
-    known = ("base", "random", "active", "oracle", "random+synth", "active+synth", "active/s")
+    known = ("base", "random", "active", "oracle", "random+synth", "active+synth", "active/s", "active+hunt")
     if bad := [a for a in arms if a not in known]:
         parser.error(f"--arms: unknown arm(s) {bad}; choose from {', '.join(known)}")
     if not 1 <= args.rounds <= args.budget:

@@ -18,6 +18,7 @@ from feedback.embeddings.port import unit_rows
 from feedback.review.effort import CostModel, expected_seconds
 from feedback.review.probe import Probe, fit_probe, rare_classes
 from store.failures import failure_ids
+from store.hunt_tasks import hard_negative_refs
 from store.review_tasks import candidate_signals, scanned_confidence, verified_counts
 from store.settings import Workspace
 from store.vectors import BOX, CAPTURE, CROP, LABEL_BOX, label_box_classes, read_vectors
@@ -267,7 +268,7 @@ def _parts(con: duckdb.DuckDBPyConnection, c: dict[str, np.ndarray], config: Sel
     boxes = _candidate_boxes(con, c["id"], model) if need_boxes else None
     probe_p = np.zeros((n, len(rare)), np.float32)  # per capture, max over its boxes of P_c, c in `rare`
     if boxes is not None and (config.rare or config.class_balance) and rare:
-        probe = _fit_probe(con, model, rare)
+        probe = fit_catalog_probe(con, model, rare)
         if probe.classes:
             scores = probe.score(boxes["vectors"]).astype(np.float32)
             cols = [rare.index(k) for k in probe.classes]
@@ -294,12 +295,22 @@ def _candidate_boxes(con: duckdb.DuckDBPyConnection, ids: np.ndarray, model: str
     return {"row": rows[keep], "vectors": vectors[keep]}
 
 
-def _fit_probe(con: duckdb.DuckDBPyConnection, model: str, rare: list[int]) -> Probe:
+def fit_catalog_probe(con: duckdb.DuckDBPyConnection, model: str, rare: list[int]) -> Probe:
+    """The probe as the catalog teaches it now: verified boxes, and the boxes a person said are not the rare
+    class they were asked about (hunt verdicts), as negatives; refit on every call, so between batches."""
     refs, vectors = read_vectors(con, LABEL_BOX, model)
     if not refs:
         log.warning("no verified box has a vector from %s: the probe has nothing to learn from", model)
         return Probe({}, {}, {})
-    return fit_probe(vectors, np.asarray(label_box_classes(con, refs)), rare)
+    class_ids = np.asarray(label_box_classes(con, refs))
+    negatives = set(hard_negative_refs(con, rare))
+    if negatives:
+        box_refs, box_vectors = read_vectors(con, BOX, model)
+        keep = [i for i, r in enumerate(box_refs) if r in negatives]
+        if keep:  # -1: no class, so "other" for every rare class's probe
+            vectors = np.concatenate([vectors, box_vectors[keep]])
+            class_ids = np.concatenate([class_ids, np.full(len(keep), -1, class_ids.dtype)])
+    return fit_probe(vectors, class_ids, rare)
 
 
 def _evidence(evidence: np.ndarray, rare: list[int]) -> np.ndarray:

@@ -5,7 +5,7 @@ The reviewer is a port (`Reviewer`) with two adapters: Label Studio for people, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal, Protocol
@@ -187,13 +187,21 @@ def push_captures(
     strategy: str,
     public_url: str | None = None,
     project_title: str = DEFAULT_PROJECT,
+    extra_boxes: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> PushReport:
-    """Create review tasks for `picks`; review_tasks rows are written only once the reviewer took them."""
+    """Create review tasks for `picks`; review_tasks rows are written only once the reviewer took them.
+    `extra_boxes` (capture id -> xyxy, class ids) join a capture's pre-annotation: a hunt's confirmed boxes."""
     with ws.catalog.connect() as con:
         classes = catalog_classes(con) or _adopt_model_classes(con)
         done = pushed_among(con, [p.capture_id for p in picks])
         fresh = [p for p in dict((p.capture_id, p) for p in picks).values() if p.capture_id not in done]
-        items = _load_items(con, [p.capture_id for p in fresh])
+        items = load_items(con, [p.capture_id for p in fresh])
+    for i, item in enumerate(items):
+        if extra_boxes and item.capture_id in extra_boxes:
+            boxes, class_ids = extra_boxes[item.capture_id]
+            items[i] = replace(item, boxes=np.vstack([item.boxes, boxes]),
+                               class_ids=np.concatenate([item.class_ids, class_ids]),
+                               scores=np.concatenate([item.scores, np.ones(len(class_ids))]))
     report = PushReport(reviewer=reviewer.name, project=None, strategy=strategy, already_pushed=len(done))
     if not fresh:
         return report
@@ -201,7 +209,7 @@ def push_captures(
         raise ReviewConfigError("the catalog has no class list yet and no model to take one from: import a "
                                 "labelled data set (`edgeloop import`) or register a model (`edgeloop gate`)")
     if reviewer.shows_images:
-        items = _with_image_urls(ws, items, public_url)
+        items = with_urls(ws, items, public_url)
 
     report.project = reviewer.ensure_project(project_title, classes)
     task_ids = reviewer.push(report.project, items, classes)
@@ -226,7 +234,7 @@ def _adopt_model_classes(con: duckdb.DuckDBPyConnection) -> list[str]:
     return classes
 
 
-def _with_image_urls(ws: Workspace, items: list[ReviewItem], public_url: str | None) -> list[ReviewItem]:
+def with_urls(ws: Workspace, items: list[ReviewItem], public_url: str | None) -> list[ReviewItem]:
     base = public_url or ws.settings.public_url
     if not base:
         raise ReviewConfigError(
@@ -237,7 +245,7 @@ def _with_image_urls(ws: Workspace, items: list[ReviewItem], public_url: str | N
     return [replace(item, image_url=signed_blob_url(base, item.sha256, key, ttl_s=URL_TTL_S)) for item in items]
 
 
-def _load_items(con: duckdb.DuckDBPyConnection, capture_ids: list[str], *, detections: bool = True) -> list[ReviewItem]:
+def load_items(con: duckdb.DuckDBPyConnection, capture_ids: list[str], *, detections: bool = True) -> list[ReviewItem]:
     """ReviewItems for `capture_ids`, in that order; LookupError names any the catalog lacks."""
     rows = review_captures(con, capture_ids)
     missing = [c for c in capture_ids if c not in rows]
@@ -271,7 +279,7 @@ def pull_reviews(ws: Workspace, *, reviewer: Reviewer, holdout_share: float = 0.
     with ws.catalog.connect() as con:
         classes = catalog_classes(con)
         rows = reviewer_tasks(con, reviewer.name)
-        items = {item.capture_id: item for item in _load_items(con, [r[0] for r in rows], detections=False)}
+        items = {item.capture_id: item for item in load_items(con, [r[0] for r in rows], detections=False)}
     by_project: dict[str | None, list[PushedTask]] = {}
     for capture_id, project, task_id in rows:
         by_project.setdefault(project, []).append(PushedTask(task_id, items[capture_id]))

@@ -12,6 +12,7 @@ from feedback.review.boxes import prepare_vectors
 from edge.terminal import click
 from feedback.review.effort import CostModel
 from feedback.review.failures import failure_summary, format_failures
+from feedback.review.hunt import OracleHunt, choose_questions, pull_hunt, push_hunt
 from feedback.review.oracle import OracleReviewer
 from feedback.review.selection import SelectionConfig
 from feedback.review.workflow import PullReport, ReviewError, pull_reviews, push_for_review
@@ -19,6 +20,7 @@ from flows.cli.common import (
     ClipModelOpt, JsonOpt, WorkspaceOpt, app, console, emit, err, existing_workspace, fail, open_workspace,
     show_progress, ultralytics_to_stderr, workspace_settings,
 )
+from store.hunt_tasks import hunt_counts
 from store.labels import catalog_classes
 
 # The Label Studio bridge is imported where a command talks to Label Studio: its SDK alone takes most of a second,
@@ -78,14 +80,13 @@ def review_embed(workspace: WorkspaceOpt = None, clip_model: ClipModelOpt = None
     emit({"embedder": name}, as_json, f"vectors ready from {name}")
 
 
-def _class_ids(ws, names: str) -> tuple[int, ...]:  # noqa: ANN001
-
+def _class_ids(ws, names: str, option: str = "--watch-classes") -> tuple[int, ...]:  # noqa: ANN001
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     with ws.catalog.connect() as con:
         known = catalog_classes(con)
     unknown = [n for n in wanted if n not in known]
     if unknown:
-        raise fail(f"--watch-classes {','.join(unknown)}: not among the catalog's classes {known}")
+        raise fail(f"{option} {','.join(unknown)}: not among the catalog's classes {known}")
     return tuple(known.index(n) for n in wanted)
 
 
@@ -98,9 +99,10 @@ def review_push(
         help="Instead of --budget: send as many captures as this many seconds of a person's time should verify "
              "(predicted per capture from the boxes it will show and the cost model; see --explain).",
         show_default=False)] = None,
-    per_second: Annotated[Optional[bool], typer.Option(
-        "--per-second/--per-image", help="Rank active picks by value per second of review (the default with "
-        "--budget-seconds) or per image (the default with --budget).", show_default=False)] = None,
+    per_second: Annotated[bool, typer.Option(
+        "--per-second/--per-image", help="Rank active picks by value per second of review instead of per image. "
+        "Measured on pool/ at random's review time (bench/loop.py, arm active/s): it buys fewer rare boxes per "
+        "hour than per-image ranking (seed 0: 59 against 95), so per image stays the default.")] = False,
     strategy: Annotated[str, typer.Option(help="active (see the parts below) or random (the baseline).")] = "active",
     uncertainty: Annotated[bool, typer.Option(help="Favour captures the model was unsure about.")] = True,
     diversity: Annotated[bool, typer.Option(help="Spread picks over scenes (k-center on frame embeddings).")] = True,
@@ -113,6 +115,10 @@ def review_push(
     watch_classes: Annotated[str, typer.Option(help="Comma-separated classes to hunt whatever their counts.")] = "",
     explain: Annotated[bool, typer.Option("--explain", help="Show each pick's score parts.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the random strategy.")] = 0,
+    hunt: Annotated[Optional[str], typer.Option(
+        help="A rare-class pass instead: ask yes / no / not sure about the candidate boxes the probe finds likeliest "
+             "to be this class (a few seconds each); `review pull` sends every yes and not-sure frame to a full "
+             "review and keeps every no as a hard negative.", show_default=False)] = None,
     reviewer: ReviewerOpt = "label-studio",
     labels: LabelsOpt = None,
     public_url: PublicUrlOpt = None,
@@ -143,6 +149,8 @@ def review_push(
     # The reviewer first: a Label Studio that is not configured or not there is said before minutes of embedding.
     chosen = _reviewer(workspace_settings(workspace), reviewer, labels, label_studio_url, label_studio_token)
     ws = open_workspace(workspace)
+    if hunt is not None:
+        return _push_hunt(ws, hunt, chosen, budget, budget_seconds, public_url, clip_model, clip_pretrained, as_json)
     name = None
     if strategy == "active":
         with ultralytics_to_stderr():
@@ -151,7 +159,7 @@ def review_push(
     config = SelectionConfig(strategy=strategy, uncertainty=uncertainty, diversity=diversity,  # type: ignore[arg-type]
                              class_balance=class_balance, rare=rare, evidence=evidence, failure=failure_boost,
                              seed=seed, embedder=name, watch_classes=_class_ids(ws, watch_classes),
-                             per_second=budget_seconds is not None if per_second is None else per_second,
+                             per_second=per_second,
                              cost=_cost_model(ws))
     try:
         report = push_for_review(ws, budget or 1_000_000, reviewer=chosen, selection=config, public_url=public_url,
@@ -187,6 +195,32 @@ def _push_line(report, embedder: str | None, timed: bool = False) -> str:  # noq
                    if timed else "")
 
 
+def _push_hunt(ws, class_name: str, chosen, budget: int | None, budget_seconds: float | None,  # noqa: ANN001
+               public_url: str | None, clip_model: str | None, clip_pretrained: str | None, as_json: bool) -> None:
+    [class_id] = _class_ids(ws, class_name, "--hunt")
+    cost = _cost_model(ws)
+    with ultralytics_to_stderr():
+        name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained,
+                               progress=show_progress(as_json))
+    questions = choose_questions(ws, class_id, name, budget=budget, budget_seconds=budget_seconds, cost=cost)
+    try:
+        asked = push_hunt(ws, questions, reviewer=_hunter(chosen), class_name=class_name, public_url=public_url)
+    except (ReviewError, LookupError) as exc:
+        raise fail(str(exc)) from exc
+    seconds = asked * cost.seconds["kept"]
+    emit({"hunt": class_name, "asked": asked, "expected_s": seconds}, as_json,
+         f"asked {asked} yes/no questions about {class_name} ({_hunter(chosen).name}); about {_minutes(seconds)} of "
+         f"a person's time predicted" + ("" if asked else ": no candidate box the probe can score for it yet"))
+
+
+def _hunter(chosen):  # noqa: ANN001, ANN202 - the review adapter's hunt side
+    if isinstance(chosen, OracleReviewer):
+        return OracleHunt(chosen)
+    from feedback.review.labelstudio_hunt import LabelStudioHunt  # the Label Studio SDK: most of a second
+
+    return LabelStudioHunt(chosen)
+
+
 @review_app.command("pull")
 def review_pull(
     reviewer: ReviewerOpt = "label-studio",
@@ -195,24 +229,54 @@ def review_pull(
         help="Share of new verified captures that join the real holdout.")] = 0.2,
     label_studio_url: LsUrlOpt = None,
     label_studio_token: LsTokenOpt = None,
+    public_url: PublicUrlOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Harvest finished reviews as verified labels and failure records (pulling twice changes nothing)."""
+    """Harvest finished reviews as verified labels and failure records (pulling twice changes nothing).
+
+    Answered hunt questions come first: each yes or not-sure frame becomes a full review task, which the same pull
+    collects where the reviewer answers at once (the oracle)."""
     if not 0.0 <= holdout_share < 1.0:
         raise fail(f"--holdout-share {holdout_share} must lie in [0, 1)")
     chosen = _reviewer(workspace_settings(workspace), reviewer, labels, label_studio_url, label_studio_token)
     ws = existing_workspace(workspace)  # pull only reads until there is something to pull
+    hunted = None
     try:
+        if ws is not None and _open_hunts(ws):
+            hunted = pull_hunt(ws, reviewer=_hunter(chosen), full_review=chosen, public_url=public_url,
+                               cost=_cost_model(ws))
         report = PullReport() if ws is None else pull_reviews(ws, reviewer=chosen, holdout_share=holdout_share)
     except (ReviewError, LookupError) as exc:
         raise fail(str(exc)) from exc
     if report.tasks == 0:
         err.print(f"nothing was pushed to {chosen.name} for review yet: run `edgeloop review push --budget N` first")
     if as_json:
-        emit({k: v for k, v in vars(report).items() if k != "efforts"}, True)
-    elif report.tasks:
+        emit({k: v for k, v in vars(report).items() if k != "efforts"}
+             | ({"hunt": _hunt_summary(hunted)} if hunted else {}), True)
+        return
+    if hunted:
+        console.print(_hunt_line(hunted))
+    if report.tasks:
         console.print(_pull_line(report))
+
+
+def _open_hunts(ws) -> int:  # noqa: ANN001
+    with ws.catalog.connect() as con:
+        return hunt_counts(con).get("pushed", 0)
+
+
+def _hunt_summary(hunted) -> dict:  # noqa: ANN001 (feedback.review.hunt.HuntReport)
+    return {"asked": hunted.asked, "yes": hunted.yes, "no": hunted.no, "unsure": hunted.unsure,
+            "cancelled": hunted.cancelled, "pending": hunted.pending, "seconds": hunted.seconds,
+            "to_review": hunted.to_review.pushed if hunted.to_review else 0}
+
+
+def _hunt_line(hunted) -> str:  # noqa: ANN001
+    sent = hunted.to_review.pushed if hunted.to_review else 0
+    return (f"hunt: {hunted.yes} yes, {hunted.no} no (hard negatives), {hunted.unsure} not sure, {hunted.cancelled} "
+            f"cancelled in {_minutes(hunted.seconds)}; {sent} frames sent to a full review; {hunted.pending} "
+            "questions still open")
 
 
 def _pull_line(report) -> str:  # noqa: ANN001 (feedback.review.workflow.PullReport)

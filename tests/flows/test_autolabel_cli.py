@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from feedback.review.labelstudio import prediction
-from feedback.review.workflow import _load_items
+from feedback.review.workflow import load_items
 from feedback.teachers.grounding_dino import GroundingDinoTeacher
 from flows.cli import app
 from store.settings import Settings, Workspace
@@ -60,7 +60,7 @@ def test_autolabel_creates_pre_annotated_review_tasks(site: Path, tmp_path: Path
     with ws.catalog.connect() as con:
         ids = [c for (c,) in con.execute("SELECT capture_id FROM review_tasks WHERE strategy = 'autolabel' "
                                          "ORDER BY capture_id").fetchall()]
-        items = _load_items(con, ids)
+        items = load_items(con, ids)
     assert len(items) == 3 and report["boxes"] == sum(len(i.boxes) for i in items) > 0
     for item in items:
         image = cv2.imread(item.source_uri)
