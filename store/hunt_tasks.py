@@ -81,3 +81,10 @@ def hunt_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 def hunt_seconds(con: duckdb.DuckDBPyConnection) -> float:
     """People's time spent answering the pass's questions so far."""
     return float(con.execute("SELECT coalesce(sum(effort_s), 0) FROM hunt_tasks").fetchall()[0][0])
+
+
+def confirmed_boxes(con: duckdb.DuckDBPyConnection, capture_id: str) -> list[tuple[int, tuple[float, ...]]]:
+    """(class id, xyxy) of each box a person said yes to in a capture: part of what its full review showed."""
+    return [(k, (x1, y1, x2, y2)) for k, x1, y1, x2, y2 in con.execute(
+        "SELECT class_id, x1, y1, x2, y2 FROM hunt_tasks WHERE capture_id = ? AND status = 'yes' ORDER BY id",
+        [capture_id]).fetchall()]

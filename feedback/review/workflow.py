@@ -17,6 +17,7 @@ from edge.protocol import utc_now
 from feedback.review.effort import CostModel, TaskEffort, skip_effort, summarise, task_effort
 from feedback.review.failures import record_failures
 from feedback.review.selection import SelectionConfig, select_captures
+from store.hunt_tasks import confirmed_boxes
 from store.labels import (
     add_image, add_label, assign_split, catalog_classes, ensure_classes, holdout_by_hash, label_hash,
 )
@@ -338,13 +339,20 @@ def _store(con: duckdb.DuckDBPyConnection, result: ReviewResult, row: tuple, rev
         report.verified += 1
         report.boxes += len(boxes)
         report.failures += record_failures(con, result.capture_id, label_id)
-        shown = shown_detections(con, result.capture_id)  # the pre-annotation the task showed
+        shown = _shown(con, result.capture_id)
         effort = task_effort(boxes, class_ids, shown[:, 2:], shown[:, 0], shown[:, 1], cost, result.lead_time_s)
     else:
         report.skipped += 1
         effort = skip_effort(cost, result.lead_time_s)
     _count_effort(report, effort)
     resolve_task(con, result.capture_id, result.status, resolved_at, label_id, effort.as_json())
+
+
+def _shown(con: duckdb.DuckDBPyConnection, capture_id: str) -> np.ndarray:
+    """The pre-annotation a capture's task showed, as (class, confidence, x1, y1, x2, y2) rows: the device's boxes,
+    and any a person confirmed in the rare-class pass (a hunt's yes)."""
+    confirmed = [(k, 1.0, *box) for k, box in confirmed_boxes(con, capture_id)]
+    return np.vstack([shown_detections(con, capture_id), np.asarray(confirmed, np.float64).reshape(-1, 6)])
 
 
 def _count_effort(report: PullReport, effort: TaskEffort) -> None:

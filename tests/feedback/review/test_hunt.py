@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from feedback.review.effort import CostModel
 from feedback.review.hunt import OracleHunt, choose_questions, pull_hunt, push_hunt
 from feedback.review.oracle import OracleReviewer
 from feedback.review.selection import fit_catalog_probe
+from feedback.review.workflow import pull_reviews
 from store.labels import add_image, add_label, ensure_classes
 from store.review_tasks import add_box_scans
 from store.settings import Settings, Workspace
@@ -83,3 +85,12 @@ def test_each_verdict_lands_where_it_should_and_a_no_teaches_the_probe(site) -> 
 
     again = pull_hunt(ws, reviewer=hunter, full_review=oracle)
     assert (again.asked, again.yes, again.no, again.seconds) == (0, 0, 0, 0.0) and again.to_review is None
+
+    # The full review of the yes frame started from the device's helmet box plus the confirmed bare head: the
+    # head is kept (2 s), the helmet deleted (2 s); priced against the device's box alone it would be a fix (7 s).
+    pulled = pull_reviews(ws, reviewer=oracle, holdout_share=0.0)
+    with ws.catalog.connect() as con:
+        effort = json.loads(con.execute("SELECT effort FROM review_tasks WHERE capture_id = ?",
+                                        [ids[0]]).fetchall()[0][0])
+    assert pulled.verified == 1 and effort["actions"] == {"kept": 1, "fixed": 0, "added": 0, "deleted": 1}
+    assert effort["seconds"] == 4.0
