@@ -560,7 +560,7 @@ def summarise(results: list[dict[str, Any]], rare: str, eval_key: str) -> dict[s
         for key, ratio in (("gain_rare_ap50_over_base", f"{name}_over_random_rare_ap50_gain"),
                            ("gain_rare_ap50_per_1000_boxes", f"{name}_over_random_rare_ap50_gain_per_box"),
                            ("gain_rare_ap50_per_annotator_hour", f"{name}_over_random_rare_ap50_gain_per_hour")):
-            if key in rnd and key in row and rnd[key]["mean"] > 0:
+            if key in rnd and key in row and (rnd[key]["mean"] or 0) > 0 and row[key]["mean"] is not None:
                 out[ratio] = round(row[key]["mean"] / rnd[key]["mean"], 2)
     return out
 
