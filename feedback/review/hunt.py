@@ -122,7 +122,7 @@ def pull_hunt(ws: Workspace, *, reviewer: HuntReviewer, full_review: Reviewer, p
     cost = cost or CostModel()
     with ws.catalog.connect() as con:
         rows = open_hunts(con, reviewer.name)
-        items = {i.capture_id: i for i in load_items(con, sorted({r.capture_id for r in rows}), detections=True)}
+        items = {i.capture_id: i for i in load_items(con, sorted({r.capture_id for r in rows}), detections=False)}
         classes = catalog_classes(con)
     asked = {r.id: r for r in rows}
     by_project: dict[str | None, list[tuple[str, Question]]] = {}

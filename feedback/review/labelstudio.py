@@ -168,17 +168,21 @@ class LabelStudioReviewer:
 
     # -- projects
 
-    def ensure_project(self, title: str, classes: Sequence[str]) -> str:
-        """The id of the project titled `title`, created if there is none; its labels must be `classes`."""
+    def project_titled(self, title: str) -> Any | None:
+        """The one project titled exactly `title`, or None; two of them is an error to fix by hand."""
         with self._calling(f"list projects titled {title!r}"):
             # The title filter matches substrings, case-insensitively: keep exact matches only.
-            found = [p.id for p in self._client.projects.list(title=title, page_size=PAGE_SIZE) if p.title == title]
+            found = [p for p in self._client.projects.list(title=title, page_size=PAGE_SIZE) if p.title == title]
         if len(found) > 1:
             raise ReviewConfigError(f"Label Studio at {self.url} has {len(found)} projects titled {title!r} "
-                                    f"(ids {sorted(found)}): rename all but one")
-        if found:
-            self.check_project(str(found[0]), classes)
-            return str(found[0])
+                                    f"(ids {sorted(p.id for p in found)}): rename all but one")
+        return found[0] if found else None
+
+    def ensure_project(self, title: str, classes: Sequence[str]) -> str:
+        """The id of the project titled `title`, created if there is none; its labels must be `classes`."""
+        if (found := self.project_titled(title)) is not None:
+            self.check_project(str(found.id), classes)
+            return str(found.id)
         with self._calling(f"create project {title!r}"):
             project = self._client.projects.create(
                 title=title, label_config=label_config(classes),
@@ -205,14 +209,15 @@ class LabelStudioReviewer:
 
     # -- tasks
 
-    def task_ids_by_capture(self, project: str) -> dict[str, str]:
-        """capture id -> task id for every task in the project (the oldest task if one was imported twice)."""
+    def task_ids_by_capture(self, project: str, key: str = "capture_id") -> dict[str, str]:
+        """data[key] (the capture id) -> task id for every task in the project (the oldest task if one was
+        imported twice)."""
         found: dict[str, str] = {}
         with self._calling(f"list the tasks of project {project}"):
             for task in self._client.tasks.list(project=int(project), fields="task_only", page_size=PAGE_SIZE):
-                capture_id = (task.data or {}).get("capture_id")
-                if capture_id and (capture_id not in found or int(found[capture_id]) > task.id):
-                    found[capture_id] = str(task.id)
+                ref = (task.data or {}).get(key)
+                if ref and (ref not in found or int(found[ref]) > task.id):
+                    found[ref] = str(task.id)
         return found
 
     def push(self, project: str | None, items: Sequence[ReviewItem], classes: Sequence[str]) -> list[str]:

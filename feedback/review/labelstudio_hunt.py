@@ -38,27 +38,20 @@ class LabelStudioHunt:
         self.ls = reviewer
 
     def ensure_hunt_project(self, title: str, class_name: str) -> str:
-        client = self.ls._client
-        with self.ls._calling(f"list projects titled {title!r}"):
-            found = [p for p in client.projects.list(title=title, page_size=PAGE_SIZE) if p.title == title]
-        if len(found) > 1:
-            raise ReviewConfigError(f"Label Studio at {self.ls.url} has {len(found)} projects titled {title!r}: "
-                                    "rename all but one")
-        if found:
-            parsed = found[0].parsed_label_config or {}
-            if (parsed.get(VERDICT) or {}).get("type") != "Choices":
-                raise ReviewConfigError(f"project {found[0].id} at {self.ls.url} ({title!r}) asks no {VERDICT!r} "
+        if (found := self.ls.project_titled(title)) is not None:
+            if ((found.parsed_label_config or {}).get(VERDICT) or {}).get("type") != "Choices":
+                raise ReviewConfigError(f"project {found.id} at {self.ls.url} ({title!r}) asks no {VERDICT!r} "
                                         "choice: it is not an edgeloop hunt project; rename it")
-            return str(found[0].id)
+            return str(found.id)
         with self.ls._calling(f"create project {title!r}"):
-            project = client.projects.create(title=title, label_config=hunt_config(class_name),
+            project = self.ls._client.projects.create(title=title, label_config=hunt_config(class_name),
                                              description=f"One box per task: is it {class_name}? Yes, no, not sure.")
         return str(project.id)
 
     def push_hunt(self, project: str | None, questions: Sequence[Question], class_name: str) -> list[str]:
         """One task per question (a question asked before keeps its task); task ids in question order."""
         assert project is not None
-        existing = self._task_ids(project)
+        existing = self.ls.task_ids_by_capture(project, key="hunt")
         new = [q for q in questions if q.ref not in existing]
         if new:
             tasks = [{"data": {IMAGE: q.item.image_url, "capture_id": q.item.capture_id, "hunt": q.ref},
@@ -90,15 +83,6 @@ class LabelStudioHunt:
                                     updated_at=_time(annotation)))
         verdicts += [Verdict(q.ref, task_id, "cancelled") for task_id, q in wanted.items() if task_id not in seen]
         return verdicts
-
-    def _task_ids(self, project: str) -> dict[str, str]:
-        found: dict[str, str] = {}
-        with self.ls._calling(f"list the tasks of project {project}"):
-            for task in self.ls._client.tasks.list(project=int(project), fields="task_only", page_size=PAGE_SIZE):
-                ref = (task.data or {}).get("hunt")
-                if ref and (ref not in found or int(found[ref]) > task.id):
-                    found[ref] = str(task.id)
-        return found
 
 
 def _answer(annotation: dict[str, Any]) -> Answer:
