@@ -137,7 +137,7 @@ def _match_image(
     background = confusion.shape[0] - 1
     kept = everything[everything.confidence >= per_detection_threshold(everything.class_id, confidence)]
     order = np.argsort(-kept.confidence, kind="stable")
-    overlaps = _iou(kept.xyxy, truth.xyxy)  # [prediction, ground truth]
+    overlaps = sv.box_iou_batch(kept.xyxy, truth.xyxy)  # [prediction, ground truth]
     gt_class, pred_class = truth.class_id, kept.class_id
     gt_matched = np.zeros(len(truth), bool)
     pred_matched = np.zeros(len(kept), bool)
@@ -167,7 +167,7 @@ def _match_image(
             best_iou, int(gt_class[best]) if best_iou > 0 else None,
         ))  # fmt: skip
     fns = []
-    seen = _iou(truth.xyxy, everything.xyxy)  # [ground truth, every prediction down to mAP's threshold]
+    seen = sv.box_iou_batch(truth.xyxy, everything.xyxy)  # [ground truth, every prediction down to mAP's threshold]
     for j in np.flatnonzero(~gt_matched):
         same = (everything.class_id == gt_class[j]) & (seen[j] >= iou)
         best_score = float(everything.confidence[same].max()) if same.any() else 0.0
@@ -181,12 +181,6 @@ def best_free(overlaps: np.ndarray, free: np.ndarray, iou: float) -> int | None:
     if not len(candidates) or candidates.max() < 0:
         return None
     return int(np.argmax(candidates))
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    return sv.box_iou_batch(a, b).astype(np.float64)
 
 
 def _box(xyxy: np.ndarray) -> Box:
