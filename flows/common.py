@@ -1,6 +1,6 @@
-"""What every flow shares: opening the workspace a flow was given, the reviewer it names, concurrency limits.
+"""What every flow shares: opening the workspace a flow was given, concurrency limits, the skipped result.
 
-Flows take plain parameters (strings, numbers) so that deployments and the Prefect UI can set them.
+Flows take plain parameters (strings, numbers, pydantic models) so that deployments and the Prefect UI can set them.
 """
 
 from __future__ import annotations
@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypedDict
 
 from prefect.cache_policies import CacheKeyFnPolicy
 
-from feedback.review.labelstudio import LabelStudioReviewer
-from feedback.review.oracle import OracleReviewer
 from store.catalog import workspace_identity as catalog_identity
 from store.settings import Settings, Workspace
 
@@ -20,6 +19,12 @@ from store.settings import Settings, Workspace
 # paid generation job at a time, however many flow runs the schedules start.
 CATALOG_LIMIT = "edgeloop-catalog-writer"
 GENERATION_LIMIT = "edgeloop-generation-spend"
+
+
+class Skipped(TypedDict):
+    """A stage's result when it had nothing to do: why. Each stage flow decides this itself, in one place."""
+
+    skipped: str
 
 
 def open_workspace(workspace: str | None) -> Workspace:
@@ -41,17 +46,6 @@ def _this_workspace(context: object, inputs: dict) -> str:
 # outside the workspace, and INPUTS alone sees only the path, so a recreated workspace at the same path
 # (or None, meaning the settings' one) would get the old workspace's model or images back.
 THIS_WORKSPACE = CacheKeyFnPolicy(cache_key_fn=_this_workspace)
-
-
-def make_reviewer(ws: Workspace, reviewer: str, labels: str | None):  # noqa: ANN201 - a Reviewer adapter
-    """`label-studio` (settings) or `oracle` (ground-truth labels folder: benchmarks and the demo)."""
-    if reviewer == "oracle":
-        if not labels or not Path(labels).is_dir():
-            raise ValueError(f"the oracle reviewer needs a folder of ground-truth labels (got {labels!r})")
-        return OracleReviewer(Path(labels))
-    if reviewer != "label-studio":
-        raise ValueError(f"reviewer {reviewer!r} must be 'label-studio' or 'oracle'")
-    return LabelStudioReviewer.from_settings(ws.settings)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from prefect import flow
 
 from edge.protocol import utc_now
 from feedback.report.render import write_cycle_report
+from feedback.review.stage import Selection
 from flows.common import open_workspace
 from flows.ingest import ingest_flow
 from flows.mine import mine_flow
@@ -22,32 +23,15 @@ from flows.publish import publish_flow
 from flows.retrain import retrain_flow
 from flows.review import review_pull_flow, review_push_flow
 from flows.synthesize import synthesize_flow
-from store.labels import count_images
-from store.review_tasks import count_candidates, count_pushed
 
 StageHook = Callable[[str, str, dict[str, Any]], None]  # (stage, "start" | "done" | "skipped", result)
-
-
-def _candidates(workspace: str | None) -> int:
-    with open_workspace(workspace).catalog.connect() as con:
-        return count_candidates(con)
-
-
-def _pending_reviews(workspace: str | None) -> int:
-    with open_workspace(workspace).catalog.connect() as con:
-        return count_pushed(con)
-
-
-def _synthetic(workspace: str | None) -> int:
-    with open_workspace(workspace).catalog.connect() as con:
-        return count_images(con, "synthetic")
 
 
 @flow(name="improvement-cycle", log_prints=True)
 def improvement_cycle(
     workspace: str | None = None,
     budget: int = 100,
-    strategy: str = "active",
+    selection: Selection | None = None,
     reviewer: str = "label-studio",
     labels: str | None = None,
     holdout_share: float = 0.2,
@@ -65,8 +49,9 @@ def improvement_cycle(
 ) -> dict[str, Any]:
     """Run every stage once, in order; a stage with nothing to do says so and the cycle goes on.
 
-    `on_stage` lets a caller (the demo, `edgeloop cycle`) show progress; it is not a flow parameter a
-    deployment sets. The cycle's summary (report.json) and its report (report.html, self-contained, with
+    `selection` is review push's (its watch classes default to the cycle's `watch_classes`, then the workspace's).
+    Each stage flow decides by itself whether it has anything to do. `on_stage` lets a caller (the demo, `edgeloop
+    cycle`) show progress; it is not a flow parameter a deployment sets. The cycle's summary (report.json) and its report (report.html, self-contained, with
     report_data.json) go under `<workspace>/cycles/<cycle id>/`.
     """
     ws = open_workspace(workspace)
@@ -83,28 +68,30 @@ def improvement_cycle(
         hook(name, "start", {})
         started = time.perf_counter()
         result = {"skipped": skip} if skip else run()
-        status = "skipped" if result.get("skipped") else "done"
+        # A stage with nothing to do returns `Skipped` (a reason); review pull's `skipped` counts skipped tasks.
+        status = "skipped" if isinstance(result.get("skipped"), str) else "done"
         summary["stages"].append({"name": name, "status": status, "seconds": round(time.perf_counter() - started, 1),
                                   "result": result})
         hook(name, status, result)
         return result
 
-    backlog = ws.inbox.backlog()
-    stage("ingest", lambda: ingest_flow(workspace),
-          skip=None if any(backlog.values()) else "the inbox is empty")
-    stage("review push", lambda: review_push_flow(workspace, budget, strategy, reviewer, labels, seed, watch_classes),
-          skip=None if _candidates(workspace) else "no capture waits for review")
-    stage("review pull", lambda: review_pull_flow(workspace, reviewer, labels, holdout_share),
-          skip=None if _pending_reviews(workspace) else "no review task is open")
+    selection = selection or Selection(seed=seed)
+    if watch_classes and not selection.watch_classes:
+        selection = selection.model_copy(update={"watch_classes": tuple(watch_classes)})
+    # Loading the inbox is idempotent and cheap: the cycle looks first only to say "skipped" in its report.
+    stage("ingest", lambda: ingest_flow(workspace), skip=None if any(ws.inbox.backlog().values()) else
+          "the inbox is empty")
+    stage("review push", lambda: review_push_flow(workspace, budget, reviewer, labels, selection))
+    stage("review pull", lambda: review_pull_flow(workspace, reviewer, labels, holdout_share))
     mined = stage("mine", lambda: mine_flow(workspace, seed=seed))
-    stage("synthesize", lambda: synthesize_flow(workspace, generator, synthetic_count, seed, max_cost_usd),
-          skip="no new blind spot since the last synthesis" if mined.get("skipped") and _synthetic(workspace) else None)
+    stage("synthesize", lambda: synthesize_flow(workspace, generator, synthetic_count, seed, max_cost_usd,
+                                                new_blind_spots=not mined.get("skipped")))
     retrained = stage("retrain", lambda: retrain_flow(workspace, profile, epochs, imgsz, seed=seed,
                                                       report_dir=str(out / "evaluation"), backend=backend,
                                                       watch_classes=watch_classes))
-    promoted = (retrained.get("gate") or {}).get("promoted")
-    stage("publish", lambda: publish_flow(workspace, retrained["gate"]["challenger"], canary_pct),
-          skip=None if promoted else "no new champion this cycle")
+    gate = retrained.get("gate")
+    stage("publish", lambda: publish_flow(workspace, gate["challenger"] if gate else None, canary_pct,
+                                          promoted=bool(gate and gate["promoted"])))
     summary["finished_at"] = utc_now().isoformat()
     (out / "report.json").write_text(json.dumps(summary, indent=2, default=str))
     summary["report"] = str(out / "report.json")

@@ -11,6 +11,7 @@ import prefect
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
+from feedback.review.stage import Selection
 from flows.common import CATALOG_LIMIT, GENERATION_LIMIT
 from flows.cycle import improvement_cycle
 from flows.ingest import ingest_flow
@@ -18,17 +19,21 @@ from flows.review import review_pull_flow, review_push_flow
 from store.settings import Settings
 
 
-def deployments(settings: Settings, *, reviewer: str = "label-studio", cycle: dict[str, Any] | None = None) -> list:
-    """One RunnerDeployment per scheduled flow, each bound to this workspace."""
+def deployments(settings: Settings, *, reviewer: str = "label-studio", budget: int = 100,
+                selection: Selection | None = None, cycle: dict[str, Any] | None = None) -> list:
+    """One RunnerDeployment per scheduled flow, each bound to this workspace; review push and the nightly cycle
+    pick captures with the same `selection` (the UI can change it per run)."""
     workspace = str(settings.workspace.resolve())
+    picking = {"budget": budget, "selection": (selection or Selection()).model_dump(mode="json")}
     return [
         ingest_flow.to_deployment("ingest", cron=settings.schedule_ingest, parameters={"workspace": workspace}),
         review_pull_flow.to_deployment("review-pull", cron=settings.schedule_review_pull,
                                        parameters={"workspace": workspace, "reviewer": reviewer}),
         review_push_flow.to_deployment("review-push", cron=settings.schedule_review_push,
-                                       parameters={"workspace": workspace, "reviewer": reviewer}),
+                                       parameters={"workspace": workspace, "reviewer": reviewer, **picking}),
         improvement_cycle.to_deployment("nightly", cron=settings.schedule_cycle,
-                                        parameters={"workspace": workspace, "reviewer": reviewer, **(cycle or {})}),
+                                        parameters={"workspace": workspace, "reviewer": reviewer, **picking,
+                                                    **(cycle or {})}),
     ]
 
 
@@ -41,7 +46,8 @@ def ensure_limits() -> None:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
-def serve(settings: Settings, *, reviewer: str = "label-studio", cycle: dict[str, Any] | None = None) -> None:
+def serve(settings: Settings, *, reviewer: str = "label-studio", budget: int = 100, selection: Selection | None = None,
+          cycle: dict[str, Any] | None = None) -> None:
     """Register the deployments with the Prefect API and run their flows here until stopped (Ctrl-C)."""
     ensure_limits()
-    prefect.serve(*deployments(settings, reviewer=reviewer, cycle=cycle))
+    prefect.serve(*deployments(settings, reviewer=reviewer, budget=budget, selection=selection, cycle=cycle))

@@ -6,17 +6,16 @@ Thin by design: the work is `store.inbox.load_inbox`, which is idempotent, so a 
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 from prefect import flow, task
 
+from flows.common import open_workspace
 from store.inbox import load_inbox
-from store.settings import Settings, Workspace
 
 
 @task(name="load-inbox", retries=3, retry_delay_seconds=10)
 def load_inbox_into_catalog(workspace: str | None) -> dict[str, int]:
-    ws = Workspace(Settings(workspace=Path(workspace)) if workspace else Settings())
+    ws = open_workspace(workspace)
     return asdict(load_inbox(ws.catalog, ws.inbox))
 
 

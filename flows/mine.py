@@ -5,12 +5,14 @@ Skipped when every failure already sits in an active cluster (nothing new was re
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from prefect import flow, task
 
 from feedback.embeddings.choice import default_embedder
 from feedback.mining.mine import mine_clusters
 from feedback.mining.prompts import Phrasebook, write_prompts
-from flows.common import CATALOG_LIMIT, limited, open_workspace
+from flows.common import CATALOG_LIMIT, Skipped, limited, open_workspace
 from store.clusters import read_clusters, save_prompts
 from store.failures import unclustered_failures
 
@@ -20,8 +22,20 @@ def _unclustered(workspace: str | None) -> int:
         return unclustered_failures(con)
 
 
+# "class" is a keyword: the functional form keeps the JSON key the report reads.
+Blindspot = TypedDict("Blindspot", {"id": str, "class": str, "kind": str, "noise": bool, "size": int})
+
+
+class Mined(TypedDict):
+    new_failures: int
+    clusters: int
+    noise_buckets: int
+    prompts: int
+    largest: list[Blindspot]
+
+
 @task(name="failure-clusters", retries=1)
-def failure_clusters(workspace: str | None, seed: int) -> list[dict]:
+def failure_clusters(workspace: str | None, seed: int) -> list[Blindspot]:
     ws = open_workspace(workspace)
     with limited(CATALOG_LIMIT):
         found = mine_clusters(ws, default_embedder(ws), seed=seed, progress=False)
@@ -41,7 +55,7 @@ def prompts(workspace: str | None, variants: int, seed: int) -> int:
 
 
 @flow(name="mine", log_prints=True)
-def mine_flow(workspace: str | None = None, variants: int = 4, seed: int = 0) -> dict:
+def mine_flow(workspace: str | None = None, variants: int = 4, seed: int = 0) -> Mined | Skipped:
     """Failure clusters (stable ids across reruns) and their prompts and edit instructions."""
     if not (new := _unclustered(workspace)):
         return {"skipped": "every failure is already in a cluster"}

@@ -6,6 +6,7 @@ A version some model was already trained on is not trained on again: there is no
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypedDict
 
 from prefect import flow, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
@@ -15,6 +16,38 @@ from feedback.training.gate_run import run_gate
 from flows.common import CATALOG_LIMIT, THIS_WORKSPACE, limited, open_workspace
 from store.datasets import build_dataset
 from store.models import trained_on
+
+
+class Trained(TypedDict):
+    model: str
+    parent: str | None
+    dataset_version: int
+    duration_s: float
+    imgsz: int | None
+    thresholds: dict[str, float] | None  # each class's operating point, where the recipe chose them
+
+
+class GateVerdict(TypedDict):
+    promoted: bool
+    reasons: list[str]
+    challenger: str
+    champion: str | None
+    dataset_version: int | None
+    margin: float
+    tolerance: float
+    challenger_metrics: dict[str, Any]
+    champion_metrics: dict[str, Any] | None
+
+
+class Retrained(TypedDict):
+    dataset_version: int
+    trained: Trained
+    gate: GateVerdict
+
+
+class AlreadyTrained(TypedDict):
+    skipped: str
+    dataset_version: int
 
 
 @task(name="dataset-version")
@@ -33,7 +66,7 @@ def _already_trained(workspace: str | None, version: int) -> str | None:
 # Cached on its inputs and this code: a cycle rerun after a later stage failed reuses the trained model.
 @task(name="challenger", cache_policy=INPUTS + TASK_SOURCE + THIS_WORKSPACE, persist_result=True, retries=1)
 def challenger(workspace: str | None, version: int, profile: str, epochs: int | None, imgsz: int | None,
-               seed: int, backend: str = "local", watch_classes: list[str] | None = None) -> dict:
+               seed: int, backend: str = "local", watch_classes: list[str] | None = None) -> Trained:
     ws = open_workspace(workspace)
     overrides = {k: v for k, v in {"epochs": epochs, "imgsz": imgsz}.items() if v is not None}
     result = get_backend(backend, ws).train(ws, dataset_version=version, profile=profile, overrides=overrides,
@@ -45,7 +78,7 @@ def challenger(workspace: str | None, version: int, profile: str, epochs: int | 
 
 @task(name="gate-verdict")
 def gate_verdict(workspace: str | None, model: str, margin: float, tolerance: float, report_dir: str | None,
-                 watch_classes: list[str] | None = None) -> dict:
+                 watch_classes: list[str] | None = None) -> GateVerdict:
     with limited(CATALOG_LIMIT):
         r = run_gate(open_workspace(workspace), model, margin=margin, tolerance=tolerance,
                      report_dir=Path(report_dir) if report_dir else None, progress=False, watch=watch_classes or ())
@@ -57,7 +90,7 @@ def gate_verdict(workspace: str | None, model: str, margin: float, tolerance: fl
 @flow(name="retrain", log_prints=True)
 def retrain_flow(workspace: str | None = None, profile: str = "cpu", epochs: int | None = None,
                  imgsz: int | None = None, margin: float = 0.005, tolerance: float = 0.02, seed: int = 0,
-                 report_dir: str | None = None, backend: str = "local", watch_classes: list[str] | None = None) -> dict:
+                 report_dir: str | None = None, backend: str = "local", watch_classes: list[str] | None = None) -> Retrained | AlreadyTrained:
     """Dataset version -> train (here, or on Vertex AI with backend "vertex") -> evaluate -> gate; skipped
     when a model was trained on this version already."""
     version = dataset_version(workspace)

@@ -6,15 +6,33 @@ cycle rerun after a later failure does not pay twice.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from prefect import flow, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from feedback.synthesis.batch import cluster_jobs, run_batch
 from feedback.synthesis.generators import make_generator
-from flows.common import GENERATION_LIMIT, THIS_WORKSPACE, limited, open_workspace
+from flows.common import GENERATION_LIMIT, THIS_WORKSPACE, Skipped, limited, open_workspace
 from store.clusters import read_clusters
+from store.labels import count_images
 
 MAX_CLUSTERS = 5  # the largest blind spots first; the next cycle reaches the rest
+
+
+class Synthesized(TypedDict):
+    generator: str
+    clusters: int
+    kept: int
+    rejected: int
+    failed: int
+    cost_usd: float
+    runs: list[str | None]
+
+
+def _synthetic(workspace: str | None) -> int:
+    with open_workspace(workspace).catalog.connect() as con:
+        return count_images(con, "synthetic")
 
 
 def _targets(workspace: str | None) -> list[str]:
@@ -27,7 +45,7 @@ def _targets(workspace: str | None) -> list[str]:
 @task(name="synthetic-images", cache_policy=INPUTS + TASK_SOURCE + THIS_WORKSPACE, persist_result=True, retries=2,
       retry_delay_seconds=60)
 def synthetic_images(workspace: str | None, generator: str, clusters: list[str], count: int, seed: int,
-                     max_cost_usd: float | None) -> dict:
+                     max_cost_usd: float | None) -> Synthesized:
     ws = open_workspace(workspace)
     per_cluster = max(1, -(-count // len(clusters)))
     with limited(GENERATION_LIMIT):
@@ -41,8 +59,11 @@ def synthetic_images(workspace: str | None, generator: str, clusters: list[str],
 
 @flow(name="synthesize", log_prints=True)
 def synthesize_flow(workspace: str | None = None, generator: str | None = "swap", count: int = 100, seed: int = 0,
-                    max_cost_usd: float | None = None) -> dict:
-    """`count` images spread over the largest blind spots; skipped without a generator or a cluster."""
+                    max_cost_usd: float | None = None, new_blind_spots: bool = True) -> Synthesized | Skipped:
+    """`count` images spread over the largest blind spots; skipped without a generator or a cluster, and where
+    mining found no new blind spot (`new_blind_spots` False) and synthetic images were made already."""
+    if not new_blind_spots and _synthetic(workspace):
+        return {"skipped": "no new blind spot since the last synthesis"}
     if not generator or count < 1:
         return {"skipped": "no generator or no images asked for"}
     clusters = _targets(workspace)

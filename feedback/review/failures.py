@@ -37,10 +37,10 @@ class Failure:
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, M) IoU of every box in `a` (N, 4 xyxy) with every box in `b` (M, 4 xyxy): supervision's, in float64.
 
-    Degenerate (zero-area) boxes overlap nothing; either side may be empty. Supervision divides in float32: rounded
-    to 6 places, an overlap of exactly 0.5 or 0.6 stays that, so thresholds and stored records read as computed."""
+    Degenerate (zero-area) boxes overlap nothing; either side may be empty. The matrix is float32 by supervision's
+    contract: a value to store comes from `sv.box_iou` on the pair, in full precision."""
     found = sv.box_iou_batch(np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4))
-    return np.round(found.astype(np.float64), 6)
+    return found.astype(np.float64)
 
 
 def match_failures(
@@ -96,8 +96,8 @@ def match_failures(
         return sorted(pairs)
 
     def paired(kind: FailureKind, t: int, p: int) -> Failure:
-        return Failure(kind, int(true_classes[t]), int(pred_classes[p]), float(pred_conf[p]), float(overlap[t, p]),
-                       _box(true_boxes[t]))
+        return Failure(kind, int(true_classes[t]), int(pred_classes[p]), float(pred_conf[p]),
+                       sv.box_iou(true_boxes[t], pred_boxes[p]), _box(true_boxes[t]))
 
     match(same_class & (overlap >= iou))  # correct detections: they only use up their boxes
     confusions = [paired("confusion", t, p) for t, p in match(overlap >= iou)]
@@ -106,9 +106,11 @@ def match_failures(
     missed = [Failure("missed", int(true_classes[t]), None, None, None, _box(true_boxes[t]))
               for t in np.flatnonzero(true_free)]
     # Step 1 leaves no free same-class pair at `iou`, so such an overlap is with an object already found.
-    on_found = np.where(same_class, overlap, 0.0).max(axis=0, initial=0.0)
+    same_overlap = np.where(same_class, overlap, 0.0)
+    on_found = same_overlap.max(axis=0, initial=0.0)
     spurious = [Failure("spurious", None, int(pred_classes[p]), float(pred_conf[p]),
-                        float(on_found[p]) if on_found[p] >= iou else None, _box(pred_boxes[p]))
+                        sv.box_iou(true_boxes[same_overlap[:, p].argmax()], pred_boxes[p]) if on_found[p] >= iou
+                        else None, _box(pred_boxes[p]))
                 for p in np.flatnonzero(pred_free)]
     return confusions + localizations + missed + spurious
 

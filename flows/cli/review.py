@@ -8,19 +8,17 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from feedback.review.boxes import prepare_vectors
 from edge.terminal import click
-from feedback.review.effort import CostModel
+from feedback.review import stage
+from feedback.review.boxes import prepare_vectors
 from feedback.review.failures import failure_summary, format_failures
-from feedback.review.hunt import OracleHunt, choose_questions, pull_hunt, push_hunt
 from feedback.review.oracle import OracleReviewer
-from feedback.review.selection import SelectionConfig
-from feedback.review.workflow import PullReport, ReviewError, pull_reviews, push_for_review
+from feedback.review.stage import PushResult, Selection
+from feedback.review.workflow import PullReport, ReviewError
 from flows.cli.common import (
     ClipModelOpt, JsonOpt, WorkspaceOpt, app, console, emit, err, existing_workspace, fail, open_workspace,
     show_progress, ultralytics_to_stderr, workspace_settings,
 )
-from store.hunt_tasks import hunt_counts
 from store.labels import catalog_classes
 
 # The Label Studio bridge is imported where a command talks to Label Studio: its SDK alone takes most of a second,
@@ -45,22 +43,13 @@ ClipOpt = Annotated[Optional[str], typer.Option(
 
 
 def _reviewer(settings, reviewer: str, labels: Path | None, url: str | None, token: str | None):  # noqa: ANN001, ANN202
-    """The chosen reviewer, checked before any work: an oracle's labels are there, a Label Studio is
-    configured, answers and takes the token (else one `error:` line and exit 2)."""
-    from feedback.review.labelstudio import LabelStudioReviewer
-
-    if reviewer == "oracle":
-        if labels is None or not labels.is_dir():
-            raise fail(f"--reviewer oracle needs --labels DIR of ground-truth label files (got {labels})")
-        return OracleReviewer(labels)
-    if reviewer != "label-studio":
-        raise fail(f"--reviewer {reviewer!r} must be 'label-studio' or 'oracle'")
-    settings = settings.model_copy(update={k: v for k, v in
-                                           {"label_studio_url": url, "label_studio_token": token}.items() if v})
+    """The chosen reviewer (`stage.make_reviewer`), checked before any work: an oracle's labels are there, a
+    Label Studio is configured, answers and takes the token (else one `error:` line and exit 2)."""
     try:
-        chosen = LabelStudioReviewer.from_settings(settings)
-        chosen.ping()
-    except ReviewError as exc:
+        chosen = stage.make_reviewer(settings, reviewer, labels, url=url, token=token)
+        if not isinstance(chosen, OracleReviewer):
+            chosen.ping()  # type: ignore[attr-defined]
+    except (ReviewError, ValueError) as exc:
         raise fail(str(exc)) from exc
     return chosen
 
@@ -80,14 +69,13 @@ def review_embed(workspace: WorkspaceOpt = None, clip_model: ClipModelOpt = None
     emit({"embedder": name}, as_json, f"vectors ready from {name}")
 
 
-def _class_ids(ws, names: str, option: str = "--watch-classes") -> tuple[int, ...]:  # noqa: ANN001
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
+def _class_names(ws, names: str, option: str = "--watch-classes") -> tuple[str, ...]:  # noqa: ANN001
+    wanted = tuple(n.strip() for n in names.split(",") if n.strip())
     with ws.catalog.connect() as con:
         known = catalog_classes(con)
-    unknown = [n for n in wanted if n not in known]
-    if unknown:
+    if unknown := [n for n in wanted if n not in known]:
         raise fail(f"{option} {','.join(unknown)}: not among the catalog's classes {known}")
-    return tuple(known.index(n) for n in wanted)
+    return wanted
 
 
 @review_app.command("push")
@@ -149,76 +137,53 @@ def review_push(
     # The reviewer first: a Label Studio that is not configured or not there is said before minutes of embedding.
     chosen = _reviewer(workspace_settings(workspace), reviewer, labels, label_studio_url, label_studio_token)
     ws = open_workspace(workspace)
-    if hunt is not None:
-        return _push_hunt(ws, hunt, chosen, budget, budget_seconds, public_url, clip_model, clip_pretrained, as_json)
-    name = None
-    if strategy == "active":
-        with ultralytics_to_stderr():
-            name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained,
-                                   progress=show_progress(as_json))
-    config = SelectionConfig(strategy=strategy, uncertainty=uncertainty, diversity=diversity,  # type: ignore[arg-type]
-                             class_balance=class_balance, rare=rare, evidence=evidence, failure=failure_boost,
-                             seed=seed, embedder=name, watch_classes=_class_ids(ws, watch_classes),
-                             per_second=per_second,
-                             cost=_cost_model(ws))
+    selection = Selection(strategy=strategy, uncertainty=uncertainty, diversity=diversity,  # type: ignore[arg-type]
+                          class_balance=class_balance, rare=rare, evidence=evidence, failure=failure_boost,
+                          seed=seed, per_second=per_second, watch_classes=_class_names(ws, watch_classes))
     try:
-        report = push_for_review(ws, budget or 1_000_000, reviewer=chosen, selection=config, public_url=public_url,
-                                 project_title=project, budget_seconds=budget_seconds)
-    except (ReviewError, LookupError) as exc:
+        with ultralytics_to_stderr():
+            if hunt is not None:
+                _class_names(ws, hunt, "--hunt")
+                asked = stage.push_hunt_questions(ws, chosen, hunt, budget=budget, budget_seconds=budget_seconds,
+                                                  public_url=public_url, clip_model=clip_model,
+                                                  clip_pretrained=clip_pretrained, progress=show_progress(as_json))
+                return _hunt_pushed(asked, as_json)
+            report = stage.push(ws, chosen, selection, budget=budget, budget_seconds=budget_seconds,
+                                public_url=public_url, project_title=project, clip_model=clip_model,
+                                clip_pretrained=clip_pretrained, progress=show_progress(as_json))
+    except (ReviewError, LookupError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    out: dict[str, object] = {"pushed": report.pushed, "already_pushed": report.already_pushed,
-                              "reviewer": report.reviewer, "project": report.project, "strategy": report.strategy,
-                              "embedder": name, "expected_s": round(sum(p.expected_s for p in report.picks), 1)}
-    if explain:
-        out["picks"] = [{"capture": p.capture_id, "score": round(p.score, 4), "expected_s": round(p.expected_s, 1),
-                         "parts": {k: round(v, 4) for k, v in p.parts.items()}} for p in report.picks]
+    picks = report.pop("picks")
+    report.pop("mean_rare")
+    out: dict[str, object] = dict(report) | ({"picks": picks} if explain else {})
     if as_json:
         emit(out, True)
         return
-    if explain and report.picks:
-        keys = sorted({k for p in report.picks for k in p.parts})
+    if explain and picks:
+        keys = sorted({k for p in picks for k in p["parts"]})
         table = Table("#", "capture", "score", *keys, "expected s", title="why each capture was picked")
         table.columns[1].min_width = 12  # the id a person looks up: shrink the parts' columns first
-        for i, p in enumerate(report.picks, 1):
-            table.add_row(str(i), p.capture_id[:12], f"{p.score:.3f}", *(f"{p.parts.get(k, 0):.3f}" for k in keys),
-                          f"{p.expected_s:.1f}")
+        for i, p in enumerate(picks, 1):
+            table.add_row(str(i), p["capture"][:12], f"{p['score']:.3f}",
+                          *(f"{p['parts'].get(k, 0):.3f}" for k in keys), f"{p['expected_s']:.1f}")
         console.print(table)
     # The predicted time where a person asked in seconds or asked why; a count budget's line stays as it was.
-    console.print(_push_line(report, name, timed=budget_seconds is not None or explain))
+    console.print(_push_line(report, timed=budget_seconds is not None or explain))
 
 
-def _push_line(report, embedder: str | None, timed: bool = False) -> str:  # noqa: ANN001 (workflow.PushReport)
-    where = f"{report.reviewer} project {report.project}" if report.project else report.reviewer
-    how = report.strategy + (f", embedder {embedder}" if embedder else "")
-    line = f"pushed {report.pushed} captures to {where} ({how}); {report.already_pushed} picked were already pushed"
-    return line + (f"; about {_minutes(sum(p.expected_s for p in report.picks))} of a person's time predicted"
-                   if timed else "")
+def _push_line(report: PushResult, timed: bool = False) -> str:
+    where = f"{report['reviewer']} project {report['project']}" if report["project"] else report["reviewer"]
+    how = report["strategy"] + (f", embedder {report['embedder']}" if report["embedder"] else "")
+    line = (f"pushed {report['pushed']} captures to {where} ({how}); {report['already_pushed']} picked were already "
+            "pushed")
+    return line + (f"; about {_minutes(report['expected_s'])} of a person's time predicted" if timed else "")
 
 
-def _push_hunt(ws, class_name: str, chosen, budget: int | None, budget_seconds: float | None,  # noqa: ANN001
-               public_url: str | None, clip_model: str | None, clip_pretrained: str | None, as_json: bool) -> None:
-    [class_id] = _class_ids(ws, class_name, "--hunt")
-    cost = _cost_model(ws)
-    with ultralytics_to_stderr():
-        name = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained,
-                               progress=show_progress(as_json))
-    questions = choose_questions(ws, class_id, name, budget=budget, budget_seconds=budget_seconds, cost=cost)
-    try:
-        asked = push_hunt(ws, questions, reviewer=_hunter(chosen), class_name=class_name, public_url=public_url)
-    except (ReviewError, LookupError) as exc:
-        raise fail(str(exc)) from exc
-    seconds = asked * cost.seconds["kept"]
-    emit({"hunt": class_name, "asked": asked, "expected_s": seconds}, as_json,
-         f"asked {asked} yes/no questions about {class_name} ({_hunter(chosen).name}); about {_minutes(seconds)} of "
-         f"a person's time predicted" + ("" if asked else ": no candidate box the probe can score for it yet"))
-
-
-def _hunter(chosen):  # noqa: ANN001, ANN202 - the review adapter's hunt side
-    if isinstance(chosen, OracleReviewer):
-        return OracleHunt(chosen)
-    from feedback.review.labelstudio_hunt import LabelStudioHunt  # the Label Studio SDK: most of a second
-
-    return LabelStudioHunt(chosen)
+def _hunt_pushed(asked: PushResult, as_json: bool) -> None:
+    emit({k: asked[k] for k in ("hunt", "asked", "expected_s")}, as_json,  # type: ignore[literal-required]
+         f"asked {asked['asked']} yes/no questions about {asked['hunt']} ({asked['reviewer']}); about "
+         f"{_minutes(asked['expected_s'])} of a person's time predicted"
+         + ("" if asked["asked"] else ": no candidate box the probe can score for it yet"))
 
 
 @review_app.command("pull")
@@ -241,35 +206,20 @@ def review_pull(
         raise fail(f"--holdout-share {holdout_share} must lie in [0, 1)")
     chosen = _reviewer(workspace_settings(workspace), reviewer, labels, label_studio_url, label_studio_token)
     ws = existing_workspace(workspace)  # pull only reads until there is something to pull
-    hunted = None
     try:
-        if ws is not None and _open_hunts(ws):
-            hunted = pull_hunt(ws, reviewer=_hunter(chosen), full_review=chosen, public_url=public_url,
-                               cost=_cost_model(ws))
-        report = PullReport() if ws is None else pull_reviews(ws, reviewer=chosen, holdout_share=holdout_share)
-    except (ReviewError, LookupError) as exc:
+        report, hunted = (PullReport(), None) if ws is None else stage.pull(ws, chosen, holdout_share=holdout_share,
+                                                                           public_url=public_url)
+    except (ReviewError, LookupError, ValueError) as exc:
         raise fail(str(exc)) from exc
     if report.tasks == 0:
         err.print(f"nothing was pushed to {chosen.name} for review yet: run `edgeloop review push --budget N` first")
     if as_json:
-        emit({k: v for k, v in vars(report).items() if k != "efforts"}
-             | ({"hunt": _hunt_summary(hunted)} if hunted else {}), True)
+        emit(stage.pull_result(report, hunted), True)
         return
     if hunted:
         console.print(_hunt_line(hunted))
     if report.tasks:
         console.print(_pull_line(report))
-
-
-def _open_hunts(ws) -> int:  # noqa: ANN001
-    with ws.catalog.connect() as con:
-        return hunt_counts(con).get("pushed", 0)
-
-
-def _hunt_summary(hunted) -> dict:  # noqa: ANN001 (feedback.review.hunt.HuntReport)
-    return {"asked": hunted.asked, "yes": hunted.yes, "no": hunted.no, "unsure": hunted.unsure,
-            "cancelled": hunted.cancelled, "pending": hunted.pending, "seconds": hunted.seconds,
-            "to_review": hunted.to_review.pushed if hunted.to_review else 0}
 
 
 def _hunt_line(hunted) -> str:  # noqa: ANN001
@@ -303,10 +253,3 @@ def failures(
     """What the deployed model got wrong on reviewed captures, by class and kind."""
     summary = failure_summary(open_workspace(workspace).catalog, model_version=model_version)
     emit(summary, as_json, format_failures(summary))
-
-
-def _cost_model(ws) -> CostModel:  # noqa: ANN001 (store.settings.Workspace)
-    try:
-        return CostModel.from_settings(ws.settings.review_seconds)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc

@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 
 from feedback.datasets.yolo_import import import_yolo
+from feedback.review.stage import Selection
 from feedback.scenes import write_yolo_dataset
 from flows.retrain import challenger, dataset_version, retrain_flow
 from flows.review import review_push_flow, verified_labels
@@ -102,8 +103,8 @@ def test_a_pull_whose_labels_arrive_late_is_retried_by_prefect(tmp_path: Path) -
     import_yolo(ws, write_yolo_dataset(tmp_path / "d", range(2)), "train", progress=False)
     labels = tmp_path / "labels"
     _camera(ws, labels, 3)
-    pushed = review_push_flow(str(ws.settings.workspace), budget=3, strategy="random", reviewer="oracle",
-                              labels=str(labels))
+    pushed = review_push_flow(str(ws.settings.workspace), budget=3, reviewer="oracle", labels=str(labels),
+                              selection=Selection(strategy="random"))
     assert pushed["pushed"] == 3
     late = tmp_path / "labels-in-transit"
     labels.rename(late)

@@ -64,7 +64,8 @@ def test_deploy_serves_every_scheduled_flow(prefect_server: str, tmp_path: Path)
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PYTHONPATH": str(REPO),
            "EDGELOOP_WORKSPACE": str(tmp_path / "ws")}
     log = (tmp_path / "deploy.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "flows", "deploy"], cwd=tmp_path, env=env, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "flows", "deploy", "--budget", "40", "--selection",
+                             "diversity=false"], cwd=tmp_path, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def listed() -> dict[str, dict] | None:
@@ -77,6 +78,11 @@ def test_deploy_serves_every_scheduled_flow(prefect_server: str, tmp_path: Path)
         assert crons == {"ingest": ["*/5 * * * *"], "review-pull": ["*/10 * * * *"], "review-push": ["0 * * * *"],
                          "nightly": ["30 3 * * *"]}
         assert all(d["parameters"]["workspace"] == str((tmp_path / "ws").resolve()) for d in deployments.values())
+        # The selection switches reach the scheduled pushes and the nightly cycle, as `review push` would set them.
+        for name in ("review-push", "nightly"):
+            given = deployments[name]["parameters"]
+            assert given["budget"] == 40 and given["selection"]["diversity"] is False, given
+            assert given["selection"]["rare"] is True and given["selection"]["strategy"] == "active", given
         limits = httpx.post(f"{prefect_server}/v2/concurrency_limits/filter", json={}, timeout=5).json()
         assert {"edgeloop-catalog-writer", "edgeloop-generation-spend"} <= {limit["name"] for limit in limits}
     finally:
