@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 import numpy as np
+import supervision as sv
 
 from edge.protocol import utc_now
 from feedback.review.effort import CostModel
@@ -94,8 +95,8 @@ def choose_questions(ws: Workspace, class_id: int, model: str, *, budget: int | 
         order = np.argsort(-scores, kind="stable")[:budget]
         chosen = [known[i] for i in order]
         items = {i.capture_id: i for i in load_items(con, sorted({b.capture_id for b in chosen}), detections=False)}
-    return [Question(b.ref, replace(items[b.capture_id], boxes=np.asarray([b.box]), class_ids=np.asarray([class_id]),
-                                    scores=np.asarray([float(s)])), class_id, float(s))
+    return [Question(b.ref, replace(items[b.capture_id], detections=_one_box(b.box, class_id, float(s))), class_id,
+                     float(s))
             for b, s in zip(chosen, scores[order], strict=True)]
 
 
@@ -111,7 +112,7 @@ def push_hunt(ws: Workspace, questions: Sequence[Question], *, reviewer: HuntRev
     task_ids = reviewer.push_hunt(project, questions, class_name)
     with ws.catalog.connect() as con:
         add_hunt_tasks(con, reviewer.name, project, questions[0].class_id, utc_now(), [
-            (q.ref, q.item.capture_id, tuple(map(float, q.item.boxes[0])), q.score, t)
+            (q.ref, q.item.capture_id, tuple(map(float, q.item.detections.xyxy[0])), q.score, t)
             for q, t in zip(questions, task_ids, strict=True)])
     return len(questions)
 
@@ -131,7 +132,7 @@ def pull_hunt(ws: Workspace, *, reviewer: HuntReviewer, full_review: Reviewer, p
     verdicts = [v for project, pairs in by_project.items() for v in reviewer.pull_hunt(project, pairs)]
     report = HuntReport(asked=len(rows))
     review: dict[str, Listed] = {}
-    extra: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    extra: dict[str, sv.Detections] = {}
     with ws.catalog.connect() as con:
         for v in verdicts:
             row = asked[v.ref]
@@ -148,8 +149,8 @@ def pull_hunt(ws: Workspace, *, reviewer: HuntReviewer, full_review: Reviewer, p
             if v.answer in ("yes", "unsure"):
                 review.setdefault(row.capture_id, Listed(row.capture_id, 1.0, {"hunt": 1.0}))
             if v.answer == "yes":  # the person's yes becomes part of what the full review starts from
-                boxes, ids = extra.get(row.capture_id, (np.zeros((0, 4)), np.zeros(0, np.int64)))
-                extra[row.capture_id] = (np.vstack([boxes, [row.box]]), np.append(ids, row.class_id))
+                extra[row.capture_id] = sv.Detections.merge([extra.get(row.capture_id, sv.Detections.empty()),
+                                                             _one_box(row.box, row.class_id, 1.0)])
     report.pending = len(rows) - len(verdicts)
     if review and classes:
         report.to_review = push_captures(ws, list(review.values()), reviewer=full_review, strategy="hunt",
@@ -158,8 +159,13 @@ def pull_hunt(ws: Workspace, *, reviewer: HuntReviewer, full_review: Reviewer, p
 
 
 def _question(row: HuntRow, item: ReviewItem) -> Question:
-    return Question(row.id, replace(item, boxes=np.asarray([row.box]), class_ids=np.asarray([row.class_id]),
-                                    scores=np.ones(1)), row.class_id, 1.0)
+    return Question(row.id, replace(item, detections=_one_box(row.box, row.class_id, 1.0)), row.class_id, 1.0)
+
+
+def _one_box(box: Sequence[float], class_id: int, confidence: float) -> sv.Detections:
+    """The box a question is about, as the frame's only detection (the reviewer shows just that one)."""
+    return sv.Detections(np.asarray([box], np.float64), confidence=np.asarray([confidence]),
+                         class_id=np.asarray([class_id], np.int64))
 
 
 class OracleHunt:
@@ -188,4 +194,4 @@ class OracleHunt:
             return "no"
         boxes, class_ids = read_yolo_labels(path, item.width, item.height)
         same = boxes[class_ids == q.class_id]
-        return "yes" if len(same) and box_iou(item.boxes[:1], same).max() >= 0.5 else "no"
+        return "yes" if len(same) and box_iou(item.detections.xyxy[:1], same).max() >= 0.5 else "no"

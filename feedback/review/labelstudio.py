@@ -13,6 +13,7 @@ from xml.sax.saxutils import quoteattr
 
 import httpx
 import numpy as np
+import supervision as sv
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
@@ -65,9 +66,10 @@ def label_config(classes: Sequence[str]) -> str:
 
 def prediction(item: ReviewItem, classes: Sequence[str]) -> dict[str, Any]:
     """The edge model's detections as a Label Studio prediction (the annotator's starting point)."""
-    percent = xyxy_to_percent(item.boxes, item.width, item.height)
+    shown = item.detections
+    percent = xyxy_to_percent(shown.xyxy, item.width, item.height)
     regions = []
-    for i, (rect, class_id, score) in enumerate(zip(percent, item.class_ids, item.scores, strict=True)):
+    for i, (rect, class_id, score) in enumerate(zip(percent, shown.class_id, shown.confidence, strict=True)):
         if not 0 <= class_id < len(classes):
             continue  # a class the catalog does not have cannot be shown; the annotator adds the box if real
         x, y, w, h = map(float, rect)
@@ -78,7 +80,7 @@ def prediction(item: ReviewItem, classes: Sequence[str]) -> dict[str, Any]:
                       "rectanglelabels": [classes[int(class_id)]]},
             "score": float(score),
         })
-    mean = float(np.mean(item.scores)) if len(item.scores) else 1.0  # nothing seen: sure of nothing to see
+    mean = float(np.mean(shown.confidence)) if len(shown) else 1.0  # nothing seen: sure of nothing to see
     return {"model_version": item.model_version or "unknown", "score": mean, "result": regions}
 
 
@@ -289,7 +291,7 @@ class LabelStudioReviewer:
             boxes, class_ids = annotation_boxes(result, classes, width, height)
         except ReviewConfigError as exc:
             raise ReviewConfigError(f"task {task_id} (annotation {annotation['id']}): {exc}") from None
-        return ReviewResult(task_id, capture_id, "verified", boxes, class_ids, **common)
+        return ReviewResult(task_id, capture_id, "verified", sv.Detections(boxes, class_id=class_ids), **common)
 
     def _annotator(self, user_id: int | dict | None) -> str | None:
         """The annotator's e-mail (or user name), looked up once per user."""

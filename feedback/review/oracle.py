@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import supervision as sv
 
 from feedback.review.workflow import PushedTask, ReviewItem, ReviewResult
 
@@ -56,7 +57,8 @@ class OracleReviewer:
         if not path.is_file():
             return ReviewResult(task.task_id, item.capture_id, "skipped", annotator="oracle")
         boxes, class_ids = read_yolo_labels(path, item.width, item.height)
-        return ReviewResult(task.task_id, item.capture_id, "verified", boxes, class_ids, annotator="oracle",
+        return ReviewResult(task.task_id, item.capture_id, "verified", sv.Detections(boxes, class_id=class_ids),
+                            annotator="oracle",
                             annotation_id=str(path),
                             updated_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc))
 

@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 
 import duckdb
 import numpy as np
+import supervision as sv
 
 from edge.protocol import utc_now
 from feedback.review.effort import CostModel, TaskEffort, skip_effort, summarise, task_effort
@@ -60,9 +61,8 @@ class ReviewItem:
     source_uri: str | None = None
     source_frame: int | None = None
     model_version: str | None = None
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # (N, 4) xyxy px, the edge detections
-    class_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # What the task shows before anyone edits it: the edge's detections (xyxy px, class_id, confidence).
+    detections: sv.Detections = field(default_factory=sv.Detections.empty)
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,7 @@ class ReviewResult:
     # skipped: the annotator pressed Skip (Label Studio's `was_cancelled`) or the oracle has no answer;
     # cancelled: the task vanished from the reviewer (deleted in Label Studio) before anyone finished it.
     status: Verdict
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
-    class_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    boxes: sv.Detections = field(default_factory=sv.Detections.empty)  # verified: xyxy px and catalog class_id
     annotator: str | None = None
     annotation_id: str | None = None
     updated_at: datetime | None = None
@@ -188,10 +187,10 @@ def push_captures(
     strategy: str,
     public_url: str | None = None,
     project_title: str = DEFAULT_PROJECT,
-    extra_boxes: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    extra_boxes: Mapping[str, sv.Detections] | None = None,
 ) -> PushReport:
     """Create review tasks for `picks`; review_tasks rows are written only once the reviewer took them.
-    `extra_boxes` (capture id -> xyxy, class ids) join a capture's pre-annotation: a hunt's confirmed boxes."""
+    `extra_boxes` (capture id -> boxes) join a capture's pre-annotation: a hunt's confirmed boxes."""
     with ws.catalog.connect() as con:
         classes = catalog_classes(con) or _adopt_model_classes(con)
         done = pushed_among(con, [p.capture_id for p in picks])
@@ -199,10 +198,7 @@ def push_captures(
         items = load_items(con, [p.capture_id for p in fresh])
     for i, item in enumerate(items):
         if extra_boxes and item.capture_id in extra_boxes:
-            boxes, class_ids = extra_boxes[item.capture_id]
-            items[i] = replace(item, boxes=np.vstack([item.boxes, boxes]),
-                               class_ids=np.concatenate([item.class_ids, class_ids]),
-                               scores=np.concatenate([item.scores, np.ones(len(class_ids))]))
+            items[i] = replace(item, detections=sv.Detections.merge([item.detections, extra_boxes[item.capture_id]]))
     report = PushReport(reviewer=reviewer.name, project=None, strategy=strategy, already_pushed=len(done))
     if not fresh:
         return report
@@ -263,7 +259,7 @@ def load_items(con: duckdb.DuckDBPyConnection, capture_ids: list[str], *, detect
         items.append(ReviewItem(
             capture_id=c, sha256=sha, width=int(width), height=int(height), source_uri=uri,
             source_frame=None if frame is None else int(frame), model_version=model_version,
-            boxes=dets[:, 2:], class_ids=dets[:, 0].astype(np.int64), scores=dets[:, 1],
+            detections=sv.Detections(dets[:, 2:], confidence=dets[:, 1], class_id=dets[:, 0].astype(np.int64)),
         ))
     return items
 
@@ -317,8 +313,8 @@ def _store(con: duckdb.DuckDBPyConnection, result: ReviewResult, row: tuple, rev
         return
 
     verified = result.status == "verified"
-    boxes = result.boxes if verified else np.zeros((0, 4))
-    class_ids = result.class_ids if verified else np.zeros(0, np.int64)
+    boxes = result.boxes.xyxy.astype(np.float64) if verified else np.zeros((0, 4))
+    class_ids = result.boxes.class_id.astype(np.int64) if verified else np.zeros(0, np.int64)
     # The same verdict again (a second pull, an annotation re-submitted unchanged) is not a new label.
     if status == result.status and (not verified or current_hash == label_hash(sha, boxes, class_ids)):
         report.unchanged += 1

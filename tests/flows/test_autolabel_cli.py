@@ -61,14 +61,14 @@ def test_autolabel_creates_pre_annotated_review_tasks(site: Path, tmp_path: Path
         ids = [c for (c,) in con.execute("SELECT capture_id FROM review_tasks WHERE strategy = 'autolabel' "
                                          "ORDER BY capture_id").fetchall()]
         items = load_items(con, ids)
-    assert len(items) == 3 and report["boxes"] == sum(len(i.boxes) for i in items) > 0
+    assert len(items) == 3 and report["boxes"] == sum(len(i.detections) for i in items) > 0
     for item in items:
         image = cv2.imread(item.source_uri)
         found = teacher.predict(image)
         # The task's pre-annotations are the teacher's boxes, classes and scores on that very image.
-        np.testing.assert_allclose(item.boxes, found.xyxy, atol=1e-3)
-        assert item.class_ids.tolist() == found.class_id.tolist()
-        np.testing.assert_allclose(item.scores, found.confidence, atol=1e-6)
+        np.testing.assert_allclose(item.detections.xyxy, found.xyxy, atol=1e-3)
+        assert item.detections.class_id.tolist() == found.class_id.tolist()
+        np.testing.assert_allclose(item.detections.confidence, found.confidence, atol=1e-6)
         regions = prediction(item, CLASSES)["result"]
         assert [r["value"]["rectanglelabels"][0] for r in regions] == [CLASSES[c] for c in found.class_id]
         assert item.model_version == teacher.name

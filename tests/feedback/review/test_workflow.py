@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import supervision as sv
 
 from edge.protocol import CaptureMeta, Detection, SourceRef
 from feedback.review.labelstudio import (
@@ -70,8 +71,8 @@ def test_label_config_escapes_class_names() -> None:
 
 def test_prediction_regions_are_percent_with_scores_and_model_version() -> None:
     item = ReviewItem("c1", "sha", W, H, "http://x/v1/blobs/sha", model_version="m7",
-                      boxes=np.array([[32.0, 24.0, 96.0, 120.0], [0, 0, 10, 10]]), class_ids=np.array([2, 9]),
-                      scores=np.array([0.4, 0.8]))
+                      detections=sv.Detections(np.array([[32.0, 24.0, 96.0, 120.0], [0, 0, 10, 10]]),
+                                               confidence=np.array([0.4, 0.8]), class_id=np.array([2, 9])))
     pred = prediction(item, CLASSES)
     assert pred["model_version"] == "m7" and pred["score"] == pytest.approx(0.6)
     [region] = pred["result"]  # class 9 is no catalog class: not shown
