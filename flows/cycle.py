@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prefect import flow
@@ -25,6 +25,12 @@ from flows.review import review_pull_flow, review_push_flow
 from flows.synthesize import synthesize_flow
 
 StageHook = Callable[[str, str, dict[str, Any]], None]  # (stage, "start" | "done" | "skipped", result)
+
+
+def stage_status(result: Mapping[str, Any]) -> str:
+    """"skipped" where the stage returned `Skipped` (a reason), else "done": review pull's own `skipped` is a count of
+    tasks people skipped, and a pull that collected some of those did its work."""
+    return "skipped" if isinstance(result.get("skipped"), str) else "done"
 
 
 @flow(name="improvement-cycle", log_prints=True)
@@ -68,8 +74,7 @@ def improvement_cycle(
         hook(name, "start", {})
         started = time.perf_counter()
         result = {"skipped": skip} if skip else run()
-        # A stage with nothing to do returns `Skipped` (a reason); review pull's `skipped` counts skipped tasks.
-        status = "skipped" if isinstance(result.get("skipped"), str) else "done"
+        status = stage_status(result)
         summary["stages"].append({"name": name, "status": status, "seconds": round(time.perf_counter() - started, 1),
                                   "result": result})
         hook(name, status, result)

@@ -9,10 +9,13 @@ import pytest
 
 from feedback.datasets.yolo_import import import_yolo
 from feedback.scenes import write_yolo_dataset
-from flows.cycle import improvement_cycle
+from feedback.review.stage import Selection
+from flows.cycle import improvement_cycle, stage_status
 from flows.publish import publish_flow
+from flows.review import review_pull_flow, review_push_flow
 from store.settings import Settings, Workspace
 from tests.flows.camera_inbox import camera_frames
+from tests.flows.test_review_cli import _camera
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -94,3 +97,19 @@ def test_the_cycle_report_follows_the_watched_class_and_counts_review_time(tmp_p
     assert story["metrics"]["recall"]["challenger"] == gate["challenger_metrics"]["per_class"]["vest"]["recall"]
     pull = next(s for s in summary["stages"] if s["name"] == "review pull")["result"]
     assert data["effort"]["captures"] == pull["verified"] == 6 and data["people_s"] == data["effort"]["seconds"] > 0
+
+
+def test_a_pull_in_which_people_skipped_a_task_is_a_stage_done(tmp_path: Path) -> None:
+    """Review pull's result counts skipped tasks under `skipped`; only a `Skipped` reason makes a skipped stage."""
+    ws = Workspace(Settings(workspace=tmp_path / "ws", fsync=False))
+    import_yolo(ws, write_yolo_dataset(tmp_path / "d", range(2)), "train", progress=False)
+    labels = tmp_path / "labels"
+    _camera(ws, labels, 3)
+    where = str(ws.settings.workspace)
+    assert review_push_flow(where, budget=3, reviewer="oracle", labels=str(labels),
+                            selection=Selection(strategy="random"))["pushed"] == 3
+    next(iter(sorted(labels.glob("*.txt")))).unlink()  # the oracle has no answer for one frame: it skips it
+    pulled = review_pull_flow(where, "oracle", str(labels), 0.0)
+    assert (pulled["verified"], pulled["skipped"]) == (2, 1) and stage_status(pulled) == "done"
+    again = review_pull_flow(where, "oracle", str(labels), 0.0)
+    assert again == {"skipped": "no review task is open"} and stage_status(again) == "skipped"
