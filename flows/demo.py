@@ -131,18 +131,23 @@ def chatter_to(log: Path, verbose: bool) -> Iterator[None]:
     saved = [h.stream for h in handlers]
     for h in handlers:
         h.stream = sink
-    prefect_logger = logging.getLogger("prefect")
+    # Prefect's loggers and our own (a warning that the demo's rollout is unsigned, say) write to the sink and stop
+    # there: the console handlers Prefect adds once a flow starts would otherwise print them between the stages.
+    loggers = [logging.getLogger(name) for name in ("prefect", "feedback", "edge", "store", "flows")]
     extra = logging.StreamHandler(sink)
-    prefect_logger.addHandler(extra)
-    propagate, prefect_logger.propagate = prefect_logger.propagate, False
+    propagates = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(extra)
+        logger.propagate = False
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             yield
     finally:
         for h, stream in zip(handlers, saved, strict=True):
             h.stream = stream
-        prefect_logger.removeHandler(extra)
-        prefect_logger.propagate = propagate
+        for logger, propagate in zip(loggers, propagates, strict=True):
+            logger.removeHandler(extra)
+            logger.propagate = propagate
 
 
 class StageLines:

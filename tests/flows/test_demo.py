@@ -110,4 +110,5 @@ def test_the_demo_in_a_terminal_prints_only_its_own_lines(tmp_path: Path) -> Non
     lines = screen.replace("\r\n", "\n").split("\n")
     assert len(lines) < 40, screen  # the issue counted 674, ~650 of them ultralytics' bars
     assert "Epoch" not in screen and "box_loss" not in screen and "train:" not in screen
+    assert "WARNING" not in screen and "| INFO" not in screen, screen  # log records go to demo.log too
     assert "report:" in screen and (tmp_path / "demo" / "demo.log").read_text().count("Epoch") > 0  # the chatter went there
