@@ -177,8 +177,9 @@ def push_hunt_questions(ws: Workspace, reviewer: Reviewer, class_name: str, *, b
     embedder = prepare_vectors(ws, clip_model=clip_model, clip_pretrained=clip_pretrained, progress=progress)
     questions = choose_questions(ws, names.index(class_name), embedder, budget=budget, budget_seconds=budget_seconds,
                                  cost=cost)
-    asked = push_hunt(ws, questions, reviewer=hunter_for(reviewer), class_name=class_name, public_url=public_url)
-    return {"hunt": class_name, "asked": asked, "reviewer": hunter_for(reviewer).name, "embedder": embedder,
+    hunter = hunter_for(reviewer)
+    asked = push_hunt(ws, questions, reviewer=hunter, class_name=class_name, public_url=public_url)
+    return {"hunt": class_name, "asked": asked, "reviewer": hunter.name, "embedder": embedder,
             "expected_s": asked * cost.seconds["kept"]}
 
 

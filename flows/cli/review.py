@@ -69,12 +69,12 @@ def review_embed(workspace: WorkspaceOpt = None, clip_model: ClipModelOpt = None
     emit({"embedder": name}, as_json, f"vectors ready from {name}")
 
 
-def _class_names(ws, names: str, option: str = "--watch-classes") -> tuple[str, ...]:  # noqa: ANN001
+def _class_names(ws, names: str) -> tuple[str, ...]:  # noqa: ANN001
     wanted = tuple(n.strip() for n in names.split(",") if n.strip())
     with ws.catalog.connect() as con:
         known = catalog_classes(con)
     if unknown := [n for n in wanted if n not in known]:
-        raise fail(f"{option} {','.join(unknown)}: not among the catalog's classes {known}")
+        raise fail(f"--watch-classes {','.join(unknown)}: not among the catalog's classes {known}")
     return wanted
 
 
@@ -142,8 +142,7 @@ def review_push(
                           seed=seed, per_second=per_second, watch_classes=_class_names(ws, watch_classes))
     try:
         with ultralytics_to_stderr():
-            if hunt is not None:
-                _class_names(ws, hunt, "--hunt")
+            if hunt is not None:  # an unknown class is the stage's ValueError, naming --hunt
                 asked = stage.push_hunt_questions(ws, chosen, hunt, budget=budget, budget_seconds=budget_seconds,
                                                   public_url=public_url, clip_model=clip_model,
                                                   clip_pretrained=clip_pretrained, progress=show_progress(as_json))
